@@ -1,0 +1,298 @@
+package fsm
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	pb "github.com/ketch-raft/ketch/messages"
+)
+
+// Errors a proposal can be answered with (in a Reply action).
+var (
+	// ErrNotLeader: this node is not the leader; Reply.Leader hints at the
+	// one it believes is (0 when it knows none). The proposal was not
+	// appended anywhere, so the caller may send it elsewhere.
+	ErrNotLeader = errors.New("not the leader")
+	// ErrLeadershipLost: the proposal was appended while this node was
+	// leader, but leadership was lost before it committed. Its outcome is
+	// unknown: it may still commit under a later leader. Retry with the same
+	// client sequence number so the state machine applies it at most once.
+	ErrLeadershipLost = errors.New("leadership lost before the proposal committed; outcome unknown")
+)
+
+// Role is the role a node plays in its current term (Raft §5.1, Figure 4).
+type Role uint8
+
+const (
+	Follower Role = iota
+	Candidate
+	Leader
+)
+
+func (r Role) String() string {
+	switch r {
+	case Follower:
+		return "follower"
+	case Candidate:
+		return "candidate"
+	case Leader:
+		return "leader"
+	}
+	return fmt.Sprintf("role(%d)", uint8(r))
+}
+
+// Timer names one of the node's timers. The fsm asks for timers with
+// SetTimer actions and learns that one fired through a Timeout event.
+type Timer uint8
+
+const (
+	// ElectionTimer fires when a follower or candidate has heard from no
+	// leader for a randomized election timeout (Raft §5.2).
+	ElectionTimer Timer = iota
+	// HeartbeatTimer fires on the leader every heartbeat interval (Raft §5.2).
+	HeartbeatTimer
+)
+
+func (t Timer) String() string {
+	switch t {
+	case ElectionTimer:
+		return "election"
+	case HeartbeatTimer:
+		return "heartbeat"
+	}
+	return fmt.Sprintf("timer(%d)", uint8(t))
+}
+
+// Rand is the source of randomness the fsm uses for election jitter.
+// *math/rand/v2.Rand satisfies it; a simulator passes a seeded one.
+type Rand interface {
+	Int64N(n int64) int64
+}
+
+// Config is a node's configuration. Zero durations and limits take the
+// defaults documented on each field; Validate reports what is wrong.
+type Config struct {
+	// ID is this node's id, a positive integer unique in the cluster.
+	ID uint64
+	// ClusterID names the cluster; it is stamped on every outbound message.
+	ClusterID string
+	// Members lists the ids of every voting member, this node included.
+	// It is data, not a constant, so membership changes can come later.
+	Members []uint64
+	// ElectionTimeout is the base election timeout; each election timer is
+	// set to a random duration in [ElectionTimeout, 2*ElectionTimeout)
+	// (Raft §5.2). Default 300ms.
+	ElectionTimeout time.Duration
+	// HeartbeatInterval is how often a leader sends heartbeats; it must be
+	// well below ElectionTimeout (Raft §5.6). Default 50ms.
+	HeartbeatInterval time.Duration
+	// MaxInflight bounds the AppendEntries in flight to one follower while
+	// it is being replicated to in pipeline. Default 64.
+	MaxInflight int
+	// MaxMsgBytes bounds the entry bytes packed into one AppendEntries (a
+	// single larger entry is still sent alone). Default 1 MiB.
+	MaxMsgBytes int
+	// RetransmitRounds is how many heartbeat intervals a pipelined follower
+	// may go without acknowledging progress before the leader assumes the
+	// in-flight messages were lost and probes again. Default 4.
+	RetransmitRounds int
+	// Rand supplies election jitter. Required.
+	Rand Rand
+
+	// bugs are seeded faults for the simulator; see bugs.go.
+	bugs bugSet
+}
+
+// Defaults.
+const (
+	DefaultElectionTimeout   = 300 * time.Millisecond
+	DefaultHeartbeatInterval = 50 * time.Millisecond
+	DefaultMaxInflight       = 64
+	DefaultMaxMsgBytes       = 1 << 20
+	DefaultRetransmitRounds  = 4
+)
+
+func (c *Config) setDefaults() {
+	if c.ElectionTimeout == 0 {
+		c.ElectionTimeout = DefaultElectionTimeout
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if c.MaxInflight == 0 {
+		c.MaxInflight = DefaultMaxInflight
+	}
+	if c.MaxMsgBytes == 0 {
+		c.MaxMsgBytes = DefaultMaxMsgBytes
+	}
+	if c.RetransmitRounds == 0 {
+		c.RetransmitRounds = DefaultRetransmitRounds
+	}
+}
+
+// Validate reports the first problem with the configuration, after filling
+// in defaults for zero fields.
+func (c *Config) Validate() error {
+	c.setDefaults()
+	if c.ID == 0 {
+		return errors.New("fsm: node id must be a positive integer")
+	}
+	seen := map[uint64]bool{}
+	self := false
+	for _, m := range c.Members {
+		if m == 0 {
+			return errors.New("fsm: member ids must be positive integers")
+		}
+		if seen[m] {
+			return fmt.Errorf("fsm: member %d is listed twice", m)
+		}
+		seen[m] = true
+		if m == c.ID {
+			self = true
+		}
+	}
+	if !self {
+		return fmt.Errorf("fsm: members %v must include this node's id %d", c.Members, c.ID)
+	}
+	if c.HeartbeatInterval >= c.ElectionTimeout {
+		return fmt.Errorf("fsm: heartbeat interval %v must be below the election timeout %v", c.HeartbeatInterval, c.ElectionTimeout)
+	}
+	if c.MaxInflight < 1 || c.MaxMsgBytes < 1 || c.RetransmitRounds < 1 {
+		return errors.New("fsm: MaxInflight, MaxMsgBytes and RetransmitRounds must be positive")
+	}
+	if c.Rand == nil {
+		return errors.New("fsm: a Rand source for election jitter is required")
+	}
+	return nil
+}
+
+// Restore is the durable state a node starts from (ARCHITECTURE §3 rule 6):
+// term, vote and log as the store has them on disk, and the index the state
+// machine has already applied (0 if it starts empty). Commit index and
+// leadership are never restored; they are relearned.
+type Restore struct {
+	HardState *pb.HardState
+	// Entries is the whole durable log, indexes 1..n in order.
+	Entries []*pb.Entry
+	// Applied is the state machine's applied index; entries up to it are
+	// known committed and are not handed to Apply again.
+	Applied uint64
+}
+
+// Proposal is a command a client wants appended to the log.
+type Proposal struct {
+	// ID is chosen by the caller and comes back in the Apply (as a Ref) or
+	// Reply that settles the proposal. 0 means nobody waits for the result.
+	ID   uint64
+	Data []byte
+}
+
+// ---------------------------------------------------------------- events
+
+// Event is something that happened to the node: the input of Step.
+type Event interface{ isEvent() }
+
+// Start is the first event a new Node gets: it arms the election timer.
+type Start struct{}
+
+// Message is a peer message that has passed validation at the boundary
+// (right cluster, addressed to this node, from a member).
+type Message struct{ Msg *pb.RaftMessage }
+
+// Timeout reports that a timer set by SetTimer fired. Gen must be the
+// generation the SetTimer carried; firings of superseded timers are ignored.
+type Timeout struct {
+	Timer Timer
+	Gen   uint64
+}
+
+// Propose asks the node to append commands to the log.
+type Propose struct{ Proposals []Proposal }
+
+// Persisted reports that every Persist action up to and including Seq is
+// durable (fsynced). The store reports in order.
+type Persisted struct{ Seq uint64 }
+
+// Applied reports the state machine's applied index.
+type Applied struct{ Index uint64 }
+
+func (Start) isEvent()     {}
+func (Message) isEvent()   {}
+func (Timeout) isEvent()   {}
+func (Propose) isEvent()   {}
+func (Persisted) isEvent() {}
+func (Applied) isEvent()   {}
+
+// ---------------------------------------------------------------- actions
+
+// Action is something the node asks its environment to do: the output of
+// Step. Actions must be carried out in the order they are returned.
+type Action interface{ isAction() }
+
+// Persist asks the store to make state durable and then report
+// Persisted{Seq}. HardState is nil when it did not change. When Entries is
+// not empty, every stored entry with index >= Entries[0].Index is deleted
+// and Entries are written in its place (a plain append when Entries[0]
+// follows the last stored entry). Seq increases by one with every Persist.
+type Persist struct {
+	Seq       uint64
+	HardState *pb.HardState
+	Entries   []*pb.Entry
+}
+
+// Send asks for Msg to be delivered to node Msg.To. Delivery is best
+// effort: Raft tolerates loss, duplication and reordering.
+type Send struct{ Msg *pb.RaftMessage }
+
+// Ref ties a committed entry to the proposal that created it on this node.
+type Ref struct {
+	ID    uint64
+	Index uint64
+}
+
+// Apply hands committed entries, in index order and each exactly once per
+// Node incarnation, to the state machine. Refs names the entries that answer
+// proposals made to this node, so their callers can be told the result.
+type Apply struct {
+	Entries []*pb.Entry
+	Refs    []Ref
+}
+
+// Reply settles a proposal that will not be applied through this node:
+// Err is ErrNotLeader (Leader hints at the leader, 0 if unknown) or
+// ErrLeadershipLost (outcome unknown).
+type Reply struct {
+	ID     uint64
+	Err    error
+	Leader uint64
+}
+
+// SetTimer asks for a Timeout{Timer, Gen} event after the given duration,
+// replacing any earlier timer of the same kind.
+type SetTimer struct {
+	Timer Timer
+	After time.Duration
+	Gen   uint64
+}
+
+func (Persist) isAction()  {}
+func (Send) isAction()     {}
+func (Apply) isAction()    {}
+func (Reply) isAction()    {}
+func (SetTimer) isAction() {}
+
+// Status is a snapshot of the node's volatile state, for status reports,
+// tests and the simulator's invariant checks.
+type Status struct {
+	ID        uint64
+	Role      Role
+	Term      uint64
+	Vote      uint64
+	Leader    uint64 // 0 when unknown
+	LastIndex uint64
+	LastTerm  uint64
+	Commit    uint64
+	Applied   uint64 // the last index handed to Apply
+	Durable   uint64 // the last log index known durable on this node
+}
