@@ -1,0 +1,74 @@
+package fsm
+
+import (
+	"fmt"
+	"testing"
+)
+
+// Seeded bugs. Each switch plants one classic Raft mistake so the
+// simulator can prove it would catch it (a checker that never fails proves
+// nothing). They can be planted only from a test binary: PlantBug panics
+// anywhere else, so no flag, config file or message can turn one on in a
+// real node.
+type bugSet uint32
+
+const (
+	// commit-old-term: the leader commits an entry of an earlier term by
+	// counting replicas, which Raft §5.4.2 (Figure 8) forbids.
+	bugCommitOldTerm bugSet = 1 << iota
+	// vote-not-persisted: a vote is granted before it is durable and is
+	// not written to disk at all, so a restarted node forgets it.
+	bugVoteNotPersisted
+	// vote-stale-log: votes go to candidates whose log is less
+	// up-to-date than the voter's (ignores Raft §5.4.1).
+	bugVoteStaleLog
+	// truncate-on-stale: the follower replaces its log after prevLogIndex
+	// with the message's entries even when nothing conflicts, so a stale
+	// or duplicated AppendEntries deletes acknowledged entries.
+	bugTruncateOnStale
+	// commit-beyond-sent: the follower advances its commit index up to its
+	// own last index instead of the last entry the leader's message
+	// covered (Figure 2, AppendEntries rule 5).
+	bugCommitBeyondSent
+	// ack-before-durable: the follower acknowledges appended entries
+	// before the store reports them durable.
+	bugAckBeforeDurable
+)
+
+var bugNames = []struct {
+	name string
+	bug  bugSet
+}{
+	{"commit-old-term", bugCommitOldTerm},
+	{"vote-not-persisted", bugVoteNotPersisted},
+	{"vote-stale-log", bugVoteStaleLog},
+	{"truncate-on-stale", bugTruncateOnStale},
+	{"commit-beyond-sent", bugCommitBeyondSent},
+	{"ack-before-durable", bugAckBeforeDurable},
+}
+
+// BugNames lists the bugs PlantBug knows, in a fixed order.
+func BugNames() []string {
+	names := make([]string, len(bugNames))
+	for i, b := range bugNames {
+		names[i] = b.name
+	}
+	return names
+}
+
+// PlantBug turns on the named bug in cfg. It works only inside a test
+// binary and panics anywhere else.
+func PlantBug(cfg *Config, name string) error {
+	if !testing.Testing() {
+		panic("fsm: PlantBug may only be called from tests")
+	}
+	for _, b := range bugNames {
+		if b.name == name {
+			cfg.bugs |= b.bug
+			return nil
+		}
+	}
+	return fmt.Errorf("fsm: unknown bug %q (known: %v)", name, BugNames())
+}
+
+func (n *Node) bug(b bugSet) bool { return n.cfg.bugs&b != 0 }

@@ -1,0 +1,121 @@
+package fsm
+
+import (
+	"fmt"
+
+	pb "github.com/ketch-raft/ketch/messages"
+	"google.golang.org/protobuf/proto"
+)
+
+// raftLog is the node's view of its log: everything durable plus everything
+// it has asked the store to persist. Entries are immutable once created and
+// are shared with actions, so the log never writes into a backing array a
+// caller may hold: a truncation copies before it appends.
+//
+// offset is the index before entries[0]: 0 until snapshots compact the log
+// (a later issue), when it becomes the last compacted index.
+type raftLog struct {
+	offset     uint64
+	offsetTerm uint64
+	entries    []*pb.Entry
+}
+
+func (l *raftLog) lastIndex() uint64 { return l.offset + uint64(len(l.entries)) }
+
+func (l *raftLog) lastTerm() uint64 { return l.term(l.lastIndex()) }
+
+// term returns the term of the entry at index i, or 0 when the log does not
+// hold it (index 0 is the empty prefix, whose term is 0).
+func (l *raftLog) term(i uint64) uint64 {
+	switch {
+	case i == l.offset:
+		return l.offsetTerm
+	case i < l.offset || i > l.lastIndex():
+		return 0
+	}
+	return l.entries[i-l.offset-1].Term
+}
+
+func (l *raftLog) entry(i uint64) *pb.Entry { return l.entries[i-l.offset-1] }
+
+// slice returns entries lo..hi-1; the result cannot be appended into the log.
+func (l *raftLog) slice(lo, hi uint64) []*pb.Entry {
+	if lo >= hi {
+		return nil
+	}
+	if lo <= l.offset || hi > l.lastIndex()+1 {
+		panic(fmt.Sprintf("invariant: log slice [%d,%d) outside (%d,%d]", lo, hi, l.offset, l.lastIndex()))
+	}
+	return l.entries[lo-l.offset-1 : hi-l.offset-1 : hi-l.offset-1]
+}
+
+// sliceBytes returns entries from lo up to hi-1 whose data adds up to at
+// most maxBytes, but always at least one entry when lo < hi.
+func (l *raftLog) sliceBytes(lo, hi uint64, maxBytes int) []*pb.Entry {
+	ents := l.slice(lo, hi)
+	size := 0
+	for i, e := range ents {
+		size += proto.Size(e)
+		if i > 0 && size > maxBytes {
+			return ents[:i:i]
+		}
+	}
+	return ents
+}
+
+// append adds entries that follow the last one.
+func (l *raftLog) append(ents ...*pb.Entry) {
+	for _, e := range ents {
+		if e.Index != l.lastIndex()+1 {
+			panic(fmt.Sprintf("invariant: appending index %d after %d", e.Index, l.lastIndex()))
+		}
+		l.entries = append(l.entries, e)
+	}
+}
+
+// truncateAndAppend deletes every entry from ents[0].Index on and appends
+// ents in their place.
+func (l *raftLog) truncateAndAppend(ents []*pb.Entry) {
+	from := ents[0].Index
+	if from <= l.offset || from > l.lastIndex()+1 {
+		panic(fmt.Sprintf("invariant: truncating at %d outside (%d,%d]", from, l.offset, l.lastIndex()+1))
+	}
+	keep := from - l.offset - 1
+	// The three-index slice forces append to copy, so slices of the old
+	// array already handed out in actions stay as they were.
+	l.entries = l.entries[:keep:keep]
+	l.append(ents...)
+}
+
+// firstIndexOfTerm returns the first index of the run of entries with term t
+// that ends at index i (which must hold term t).
+func (l *raftLog) firstIndexOfTerm(t, i uint64) uint64 {
+	for i-1 > l.offset && l.term(i-1) == t {
+		i--
+	}
+	return i
+}
+
+// lastIndexOfTerm returns the largest index <= hi whose entry has term t,
+// or 0 when there is none.
+func (l *raftLog) lastIndexOfTerm(t, hi uint64) uint64 {
+	if hi > l.lastIndex() {
+		hi = l.lastIndex()
+	}
+	for i := hi; i > l.offset; i-- {
+		switch et := l.term(i); {
+		case et == t:
+			return i
+		case et < t:
+			return 0 // terms only grow along the log
+		}
+	}
+	return 0
+}
+
+// isUpToDate reports whether a candidate's log, ending at (lastIndex,
+// lastTerm), is at least as up-to-date as this one (Raft §5.4.1): the later
+// last term wins; with equal last terms the longer log wins.
+func (l *raftLog) isUpToDate(lastIndex, lastTerm uint64) bool {
+	return lastTerm > l.lastTerm() || (lastTerm == l.lastTerm() && lastIndex >= l.lastIndex())
+}

@@ -1,0 +1,435 @@
+package fsm
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	pb "github.com/ketch-raft/ketch/messages"
+)
+
+// Node is one Raft participant as a pure state machine: Step takes one
+// event and returns the actions it causes. It owns no goroutine, clock,
+// randomness (beyond Config.Rand) or I/O; the caller carries out the actions
+// and feeds back what happened. A Node is not safe for concurrent use.
+type Node struct {
+	cfg  Config
+	id   uint64
+	role Role
+
+	// Persistent state (Raft Figure 2), as this node sees it: it is only
+	// acted on once durable, see held.
+	term uint64
+	vote uint64
+	log  raftLog
+
+	leader  uint64 // the leader of this term, when known
+	commit  uint64 // highest index known committed (relearned after restart)
+	applied uint64 // highest index handed to an Apply action
+	stateAt uint64 // highest index the state machine reported applied
+
+	// Durability. Every change to term, vote or log is written through a
+	// Persist action; the store answers Persisted{Seq} once it is fsynced.
+	persistSeq uint64           // seq of the last Persist emitted
+	durableSeq uint64           // highest seq reported durable
+	inflight   []pendingPersist // Persist actions not yet reported durable
+	durable    uint64           // last log index known durable
+	// held are messages that promise durable state (a granted vote, an
+	// acknowledged append, a term acted on) waiting for the Persist that
+	// makes it so (ARCHITECTURE §3 rule 1).
+	held []heldMsg
+
+	timerGen [2]uint64 // current generation per Timer
+
+	// Candidate state.
+	votes      map[uint64]bool
+	selfVoteAt uint64 // seq of the Persist that holds this node's own vote
+
+	// Leader state.
+	progress  map[uint64]*progress
+	peers     []uint64 // members other than this node, sorted
+	round     uint64   // heartbeat rounds in this term
+	proposals []pendingProposal
+
+	// Per-Step scratch: what this Step changed and will emit.
+	acts      []Action
+	hsDirty   bool
+	dirtyFrom uint64 // first log index changed in this Step, 0 if none
+	toHold    []*pb.RaftMessage
+	voteDirty bool // this Step recorded a vote for this node itself
+}
+
+type pendingPersist struct {
+	seq  uint64
+	last uint64 // the log's last index once this Persist is durable
+}
+
+type heldMsg struct {
+	seq uint64
+	msg *pb.RaftMessage
+}
+
+type pendingProposal struct {
+	index uint64
+	id    uint64
+}
+
+// New validates cfg and returns a follower restored from r, the durable
+// state as the store has it. Step(Start{}) must be its first event.
+func New(cfg Config, r Restore) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.Members = slices.Clone(cfg.Members)
+	n := &Node{cfg: cfg, id: cfg.ID}
+	for _, m := range cfg.Members {
+		if m != cfg.ID {
+			n.peers = append(n.peers, m)
+		}
+	}
+	slices.Sort(n.peers)
+	if hs := r.HardState; hs != nil {
+		n.term, n.vote = hs.Term, hs.Vote
+	}
+	prevTerm := uint64(0)
+	for i, e := range r.Entries {
+		if e.Index != uint64(i)+1 {
+			return nil, fmt.Errorf("fsm: restored log holds index %d at position %d; the store is corrupt", e.Index, i+1)
+		}
+		if e.Term < prevTerm || e.Term > n.term {
+			return nil, fmt.Errorf("fsm: restored entry %d has term %d (previous %d, current term %d); the store is corrupt", e.Index, e.Term, prevTerm, n.term)
+		}
+		prevTerm = e.Term
+	}
+	n.log.entries = slices.Clone(r.Entries)
+	if r.Applied > n.log.lastIndex() {
+		return nil, fmt.Errorf("fsm: state machine applied %d but the log ends at %d", r.Applied, n.log.lastIndex())
+	}
+	// ARCHITECTURE §3 rule 6: start as a follower; the commit index is
+	// relearned. Entries the state machine applied were committed, so
+	// commit starts there rather than at 0.
+	n.commit, n.applied, n.stateAt = r.Applied, r.Applied, r.Applied
+	n.durable = n.log.lastIndex()
+	return n, nil
+}
+
+// Status reports the node's volatile state.
+func (n *Node) Status() Status {
+	return Status{
+		ID: n.id, Role: n.role, Term: n.term, Vote: n.vote, Leader: n.leader,
+		LastIndex: n.log.lastIndex(), LastTerm: n.log.lastTerm(),
+		Commit: n.commit, Applied: n.applied, Durable: n.durable,
+	}
+}
+
+// Step applies one event and returns the actions it causes, in the order
+// they must be carried out: a Persist first (so the store starts its fsync
+// while messages go out), then sends, applies, replies and timers.
+func (n *Node) Step(ev Event) []Action {
+	switch e := ev.(type) {
+	case Start:
+		n.resetElectionTimer()
+	case Message:
+		n.stepMessage(e.Msg)
+	case Timeout:
+		if e.Timer < Timer(len(n.timerGen)) && e.Gen == n.timerGen[e.Timer] {
+			n.timeout(e.Timer)
+		}
+	case Propose:
+		n.propose(e.Proposals)
+	case Persisted:
+		n.persisted(e.Seq)
+	case Applied:
+		n.stateAt = max(n.stateAt, e.Index)
+	default:
+		panic(fmt.Sprintf("fsm: unknown event %T", ev))
+	}
+	n.maybeApply()
+	return n.flush()
+}
+
+// stepMessage runs the rules common to every role, then the role's own.
+func (n *Node) stepMessage(m *pb.RaftMessage) {
+	switch {
+	case m.Term > n.term:
+		// Raft §5.1: a server that sees a higher term adopts it and
+		// becomes a follower. Only an AppendEntries names the new leader.
+		leader := uint64(0)
+		if m.GetAppendEntries() != nil {
+			leader = m.From
+		}
+		n.becomeFollower(m.Term, leader)
+	case m.Term < n.term:
+		// Raft §5.1: a request with a stale term is rejected; the answer
+		// carries our term so the stale sender steps down. Stale
+		// responses are dropped (ARCHITECTURE §3 rule 5).
+		switch {
+		case m.GetAppendEntries() != nil:
+			n.send(m.From, &pb.AppendEntriesResponse{
+				RejectIndex:  m.GetAppendEntries().PrevLogIndex,
+				LastLogIndex: n.log.lastIndex(),
+			}, true)
+		case m.GetRequestVote() != nil:
+			n.send(m.From, &pb.RequestVoteResponse{}, true)
+		}
+		return
+	}
+	switch n.role {
+	case Follower:
+		n.stepFollower(m)
+	case Candidate:
+		n.stepCandidate(m)
+	case Leader:
+		n.stepLeader(m)
+	}
+}
+
+func (n *Node) timeout(t Timer) {
+	switch t {
+	case ElectionTimer:
+		// Raft §5.2: a follower that hears from no leader, or a candidate
+		// whose election did not finish, starts a new election.
+		if n.role != Leader {
+			n.becomeCandidate()
+		}
+	case HeartbeatTimer:
+		if n.role == Leader {
+			n.heartbeat()
+		}
+	}
+}
+
+func (n *Node) propose(ps []Proposal) {
+	if n.role != Leader {
+		for _, p := range ps {
+			n.acts = append(n.acts, Reply{ID: p.ID, Err: ErrNotLeader, Leader: n.leader})
+		}
+		return
+	}
+	n.leaderAppend(ps)
+}
+
+// ---------------------------------------------------------- role changes
+
+func (n *Node) becomeFollower(term, leader uint64) {
+	if term > n.term {
+		n.term, n.vote = term, 0
+		n.hsDirty = true
+	}
+	if n.role == Leader {
+		n.abandonProposals()
+		n.timerGen[HeartbeatTimer]++
+		n.progress = nil
+	}
+	n.role = Follower
+	n.leader = leader
+	n.votes = nil
+	n.resetElectionTimer()
+}
+
+// becomeCandidate starts an election (Raft §5.2): increment the term, vote
+// for itself, and ask every other member for its vote. The RequestVotes
+// and the candidate's own vote count only once term and vote are durable.
+func (n *Node) becomeCandidate() {
+	n.role = Candidate
+	n.term++
+	n.vote = n.id
+	n.leader = 0
+	n.hsDirty = true
+	n.voteDirty = true
+	n.votes = map[uint64]bool{}
+	for _, p := range n.peers {
+		n.send(p, &pb.RequestVote{LastLogIndex: n.log.lastIndex(), LastLogTerm: n.log.lastTerm()}, true)
+	}
+	n.resetElectionTimer()
+}
+
+// becomeLeader takes over the term (Raft §5.2) and appends a no-op so that
+// entries of earlier terms commit through it (Raft §5.4.2, §8).
+func (n *Node) becomeLeader() {
+	n.role = Leader
+	n.leader = n.id
+	n.votes = nil
+	n.timerGen[ElectionTimer]++ // a leader needs no election timer
+	n.round = 0
+	n.progress = make(map[uint64]*progress, len(n.peers))
+	for _, p := range n.peers {
+		// Raft Figure 2: nextIndex starts just after the leader's last entry.
+		n.progress[p] = &progress{next: n.log.lastIndex() + 1}
+	}
+	n.appendEntries(&pb.Entry{Type: pb.EntryType_ENTRY_TYPE_NOOP})
+	for _, p := range n.peers {
+		n.sendAppend(p)
+	}
+	n.setTimer(HeartbeatTimer, n.cfg.HeartbeatInterval)
+}
+
+// ------------------------------------------------------------ persistence
+
+// persisted records that every Persist up to seq is durable, releases the
+// messages that waited for it, and counts what became durable.
+func (n *Node) persisted(seq uint64) {
+	if seq <= n.durableSeq {
+		return
+	}
+	if seq > n.persistSeq {
+		panic(fmt.Sprintf("invariant: store reports seq %d durable but only %d were issued", seq, n.persistSeq))
+	}
+	n.durableSeq = seq
+	k := 0
+	for k < len(n.inflight) && n.inflight[k].seq <= seq {
+		n.durable = max(n.durable, n.inflight[k].last)
+		k++
+	}
+	n.inflight = n.inflight[k:]
+	k = 0
+	for k < len(n.held) && n.held[k].seq <= seq {
+		n.acts = append(n.acts, Send{Msg: n.held[k].msg})
+		k++
+	}
+	n.held = n.held[k:]
+	switch n.role {
+	case Candidate:
+		if n.selfVoteAt != 0 && n.selfVoteAt <= seq {
+			n.votes[n.id] = true
+			n.maybeWin()
+		}
+	case Leader:
+		// ARCHITECTURE §3 rule 2: the leader counts itself only for
+		// entries its own store has made durable.
+		n.maybeCommit()
+	}
+}
+
+// appendEntries stamps ents with the next indexes and the current term and
+// appends them to the leader's log.
+func (n *Node) appendEntries(ents ...*pb.Entry) {
+	if n.role != Leader {
+		panic("invariant: only a leader appends new entries")
+	}
+	first := n.log.lastIndex() + 1
+	for i, e := range ents {
+		e.Index, e.Term = first+uint64(i), n.term
+	}
+	n.log.append(ents...)
+	n.markDirty(first)
+}
+
+// markDirty notes that the log changed from index i on.
+func (n *Node) markDirty(i uint64) {
+	if n.dirtyFrom == 0 || i < n.dirtyFrom {
+		n.dirtyFrom = i
+	}
+	// What was durable past the change is no longer this log's.
+	if n.durable >= i {
+		n.durable = i - 1
+	}
+	for k := range n.inflight {
+		n.inflight[k].last = min(n.inflight[k].last, i-1)
+	}
+}
+
+// send queues a message to peer `to`. A message that promises durable state
+// waits (is held) until every Persist issued so far is durable.
+func (n *Node) send(to uint64, body any, needsDurable bool) {
+	m := &pb.RaftMessage{ClusterId: n.cfg.ClusterID, From: n.id, To: to, Term: n.term}
+	switch b := body.(type) {
+	case *pb.RequestVote:
+		m.Body = &pb.RaftMessage_RequestVote{RequestVote: b}
+	case *pb.RequestVoteResponse:
+		m.Body = &pb.RaftMessage_RequestVoteResponse{RequestVoteResponse: b}
+	case *pb.AppendEntries:
+		m.Body = &pb.RaftMessage_AppendEntries{AppendEntries: b}
+	case *pb.AppendEntriesResponse:
+		m.Body = &pb.RaftMessage_AppendEntriesResponse{AppendEntriesResponse: b}
+	default:
+		panic(fmt.Sprintf("fsm: cannot send %T", body))
+	}
+	if needsDurable {
+		n.toHold = append(n.toHold, m)
+		return
+	}
+	n.acts = append(n.acts, Send{Msg: m})
+}
+
+// flush ends a Step: it turns what changed into one Persist, decides which
+// messages must wait for it, and returns the actions.
+func (n *Node) flush() []Action {
+	acts := n.acts
+	if n.hsDirty || n.dirtyFrom != 0 {
+		n.persistSeq++
+		p := Persist{Seq: n.persistSeq}
+		if n.hsDirty {
+			p.HardState = &pb.HardState{Term: n.term, Vote: n.vote}
+			if n.bug(bugVoteNotPersisted) && n.vote != n.id {
+				p.HardState.Vote = 0
+			}
+		}
+		if n.dirtyFrom != 0 {
+			p.Entries = n.log.slice(n.dirtyFrom, n.log.lastIndex()+1)
+			if len(p.Entries) == 0 {
+				panic("invariant: the log was truncated without new entries")
+			}
+		}
+		n.inflight = append(n.inflight, pendingPersist{seq: n.persistSeq, last: n.log.lastIndex()})
+		if n.voteDirty {
+			n.selfVoteAt = n.persistSeq
+		}
+		acts = append([]Action{p}, acts...)
+	}
+	for _, m := range n.toHold {
+		if n.persistSeq > n.durableSeq {
+			n.held = append(n.held, heldMsg{seq: n.persistSeq, msg: m})
+		} else {
+			acts = append(acts, Send{Msg: m})
+		}
+	}
+	n.acts, n.toHold = nil, n.toHold[:0]
+	n.hsDirty, n.dirtyFrom, n.voteDirty = false, 0, false
+	return acts
+}
+
+// ------------------------------------------------------- commit and apply
+
+// maybeApply hands newly committed entries to the state machine, each
+// index once and in order, with the proposals they answer.
+func (n *Node) maybeApply() {
+	if n.commit <= n.applied {
+		return
+	}
+	a := Apply{Entries: n.log.slice(n.applied+1, n.commit+1)}
+	k := 0
+	for k < len(n.proposals) && n.proposals[k].index <= n.commit {
+		a.Refs = append(a.Refs, Ref{ID: n.proposals[k].id, Index: n.proposals[k].index})
+		k++
+	}
+	n.proposals = n.proposals[k:]
+	n.applied = n.commit
+	n.acts = append(n.acts, a)
+}
+
+// abandonProposals answers every proposal still waiting when leadership is
+// lost: its entry may or may not commit under the next leader.
+func (n *Node) abandonProposals() {
+	for _, p := range n.proposals {
+		n.acts = append(n.acts, Reply{ID: p.id, Err: ErrLeadershipLost, Leader: 0})
+	}
+	n.proposals = nil
+}
+
+// ------------------------------------------------------------------ timers
+
+func (n *Node) setTimer(t Timer, after time.Duration) {
+	n.timerGen[t]++
+	n.acts = append(n.acts, SetTimer{Timer: t, After: after, Gen: n.timerGen[t]})
+}
+
+// resetElectionTimer arms the election timer with a random timeout in
+// [ElectionTimeout, 2*ElectionTimeout) so that split votes are rare
+// (Raft §5.2).
+func (n *Node) resetElectionTimer() {
+	base := n.cfg.ElectionTimeout
+	n.setTimer(ElectionTimer, base+time.Duration(n.cfg.Rand.Int64N(int64(base))))
+}
+
+func (n *Node) quorum() int { return len(n.cfg.Members)/2 + 1 }

@@ -1,0 +1,51 @@
+package fsm
+
+// progress is the leader's view of one follower (Raft Figure 2, "volatile
+// state on leaders": nextIndex and matchIndex), plus the flow control that
+// lets the leader pipeline AppendEntries without flooding the follower.
+//
+// A follower is in one of two states, after etcd-io/raft's tracker:
+//   - probe: the leader does not know where the logs match. It sends one
+//     AppendEntries at a time and waits for the answer (or the next
+//     heartbeat) before sending another, backing off on rejections.
+//   - replicate: the logs are known to match up to match. The leader sends
+//     new entries as soon as it has them, optimistically advancing next,
+//     with at most MaxInflight messages unacknowledged.
+type progress struct {
+	match uint64 // highest index known durable and matching on the follower
+	next  uint64 // next index to send
+
+	replicate bool
+	// probeSent: in probe state, a probe is out and unanswered.
+	probeSent bool
+	// inflight holds the last index of each unacknowledged AppendEntries
+	// sent in replicate state, ascending.
+	inflight []uint64
+	// stallRound is the heartbeat round since which the follower has had
+	// unacknowledged entries without acknowledging any progress.
+	stallRound uint64
+}
+
+func (pr *progress) becomeProbe(next uint64) {
+	pr.replicate = false
+	pr.probeSent = false
+	pr.inflight = pr.inflight[:0]
+	pr.next = next
+}
+
+func (pr *progress) becomeReplicate() {
+	pr.replicate = true
+	pr.probeSent = false
+	pr.inflight = pr.inflight[:0]
+	pr.next = pr.match + 1
+}
+
+// ack frees every in-flight message the follower has acknowledged through
+// index match.
+func (pr *progress) ack(match uint64) {
+	n := 0
+	for n < len(pr.inflight) && pr.inflight[n] <= match {
+		n++
+	}
+	pr.inflight = append(pr.inflight[:0], pr.inflight[n:]...)
+}

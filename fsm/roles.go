@@ -1,0 +1,315 @@
+package fsm
+
+import (
+	pb "github.com/ketch-raft/ketch/messages"
+)
+
+// The role functions. Each handles the messages meaningful in its role, in
+// the current term only: stepMessage has already settled terms (Raft §5.1)
+// and dropped stale messages. Messages a role has no use for are ignored;
+// they are leftovers of an earlier role in this term.
+
+// stepFollower: Raft §5.2 and Figure 2, "Followers".
+func (n *Node) stepFollower(m *pb.RaftMessage) {
+	switch {
+	case m.GetAppendEntries() != nil:
+		// Figure 2: a follower's election timer restarts whenever it
+		// hears from the current leader.
+		n.leader = m.From
+		n.resetElectionTimer()
+		n.handleAppendEntries(m)
+	case m.GetRequestVote() != nil:
+		n.handleRequestVote(m)
+	}
+}
+
+// stepCandidate: Raft §5.2 and Figure 2, "Candidates".
+func (n *Node) stepCandidate(m *pb.RaftMessage) {
+	switch {
+	case m.GetAppendEntries() != nil:
+		// Raft §5.2: an AppendEntries from a leader of the same term
+		// means the election was lost; return to follower.
+		n.becomeFollower(n.term, m.From)
+		n.handleAppendEntries(m)
+	case m.GetRequestVote() != nil:
+		n.handleRequestVote(m) // refused: this node voted for itself
+	case m.GetRequestVoteResponse() != nil:
+		if m.GetRequestVoteResponse().Granted {
+			n.votes[m.From] = true
+			n.maybeWin()
+		}
+	}
+}
+
+// stepLeader: Raft §5.3 and Figure 2, "Leaders".
+func (n *Node) stepLeader(m *pb.RaftMessage) {
+	switch {
+	case m.GetRequestVote() != nil:
+		n.handleRequestVote(m) // refused: this node voted for itself
+	case m.GetAppendEntriesResponse() != nil:
+		n.handleAppendResponse(m.From, m.GetAppendEntriesResponse())
+	}
+	// An AppendEntries in the leader's own term would mean two leaders in
+	// one term (Raft §5.2 election safety). It cannot come from a correct
+	// peer and is ignored rather than trusted.
+}
+
+// maybeWin makes a candidate leader once a majority of the members,
+// itself included, granted their votes (Raft §5.2).
+func (n *Node) maybeWin() {
+	if len(n.votes) >= n.quorum() && n.votes[n.id] {
+		n.becomeLeader()
+	}
+}
+
+// handleRequestVote applies the RequestVote receiver rules (Raft §5.2,
+// §5.4.1, Figure 2). The answer is held until the vote is durable.
+func (n *Node) handleRequestVote(m *pb.RaftMessage) {
+	rv := m.GetRequestVote()
+	// Figure 2 RequestVote rule 2: vote if votedFor is null or the
+	// candidate (each server votes at most once per term, Raft §5.2) ...
+	canVote := n.vote == 0 || n.vote == m.From
+	// ... and the candidate's log is at least as up-to-date as the
+	// receiver's (Raft §5.4.1), so a leader holds every committed entry.
+	upToDate := n.log.isUpToDate(rv.LastLogIndex, rv.LastLogTerm) || n.bug(bugVoteStaleLog)
+	granted := canVote && upToDate
+	if granted {
+		n.vote = m.From
+		n.hsDirty = true
+		// Figure 2: granting a vote restarts the election timer.
+		n.resetElectionTimer()
+	}
+	n.send(m.From, &pb.RequestVoteResponse{Granted: granted}, !(granted && n.bug(bugVoteNotPersisted)))
+}
+
+// handleAppendEntries applies the AppendEntries receiver rules (Raft §5.3,
+// Figure 2). The answer is held until the appended entries are durable.
+func (n *Node) handleAppendEntries(m *pb.RaftMessage) {
+	ae := m.GetAppendEntries()
+	prev := ae.PrevLogIndex
+	resp := &pb.AppendEntriesResponse{RejectIndex: prev}
+
+	switch {
+	case prev > n.log.lastIndex():
+		// Figure 2 rule 2: reply false if the log has no entry at
+		// prevLogIndex. Fast backtracking: say where the log ends.
+		resp.ConflictIndex = n.log.lastIndex() + 1
+	case n.log.term(prev) != ae.PrevLogTerm:
+		// Figure 2 rule 2: ... or its term differs. Fast backtracking
+		// (Raft §5.3, last paragraphs): report the conflicting term and
+		// the first index this log holds for it, so the leader can skip
+		// the whole term in one round trip.
+		resp.ConflictTerm = n.log.term(prev)
+		resp.ConflictIndex = n.log.firstIndexOfTerm(resp.ConflictTerm, prev)
+	default:
+		n.appendFromLeader(prev, ae.Entries)
+		lastNew := prev + uint64(len(ae.Entries))
+		// Figure 2 rule 5: commitIndex = min(leaderCommit, index of the
+		// last new entry). Entries past lastNew may still be an old
+		// leader's and must not be counted as committed.
+		limit := lastNew
+		if n.bug(bugCommitBeyondSent) {
+			limit = n.log.lastIndex()
+		}
+		if c := min(ae.LeaderCommit, limit); c > n.commit {
+			n.commit = c
+		}
+		resp.Success = true
+		resp.MatchIndex = lastNew
+	}
+	resp.LastLogIndex = n.log.lastIndex()
+	n.send(m.From, resp, !n.bug(bugAckBeforeDurable))
+}
+
+// appendFromLeader merges entries that follow prev, which is known to match
+// the leader's log, into this log.
+func (n *Node) appendFromLeader(prev uint64, ents []*pb.Entry) {
+	if n.bug(bugTruncateOnStale) && len(ents) > 0 {
+		n.truncateAndAppend(ents)
+		return
+	}
+	for i, e := range ents {
+		if e.Index > n.log.lastIndex() {
+			// Figure 2 rule 4: append any new entries not already in the log.
+			n.log.append(ents[i:]...)
+			n.markDirty(e.Index)
+			return
+		}
+		if n.log.term(e.Index) != e.Term {
+			// Figure 2 rule 3: an existing entry conflicts with a new one
+			// (same index, different term): delete it and all that follow.
+			// ARCHITECTURE §3 rule 4: only a real conflict truncates; a
+			// stale or duplicated message whose entries we already hold
+			// changes nothing.
+			n.truncateAndAppend(ents[i:])
+			return
+		}
+	}
+}
+
+func (n *Node) truncateAndAppend(ents []*pb.Entry) {
+	if from := ents[0].Index; from <= n.commit {
+		// Raft §5.4 (state machine safety): committed entries are never
+		// overwritten. Reaching this means the cluster broke a safety rule.
+		panic("invariant: truncating committed entries")
+	}
+	n.log.truncateAndAppend(ents)
+	n.markDirty(ents[0].Index)
+}
+
+// ------------------------------------------------------------- replication
+
+// leaderAppend appends proposals to the leader's log and sends them to
+// every follower ready for them. The leader may send before its own fsync
+// (thesis §10.2.1); it counts itself only once durable.
+func (n *Node) leaderAppend(ps []Proposal) {
+	ents := make([]*pb.Entry, len(ps))
+	for i, p := range ps {
+		ents[i] = &pb.Entry{Type: pb.EntryType_ENTRY_TYPE_NORMAL, Data: p.Data}
+	}
+	n.appendEntries(ents...)
+	for i, p := range ps {
+		if p.ID != 0 {
+			n.proposals = append(n.proposals, pendingProposal{index: ents[i].Index, id: p.ID})
+		}
+	}
+	for _, p := range n.peers {
+		if pr := n.progress[p]; pr.replicate {
+			n.sendAppend(p)
+		}
+	}
+}
+
+// sendAppend sends follower p what it may receive now: in probe state one
+// AppendEntries (if none is out); in replicate state as many as the
+// in-flight window allows, each packed up to MaxMsgBytes.
+func (n *Node) sendAppend(p uint64) {
+	pr := n.progress[p]
+	last := n.log.lastIndex()
+	if !pr.replicate {
+		if pr.probeSent {
+			return
+		}
+		pr.probeSent = true
+		n.sendEntries(p, pr.next-1, n.log.sliceBytes(pr.next, last+1, n.cfg.MaxMsgBytes))
+		return
+	}
+	for pr.next <= last && len(pr.inflight) < n.cfg.MaxInflight {
+		ents := n.log.sliceBytes(pr.next, last+1, n.cfg.MaxMsgBytes)
+		if len(pr.inflight) == 0 {
+			pr.stallRound = n.round
+		}
+		n.sendEntries(p, pr.next-1, ents)
+		pr.next += uint64(len(ents))
+		pr.inflight = append(pr.inflight, pr.next-1)
+	}
+}
+
+func (n *Node) sendEntries(p, prev uint64, ents []*pb.Entry) {
+	n.send(p, &pb.AppendEntries{
+		PrevLogIndex: prev,
+		PrevLogTerm:  n.log.term(prev),
+		Entries:      ents,
+		LeaderCommit: n.commit,
+	}, false)
+}
+
+// heartbeat runs every HeartbeatInterval on the leader (Raft §5.2): every
+// follower hears from it, probes are retried, and a pipeline that made no
+// progress for RetransmitRounds is assumed lost and restarted as a probe.
+func (n *Node) heartbeat() {
+	n.round++
+	last := n.log.lastIndex()
+	for _, p := range n.peers {
+		pr := n.progress[p]
+		switch {
+		case !pr.replicate:
+			pr.probeSent = false // the probe or its answer may be lost
+			n.sendAppend(p)
+		case pr.match < last && len(pr.inflight) > 0 && n.round-pr.stallRound >= uint64(n.cfg.RetransmitRounds):
+			pr.becomeProbe(pr.match + 1)
+			n.sendAppend(p)
+		default:
+			// An empty AppendEntries at the known match point cannot be
+			// rejected by a live follower, and lets it learn the commit
+			// index up to what it holds.
+			n.sendEntries(p, pr.match, nil)
+		}
+	}
+	n.setTimer(HeartbeatTimer, n.cfg.HeartbeatInterval)
+}
+
+// handleAppendResponse updates a follower's progress (Raft §5.3).
+func (n *Node) handleAppendResponse(from uint64, r *pb.AppendEntriesResponse) {
+	pr := n.progress[from]
+	if pr == nil {
+		return
+	}
+	if r.Success {
+		if r.MatchIndex > n.log.lastIndex() {
+			return // claims entries this leader never sent: ignore
+		}
+		if r.MatchIndex > pr.match {
+			pr.match = r.MatchIndex
+			pr.stallRound = n.round
+			pr.ack(r.MatchIndex)
+			pr.next = max(pr.next, pr.match+1)
+			n.maybeCommit()
+		}
+		// The answer to a probe shows where the logs match: switch to
+		// pipelining from there.
+		if !pr.replicate && r.MatchIndex+1 >= pr.next {
+			pr.match = max(pr.match, r.MatchIndex)
+			pr.becomeReplicate()
+		}
+		n.sendAppend(from)
+		return
+	}
+	// A rejection. Ignore it when stale (ARCHITECTURE §3 rule 5): it
+	// answers a probe other than the current one, or a point at or below
+	// what the follower has already matched.
+	if r.RejectIndex <= pr.match || (!pr.replicate && r.RejectIndex != pr.next-1) {
+		return
+	}
+	// Raft §5.3: decrement nextIndex and retry; with fast backtracking
+	// jump over the follower's conflicting term at once. If this log holds
+	// the conflicting term, the logs may match up to its last entry of
+	// that term; otherwise skip everything the follower has of that term.
+	next := r.ConflictIndex
+	if r.ConflictTerm != 0 {
+		if i := n.log.lastIndexOfTerm(r.ConflictTerm, r.RejectIndex); i != 0 {
+			next = i + 1
+		}
+	}
+	next = max(min(next, r.RejectIndex), pr.match+1)
+	pr.becomeProbe(next)
+	n.sendAppend(from)
+}
+
+// maybeCommit advances the commit index to the highest index a majority
+// holds durably, if that entry is of the current term (Raft §5.3, §5.4.2).
+func (n *Node) maybeCommit() {
+	matches := make([]uint64, 0, len(n.cfg.Members))
+	// ARCHITECTURE §3 rule 2: the leader counts for what it made durable.
+	matches = append(matches, n.durable)
+	for _, p := range n.peers {
+		matches = append(matches, n.progress[p].match)
+	}
+	// The quorum index: the largest index held by a majority.
+	for i := 1; i < len(matches); i++ {
+		for j := i; j > 0 && matches[j] > matches[j-1]; j-- {
+			matches[j], matches[j-1] = matches[j-1], matches[j]
+		}
+	}
+	q := matches[n.quorum()-1]
+	if q <= n.commit {
+		return
+	}
+	// Raft §5.4.2 (Figure 8): a leader never commits an entry of an
+	// earlier term by counting replicas; it commits its own term's entry,
+	// and the earlier ones with it by the Log Matching Property.
+	if n.log.term(q) != n.term && !n.bug(bugCommitOldTerm) {
+		return
+	}
+	n.commit = q
+}
