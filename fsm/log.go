@@ -36,8 +36,6 @@ func (l *raftLog) term(i uint64) uint64 {
 	return l.entries[i-l.offset-1].Term
 }
 
-func (l *raftLog) entry(i uint64) *pb.Entry { return l.entries[i-l.offset-1] }
-
 // slice returns entries lo..hi-1; the result cannot be appended into the log.
 func (l *raftLog) slice(lo, hi uint64) []*pb.Entry {
 	if lo >= hi {

@@ -125,7 +125,10 @@ func (n *Node) handleAppendEntries(m *pb.RaftMessage) {
 // the leader's log, into this log.
 func (n *Node) appendFromLeader(prev uint64, ents []*pb.Entry) {
 	if n.bug(bugTruncateOnStale) && len(ents) > 0 {
-		n.truncateAndAppend(ents)
+		// The planted bug: replace everything after prev, conflict or
+		// not, like a naive implementation without the guard below.
+		n.log.truncateAndAppend(ents)
+		n.markDirty(ents[0].Index)
 		return
 	}
 	for i, e := range ents {
