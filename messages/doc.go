@@ -9,4 +9,4 @@
 // it is stale.
 package messages
 
-//go:generate protoc --plugin=protoc-gen-go=../.ci/protoc-gen-go.sh --go_out=. --go_opt=paths=source_relative raft.proto
+//go:generate protoc --plugin=protoc-gen-go=../.ci/protoc-gen-go.sh --go_out=. --go_opt=paths=source_relative raft.proto node.proto
