@@ -96,7 +96,7 @@ func New(cfg Config, r Restore) (*Node, error) {
 		if e.Index != uint64(i)+1 {
 			return nil, fmt.Errorf("fsm: restored log holds index %d at position %d; the store is corrupt", e.Index, i+1)
 		}
-		if e.Term < prevTerm || e.Term > n.term {
+		if e.Term == 0 || e.Term < prevTerm || e.Term > n.term {
 			return nil, fmt.Errorf("fsm: restored entry %d has term %d (previous %d, current term %d); the store is corrupt", e.Index, e.Term, prevTerm, n.term)
 		}
 		prevTerm = e.Term
@@ -200,6 +200,9 @@ func (n *Node) timeout(t Timer) {
 }
 
 func (n *Node) propose(ps []Proposal) {
+	if len(ps) == 0 {
+		return
+	}
 	if n.role != Leader {
 		for _, p := range ps {
 			n.acts = append(n.acts, Reply{ID: p.ID, Err: ErrNotLeader, Leader: n.leader})

@@ -1,0 +1,136 @@
+package fsm
+
+// The seeded bugs of bugs.go, each against the rule test it breaks.
+// CONVENTIONS: "A test must be able to fail." Each check below is the
+// assertion of a rule test (its "representative" case, built by the same
+// helper); it must hold on the clean fsm and fail with the bug planted.
+
+import (
+	"slices"
+	"testing"
+)
+
+// ruleChecks maps each seeded bug to the rule it breaks: a check that
+// returns the violations it observes (none when the rule holds), and how
+// many it must observe with the bug planted.
+var ruleChecks = map[string]struct {
+	rule  string
+	check func(t *testing.T, cfg Config) []string
+	want  int
+}{
+	"commit-old-term": {
+		"TestLeaderNeverCommitsEarlierTermEntryByCountingReplicas (Raft §5.4.2, Figure 8)",
+		func(t *testing.T, cfg Config) []string {
+			if c := figure8Leader(t, cfg).Status().Commit; c != 0 {
+				return []string{"committed index " + itoa(c) + " of an earlier term by counting replicas"}
+			}
+			return nil
+		}, 1,
+	},
+	"vote-not-persisted": {
+		"TestGrantedVoteHeldUntilPersisted (ARCHITECTURE §3 rule 1, Raft Figure 2)",
+		func(t *testing.T, cfg Config) []string {
+			asked, _ := heldVote(t, cfg, 2)
+			var v []string
+			if len(sent(asked)) != 0 {
+				v = append(v, "grant sent before Persisted")
+			}
+			if hs := onlyPersist(t, asked).HardState; hs == nil || hs.Vote != 2 {
+				v = append(v, "vote missing from the persisted hard state")
+			}
+			return v
+		}, 2,
+	},
+	"vote-stale-log": {
+		"TestVoteOnlyForUpToDateLog (Raft §5.4.1)",
+		func(t *testing.T, cfg Config) []string {
+			if granted, _ := upToDateVote(t, cfg, 2, 2); granted {
+				return []string{"granted a vote to a candidate with a shorter log of the same last term"}
+			}
+			return nil
+		}, 1,
+	},
+	"truncate-on-stale": {
+		"TestFollowerDoesNotTruncateOnDuplicateAppendEntries (ARCHITECTURE §3 rule 4)",
+		func(t *testing.T, cfg Config) []string {
+			n, acts := staleAppend(t, cfg)
+			var v []string
+			if len(actionsOf[Persist](acts)) != 0 {
+				v = append(v, "a duplicate AppendEntries persisted entries")
+			}
+			if got := logTerms(n); !slices.Equal(got, []uint64{1, 1, 2, 2}) {
+				v = append(v, "a duplicate AppendEntries truncated the log")
+			}
+			return v
+		}, 2,
+	},
+	"commit-beyond-sent": {
+		"TestFollowerCommitIsMinOfLeaderCommitAndLastNewEntry (Raft Figure 2, AppendEntries rule 5)",
+		func(t *testing.T, cfg Config) []string {
+			if n, _ := commitBeyondSent(t, cfg); n.Status().Commit != 2 {
+				return []string{"committed index " + itoa(n.Status().Commit) + " past the last entry the leader's message covered"}
+			}
+			return nil
+		}, 1,
+	},
+	"ack-before-durable": {
+		"TestFollowerAppendsAndAcksOnlyWhenDurable (ARCHITECTURE §3 rule 1)",
+		func(t *testing.T, cfg Config) []string {
+			appended, persisted := heldAck(t, cfg)
+			var v []string
+			if m, _ := appendAnswer(t, appended); m != nil {
+				v = append(v, "acknowledged entries before Persisted")
+			}
+			if _, r := appendAnswer(t, slices.Concat(appended, persisted)); !r.GetSuccess() || r.GetMatchIndex() != 3 {
+				v = append(v, "never acknowledged the entries")
+			}
+			return v
+		}, 1,
+	},
+}
+
+// bugs.go: "a checker that never fails proves nothing". Every seeded bug
+// makes the assertion of the rule test it names fail, and every rule check
+// passes on the clean fsm; a bug added to bugs.go without a check here fails
+// this test.
+func TestSeededBugsBreakTheirRule(t *testing.T) {
+	for _, name := range BugNames() {
+		t.Run(name, func(t *testing.T) {
+			rc, ok := ruleChecks[name]
+			if !ok {
+				t.Fatalf("seeded bug %q has no rule check here: add one", name)
+			}
+			if v := rc.check(t, testConfig(1)); len(v) != 0 {
+				t.Fatalf("%s fails without the bug: %v", rc.rule, v)
+			}
+			v := rc.check(t, plant(t, testConfig(1), name))
+			if len(v) != rc.want {
+				t.Fatalf("with %s planted, %s observed %v, want %d violations", name, rc.rule, v, rc.want)
+			}
+			t.Logf("%s breaks %s: %v", name, rc.rule, v)
+		})
+	}
+	if len(ruleChecks) != len(BugNames()) {
+		t.Fatalf("%d rule checks for %d seeded bugs %v", len(ruleChecks), len(BugNames()), BugNames())
+	}
+}
+
+// PlantBug knows exactly the names BugNames lists, and each sets its own
+// switch.
+func TestPlantBug(t *testing.T) {
+	seen := bugSet(0)
+	for _, name := range BugNames() {
+		var cfg Config
+		if err := PlantBug(&cfg, name); err != nil {
+			t.Fatalf("PlantBug(%q): %v", name, err)
+		}
+		if cfg.bugs == 0 || cfg.bugs&seen != 0 || cfg.bugs&(cfg.bugs-1) != 0 {
+			t.Fatalf("PlantBug(%q) set %b, want one new switch (seen %b)", name, cfg.bugs, seen)
+		}
+		seen |= cfg.bugs
+	}
+	var cfg Config
+	if err := PlantBug(&cfg, "no-such-bug"); err == nil || cfg.bugs != 0 {
+		t.Fatalf("PlantBug of an unknown name: %v, bugs %b", err, cfg.bugs)
+	}
+}
