@@ -1,0 +1,71 @@
+package logstore
+
+import (
+	"sync"
+
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/ketch-raft/ketch/messages"
+)
+
+// MemoryStore is a Store held in memory, for tests and the simulator. It has
+// the same semantics as BoltStore (validation, suffix replacement, order of
+// updates) and is safe for concurrent use. It copies what it is given and
+// what it returns, so callers may not alias its contents.
+//
+// Close does nothing and the data stays: one MemoryStore stands for a disk
+// that survives restarts of the store actor (open func returns the same
+// store every time).
+type MemoryStore struct {
+	mu      sync.Mutex
+	hs      *pb.HardState
+	entries []*pb.Entry
+}
+
+var _ Store = (*MemoryStore)(nil)
+
+// NewMemory returns an empty MemoryStore.
+func NewMemory() *MemoryStore { return &MemoryStore{} }
+
+// Load returns a copy of the stored state.
+func (m *MemoryStore) Load() (State, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var st State
+	if m.hs != nil {
+		st.HardState = proto.Clone(m.hs).(*pb.HardState)
+	}
+	st.Entries = make([]*pb.Entry, len(m.entries))
+	for i, e := range m.entries {
+		st.Entries[i] = proto.Clone(e).(*pb.Entry)
+	}
+	return st, nil
+}
+
+// Write validates updates and applies copies of them, all or nothing.
+func (m *MemoryStore) Write(updates []Update) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, err := checkUpdates(uint64(len(m.entries)), updates); err != nil {
+		return err
+	}
+	for _, u := range updates {
+		if u.HardState != nil {
+			m.hs = proto.Clone(u.HardState).(*pb.HardState)
+		}
+		if len(u.Entries) == 0 {
+			continue
+		}
+		// Indexes are 1..n, so entry i lives at position i-1.
+		keep := u.Entries[0].Index - 1
+		clear(m.entries[keep:]) // let the replaced entries be collected
+		m.entries = m.entries[:keep]
+		for _, e := range u.Entries {
+			m.entries = append(m.entries, proto.Clone(e).(*pb.Entry))
+		}
+	}
+	return nil
+}
+
+// Close does nothing; see MemoryStore.
+func (m *MemoryStore) Close() error { return nil }

@@ -1,0 +1,130 @@
+package logstore
+
+import (
+	"errors"
+	"fmt"
+
+	pb "github.com/ketch-raft/ketch/messages"
+)
+
+// Errors callers branch on. Every error a Store returns for one of these
+// reasons wraps the sentinel, so test it with errors.Is.
+var (
+	// ErrCorrupt: the durable log cannot be trusted (a value that does not
+	// decode, a gap in the indexes, a key that disagrees with its entry, a
+	// file that is not a ketch log). The store actor crashes on it; the node
+	// must not take part in the cluster with this log.
+	ErrCorrupt = errors.New("logstore: log is corrupt")
+	// ErrInvalidUpdate: Write was asked for something no correct caller asks
+	// for (entries that are not contiguous, a first index beyond the last
+	// stored index + 1, an index 0, a nil entry). Nothing was written. It is
+	// a bug in the caller, and the store actor crashes on it.
+	ErrInvalidUpdate = errors.New("logstore: invalid update")
+	// ErrLocked: the data file is held by another process (or another open
+	// Store in this process).
+	ErrLocked = errors.New("logstore: data file is locked")
+	// ErrClosed: the Store was used after Close.
+	ErrClosed = errors.New("logstore: store is closed")
+)
+
+// Store is the durable log of one Raft group: its hard state (term and
+// vote, Raft Figure 2 "persistent state on all servers") and its entries,
+// indexes 1..n without gaps.
+//
+// A Store is the only place in ketch that decides what "durable" means: when
+// Write returns nil the data survives a crash of the process and of the
+// machine (unless the store was explicitly opened unsafe), and Load returns
+// exactly what the last successful Write left, or an error wrapping
+// ErrCorrupt — never stale or partial data presented as good.
+type Store interface {
+	// Load returns the whole durable state. A store that was never written
+	// returns a nil HardState and no entries.
+	Load() (State, error)
+	// Write applies updates in order, in one transaction with one fsync
+	// (group commit), and returns only once they are durable. Updates are
+	// validated first; an invalid one fails the whole call with an error
+	// wrapping ErrInvalidUpdate and nothing is written. After any other
+	// error the Store's on-disk state is what the last successful Write
+	// left, and the caller should Close it and open it again.
+	Write(updates []Update) error
+	// Close releases the store (the file and its lock).
+	Close() error
+}
+
+// State is the durable state of a Raft group as Load returns it; it has the
+// shape fsm.Restore wants.
+type State struct {
+	// HardState is nil when none was ever written.
+	HardState *pb.HardState
+	// Entries is the whole durable log, indexes 1..n in order.
+	Entries []*pb.Entry
+}
+
+// LastIndex is the index of the last entry, 0 for an empty log.
+func (s State) LastIndex() uint64 {
+	if len(s.Entries) == 0 {
+		return 0
+	}
+	return s.Entries[len(s.Entries)-1].Index
+}
+
+// Update is one change to the durable state, with the semantics of the
+// fsm's Persist action.
+type Update struct {
+	// HardState replaces the stored hard state; nil leaves it unchanged.
+	HardState *pb.HardState
+	// Entries, when not empty, replaces the log's suffix: every stored entry
+	// with index >= Entries[0].Index is deleted and Entries are written in
+	// their place. When Entries[0].Index is the last stored index + 1 this
+	// is a plain append. Entries must be contiguous and Entries[0].Index
+	// must lie in [1, last stored index + 1].
+	Entries []*pb.Entry
+}
+
+// checkUpdates validates updates against a log whose last index is last,
+// applying their effect on the last index in order, and returns the last
+// index after all of them. Its errors wrap ErrInvalidUpdate.
+func checkUpdates(last uint64, updates []Update) (uint64, error) {
+	for u, up := range updates {
+		if len(up.Entries) == 0 {
+			continue
+		}
+		for i, e := range up.Entries {
+			if e == nil {
+				return 0, fmt.Errorf("%w: update %d: entry %d is nil", ErrInvalidUpdate, u, i)
+			}
+		}
+		first := up.Entries[0].Index
+		if first == 0 {
+			return 0, fmt.Errorf("%w: update %d: entry index 0 (indexes start at 1)", ErrInvalidUpdate, u)
+		}
+		if first > last+1 {
+			return 0, fmt.Errorf("%w: update %d: first index %d would leave a gap after last index %d", ErrInvalidUpdate, u, first, last)
+		}
+		for i, e := range up.Entries {
+			if e.Index != first+uint64(i) {
+				return 0, fmt.Errorf("%w: update %d: entry %d has index %d, want %d (entries must be contiguous)", ErrInvalidUpdate, u, i, e.Index, first+uint64(i))
+			}
+		}
+		last = up.Entries[len(up.Entries)-1].Index
+	}
+	return last, nil
+}
+
+// storeError is an error whose message is written for the operator (one
+// line, saying what to do) while errors.Is still finds both its kind (one of
+// the sentinels above) and its cause.
+type storeError struct {
+	msg   string
+	kind  error
+	cause error
+}
+
+func (e *storeError) Error() string { return e.msg }
+
+func (e *storeError) Unwrap() []error {
+	if e.cause == nil {
+		return []error{e.kind}
+	}
+	return []error{e.kind, e.cause}
+}
