@@ -1,0 +1,531 @@
+package sender
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/eventstream"
+	"github.com/asynkron/protoactor-go/remote"
+	pb "github.com/ketch-raft/ketch/messages"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+)
+
+// Defaults of Config.
+const (
+	DefaultMaxQueue      = 4096
+	DefaultMaxBatchBytes = 4 << 20
+	DefaultProbeInterval = 50 * time.Millisecond
+	DefaultProbeTimeout  = time.Second
+)
+
+// Outbound is what the fsm actor sends the sender after each Step: the peer
+// messages it produced, in order. Each goes to the peer named by its To.
+// From then on the sender owns the slice and the messages; the fsm must not
+// modify them (they are serialized later, on another goroutine).
+type Outbound struct {
+	Msgs []*pb.RaftMessage
+}
+
+// Crash makes the sender actor panic with Reason, for fault tests. Its
+// supervisor restarts it: the queued messages are lost (to Raft that looks
+// like network loss); the counters survive.
+type Crash struct {
+	Reason string
+}
+
+// Config configures a sender. Zero durations and sizes take the defaults.
+type Config struct {
+	// Peers maps each peer's node id to the address ("host:port") of its
+	// remote. This node itself need not be listed.
+	Peers map[uint64]string
+	// Target builds the remote PID of a peer's fsm actor. Required.
+	Target func(id uint64, addr string) *actor.PID
+	// MaxQueue bounds the messages queued for one peer. For an unreachable
+	// peer a full queue drops its oldest message; for a reachable one it is
+	// flushed early instead. Default DefaultMaxQueue.
+	MaxQueue int
+	// MaxBatchBytes bounds one RaftBatch; a larger queue is split. A single
+	// message above it travels alone. It must stay below the receivers'
+	// GuardConfig.MaxMessageBytes. Default DefaultMaxBatchBytes.
+	MaxBatchBytes int
+	// ProbeInterval is the pause between two TCP probes of an unreachable
+	// peer. Default DefaultProbeInterval.
+	ProbeInterval time.Duration
+	// ProbeTimeout bounds one TCP probe. Default DefaultProbeTimeout.
+	ProbeTimeout time.Duration
+	// Logger is used for peer reachability changes (Info) and
+	// misconfiguration (Warn). Default slog.Default().
+	Logger *slog.Logger
+}
+
+// withDefaults returns c with the zero fields set to their defaults.
+func (c Config) withDefaults() Config {
+	if c.MaxQueue == 0 {
+		c.MaxQueue = DefaultMaxQueue
+	}
+	if c.MaxBatchBytes == 0 {
+		c.MaxBatchBytes = DefaultMaxBatchBytes
+	}
+	if c.ProbeInterval == 0 {
+		c.ProbeInterval = DefaultProbeInterval
+	}
+	if c.ProbeTimeout == 0 {
+		c.ProbeTimeout = DefaultProbeTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Validate reports the first problem of c (after defaults are applied).
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	if c.Target == nil {
+		return errors.New("sender: Target is required")
+	}
+	if c.MaxQueue < 1 {
+		return fmt.Errorf("sender: MaxQueue %d must be at least 1", c.MaxQueue)
+	}
+	if c.MaxBatchBytes < 1 {
+		return fmt.Errorf("sender: MaxBatchBytes %d must be at least 1", c.MaxBatchBytes)
+	}
+	if c.ProbeInterval < 0 || c.ProbeTimeout < 0 {
+		return errors.New("sender: probe durations must not be negative")
+	}
+	seen := map[string]uint64{}
+	for _, id := range slices.Sorted(maps.Keys(c.Peers)) {
+		addr := c.Peers[id]
+		if id == 0 {
+			return errors.New("sender: peer id 0 is not a node id")
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fmt.Errorf("sender: peer %d address %q is not host:port", id, addr)
+		}
+		if other, dup := seen[addr]; dup {
+			return fmt.Errorf("sender: peers %d and %d share the address %s", other, id, addr)
+		}
+		seen[addr] = id
+	}
+	return nil
+}
+
+// PeerStats is what the sender reports about one peer.
+type PeerStats struct {
+	Addr string
+	// Reachable: the sender sends to this peer now. When false it holds
+	// the peer's messages (up to MaxQueue) and probes it.
+	Reachable bool
+	// Queued messages not yet handed to protoactor.
+	Queued int
+	// SentBatches and SentMessages count what was handed to protoactor
+	// (delivery is not confirmed: a connection may still drop them).
+	SentBatches, SentMessages uint64
+	// Dropped counts messages evicted from the full queue of an
+	// unreachable peer.
+	Dropped uint64
+}
+
+// Stats is a snapshot of a sender's counters.
+type Stats struct {
+	Peers map[uint64]PeerStats
+	// Unroutable counts messages for a node id not in Config.Peers.
+	Unroutable uint64
+}
+
+// Sender is a configured sender: it makes the actor's props and keeps the
+// counters, which outlive restarts of the actor.
+type Sender struct {
+	cfg        Config
+	counters   map[uint64]*peerCounters // read-only after New
+	unroutable atomic.Uint64
+}
+
+type peerCounters struct {
+	reachable            atomic.Bool
+	queued               atomic.Int64
+	batches, msgs, drops atomic.Uint64
+}
+
+// New validates cfg and returns a Sender.
+func New(cfg Config) (*Sender, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	cfg.Peers = maps.Clone(cfg.Peers)
+	s := &Sender{cfg: cfg, counters: map[uint64]*peerCounters{}}
+	for id := range cfg.Peers {
+		s.counters[id] = &peerCounters{}
+	}
+	return s, nil
+}
+
+// Props returns the props of the sender actor. Spawn one per node; its
+// supervisor may restart it at will.
+func (s *Sender) Props() *actor.Props {
+	return actor.PropsFromProducer(func() actor.Actor { return &senderActor{s: s} })
+}
+
+// Stats returns a snapshot of the counters. It is safe to call from any
+// goroutine.
+func (s *Sender) Stats() Stats {
+	st := Stats{Peers: map[uint64]PeerStats{}, Unroutable: s.unroutable.Load()}
+	for id, c := range s.counters {
+		st.Peers[id] = PeerStats{
+			Addr:         s.cfg.Peers[id],
+			Reachable:    c.reachable.Load(),
+			Queued:       int(c.queued.Load()),
+			SentBatches:  c.batches.Load(),
+			SentMessages: c.msgs.Load(),
+			Dropped:      c.drops.Load(),
+		}
+	}
+	return st
+}
+
+// Messages the actor sends itself. Each names the incarnation that sent it
+// (the mailbox survives a restart; the actor value does not), and a newer
+// incarnation ignores those of an older one where it matters.
+type (
+	// flush: every Outbound queued before it has been taken in.
+	flush struct{ owner *senderActor }
+	// probeResult: a probe of a peer ended.
+	probeResult struct {
+		owner *senderActor
+		id    uint64
+		err   error
+	}
+	// probeTick: time to probe an unreachable peer again.
+	probeTick struct {
+		owner *senderActor
+		id    uint64
+	}
+)
+
+// peer is the actor's view of one peer.
+type peer struct {
+	id      uint64
+	addr    string
+	pid     *actor.PID
+	q       ring
+	up      bool
+	wasUp   bool // it has been up in this incarnation: log changes at Info
+	probing bool // a probe or its timer is outstanding
+	timer   *time.Timer
+	since   time.Time // of the last change of up
+	c       *peerCounters
+}
+
+// senderActor is one incarnation of the sender.
+type senderActor struct {
+	s            *Sender
+	log          *slog.Logger
+	peers        map[uint64]*peer
+	byAddr       map[string]*peer
+	flushPending bool
+	sub          *eventstream.Subscription
+	warned       map[uint64]bool // unroutable ids already logged
+}
+
+// Receive implements actor.Actor.
+func (a *senderActor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		a.start(ctx)
+	case *actor.Stopping, *actor.Restarting:
+		a.stop(ctx)
+	case *Outbound:
+		a.enqueue(ctx, m.Msgs)
+	case *flush:
+		if m.owner == a {
+			a.flushPending = false
+		}
+		for _, p := range a.peers {
+			a.flushPeer(ctx, p)
+		}
+	case *remote.EndpointTerminatedEvent:
+		if p := a.byAddr[m.Address]; p != nil && p.up {
+			a.setUp(p, false, "endpoint terminated")
+			a.probe(ctx, p)
+		}
+	case *remote.EndpointConnectedEvent:
+		if p := a.byAddr[m.Address]; p != nil && !p.up {
+			a.setUp(p, true, "endpoint connected")
+			a.flushPeer(ctx, p)
+		}
+	case *probeResult:
+		a.probeDone(ctx, m)
+	case *probeTick:
+		if p := a.peers[m.id]; m.owner == a && p != nil {
+			p.probing, p.timer = false, nil
+			if !p.up {
+				a.probe(ctx, p)
+			}
+		}
+	case *Crash:
+		panic("sender: crash requested: " + m.Reason)
+	}
+}
+
+// start builds the peer table, subscribes to protoactor's endpoint events
+// for the peers' addresses and probes every peer: a new incarnation knows
+// nothing about reachability, and a probe of a live peer takes a
+// millisecond.
+func (a *senderActor) start(ctx actor.Context) {
+	cfg := a.s.cfg
+	a.log = cfg.Logger.With("actor", "sender")
+	a.peers = map[uint64]*peer{}
+	a.byAddr = map[string]*peer{}
+	a.warned = map[uint64]bool{}
+	addrs := map[string]bool{}
+	for id, addr := range cfg.Peers {
+		p := &peer{id: id, addr: addr, pid: cfg.Target(id, addr), q: newRing(cfg.MaxQueue), since: time.Now(), c: a.s.counters[id]}
+		p.c.reachable.Store(false)
+		p.c.queued.Store(0)
+		a.peers[id] = p
+		a.byAddr[addr] = p
+		addrs[addr] = true
+	}
+	self, root := ctx.Self(), ctx.ActorSystem().Root
+	a.sub = ctx.ActorSystem().EventStream.SubscribeWithPredicate(
+		func(ev any) { root.Send(self, ev) },
+		func(ev any) bool {
+			switch e := ev.(type) {
+			case *remote.EndpointTerminatedEvent:
+				return addrs[e.Address]
+			case *remote.EndpointConnectedEvent:
+				return addrs[e.Address]
+			}
+			return false
+		})
+	for _, p := range a.peers {
+		a.probe(ctx, p)
+	}
+}
+
+// stop releases what the incarnation holds outside the actor.
+func (a *senderActor) stop(ctx actor.Context) {
+	if a.sub != nil {
+		ctx.ActorSystem().EventStream.Unsubscribe(a.sub)
+		a.sub = nil
+	}
+	for _, p := range a.peers {
+		if p.timer != nil {
+			p.timer.Stop()
+		}
+	}
+}
+
+// enqueue queues msgs by peer and makes sure a flush follows them.
+func (a *senderActor) enqueue(ctx actor.Context, msgs []*pb.RaftMessage) {
+	for _, m := range msgs {
+		if m == nil {
+			continue
+		}
+		p := a.peers[m.To]
+		if p == nil {
+			a.s.unroutable.Add(1)
+			if !a.warned[m.To] {
+				a.warned[m.To] = true
+				a.log.Warn("message for a node not in the peer table dropped", "peer", m.To)
+			}
+			continue
+		}
+		if p.up && p.q.full() {
+			// A reachable peer loses nothing to the bound: a burst
+			// larger than the queue leaves in several batches.
+			a.flushPeer(ctx, p)
+		}
+		if p.q.push(m) {
+			p.c.drops.Add(1)
+		}
+		p.c.queued.Store(int64(p.q.len()))
+	}
+	// The marker goes behind every Outbound already in the mailbox, so
+	// all of them are queued by the time it is handled: one RaftBatch per
+	// peer per wave of Outbounds, and no timer adding latency.
+	if !a.flushPending {
+		a.flushPending = true
+		ctx.Send(ctx.Self(), &flush{owner: a})
+	}
+}
+
+// flushPeer hands everything queued for a reachable peer to protoactor, as
+// few RaftBatches as MaxBatchBytes allows.
+func (a *senderActor) flushPeer(ctx actor.Context, p *peer) {
+	if !p.up || p.q.len() == 0 {
+		return
+	}
+	for _, chunk := range pack(p.q.drain(), a.s.cfg.MaxBatchBytes) {
+		ctx.Send(p.pid, &pb.RaftBatch{Messages: chunk})
+		p.c.batches.Add(1)
+		p.c.msgs.Add(uint64(len(chunk)))
+	}
+	p.c.queued.Store(0)
+}
+
+// setUp records a reachability change of p, learnt from what.
+func (a *senderActor) setUp(p *peer, up bool, what string) {
+	now := time.Now()
+	if up {
+		if p.wasUp {
+			a.log.Info("peer reachable again", "peer", p.id, "addr", p.addr, "down_for", now.Sub(p.since).Round(time.Millisecond), "via", what)
+		} else {
+			a.log.Debug("peer reachable", "peer", p.id, "addr", p.addr, "via", what)
+		}
+		p.wasUp = true
+	} else {
+		a.log.Info("peer unreachable; holding its messages and probing", "peer", p.id, "addr", p.addr, "via", what)
+	}
+	p.up, p.since = up, now
+	p.c.reachable.Store(up)
+}
+
+// probe starts a TCP probe of p unless one is outstanding. It runs on its
+// own goroutine and reports back as a probeResult.
+func (a *senderActor) probe(ctx actor.Context, p *peer) {
+	if p.probing {
+		return
+	}
+	p.probing = true
+	self, root := ctx.Self(), ctx.ActorSystem().Root
+	id, addr, timeout := p.id, p.addr, a.s.cfg.ProbeTimeout
+	go func() {
+		err := probeHTTP2(addr, timeout)
+		root.Send(self, &probeResult{owner: a, id: id, err: err})
+	}()
+}
+
+// probeDone marks a peer whose probe connected reachable and flushes it, or
+// schedules the next probe.
+func (a *senderActor) probeDone(ctx actor.Context, m *probeResult) {
+	p := a.peers[m.id]
+	if m.owner != a || p == nil {
+		return
+	}
+	p.probing = false
+	if p.up {
+		return
+	}
+	if m.err == nil {
+		a.setUp(p, true, "probe")
+		a.flushPeer(ctx, p)
+		return
+	}
+	p.probing = true
+	self, root, id := ctx.Self(), ctx.ActorSystem().Root, p.id
+	p.timer = time.AfterFunc(a.s.cfg.ProbeInterval, func() {
+		root.Send(self, &probeTick{owner: a, id: id})
+	})
+}
+
+// http2Preface is the client connection preface (RFC 9113 §3.4) followed
+// by an empty SETTINGS frame.
+const http2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + "\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+// probeHTTP2 checks that a live HTTP/2 server (protoactor's gRPC server)
+// answers at addr: it connects, sends the client preface and waits for the
+// first frame of the server's preface, a SETTINGS frame.
+//
+// A bare TCP connect is not enough. When a peer process dies the kernel
+// closes its connections a moment before its listening socket, and until
+// then it completes handshakes on the dead process's behalf: a TCP probe
+// launched by the lost connection succeeds, the sender sends, protoactor's
+// endpoint writer fails to connect and sleeps 2 s with the messages. Only
+// a live process answers the preface. (It also rules out a TCP
+// self-connect, which dialling an unused loopback port can produce.)
+func probeHTTP2(addr string, timeout time.Duration) error {
+	c, err := net.DialTimeout("tcp", addr, timeout)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
+		return err
+	}
+	if _, err := io.WriteString(c, http2Preface); err != nil {
+		return err
+	}
+	var hdr [9]byte // length (3), type (1), flags (1), stream id (4)
+	if _, err := io.ReadFull(c, hdr[:]); err != nil {
+		return fmt.Errorf("no HTTP/2 answer: %w", err)
+	}
+	if hdr[3] != 0x4 {
+		return errors.New("not an HTTP/2 server")
+	}
+	return nil
+}
+
+// pack splits msgs, in order, into runs whose RaftBatch encoding stays
+// within maxBytes; a message larger than maxBytes forms a run of its own.
+func pack(msgs []*pb.RaftMessage, maxBytes int) [][]*pb.RaftMessage {
+	var out [][]*pb.RaftMessage
+	start, size := 0, 0
+	for i, m := range msgs {
+		// Field 1 of RaftBatch, length-delimited.
+		n := protowire.SizeTag(1) + protowire.SizeBytes(proto.Size(m))
+		if i > start && size+n > maxBytes {
+			out = append(out, msgs[start:i:i])
+			start, size = i, 0
+		}
+		size += n
+	}
+	if start < len(msgs) {
+		out = append(out, msgs[start:])
+	}
+	return out
+}
+
+// ring is a bounded FIFO of messages that evicts the oldest when full.
+type ring struct {
+	buf     []*pb.RaftMessage
+	head, n int
+}
+
+func newRing(capacity int) ring { return ring{buf: make([]*pb.RaftMessage, capacity)} }
+
+func (r *ring) len() int { return r.n }
+
+func (r *ring) full() bool { return r.n == len(r.buf) }
+
+// push appends m and reports whether the oldest message was evicted.
+//
+// Dropping the oldest, not the newest: a peer's newer messages supersede
+// older ones (a newer heartbeat or AppendEntries carries a newer commit
+// index and term, a vote request from an older term is void), so after an
+// outage the freshest messages are the useful ones; the leader resends
+// what a follower is missing from its next AppendEntries on (Raft §5.3).
+func (r *ring) push(m *pb.RaftMessage) (evicted bool) {
+	if r.n == len(r.buf) {
+		r.buf[r.head] = nil
+		r.head = (r.head + 1) % len(r.buf)
+		r.n--
+		evicted = true
+	}
+	r.buf[(r.head+r.n)%len(r.buf)] = m
+	r.n++
+	return evicted
+}
+
+// drain removes and returns all queued messages, oldest first, in a new
+// slice (it leaves with a RaftBatch and is serialized on another
+// goroutine).
+func (r *ring) drain() []*pb.RaftMessage {
+	out := make([]*pb.RaftMessage, r.n)
+	for i := range out {
+		j := (r.head + i) % len(r.buf)
+		out[i], r.buf[j] = r.buf[j], nil
+	}
+	r.head, r.n = 0, 0
+	return out
+}
