@@ -206,11 +206,33 @@ type minLevelHandler struct {
 	h   slog.Handler
 }
 
+// routine are protoactor's log messages about peers coming and going. In
+// a Raft cluster a peer that stops or restarts is routine, and the sender
+// already logs reachability changes once per peer; protoactor logs these at
+// Error, once per endpoint and retry. They are demoted to Debug.
+var routine = map[string]bool{
+	"EndpointWriter lost connection":                    true,
+	"EndpointWriter failed to connect":                  true,
+	"EndpointWriter failed to create receive stream":    true,
+	"EndpointWriter failed to send connect request":     true,
+	"EndpointWriter failed to receive connect response": true,
+	"EndpointReader failed to read":                     true,
+	"EndpointWatcher handling terminated":               true,
+}
+
 func (m *minLevelHandler) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= m.min && m.h.Enabled(ctx, l)
+	// Whether a record is routine is only known in Handle; let every level
+	// through here that Handle may still keep.
+	return (l >= m.min || slog.LevelDebug >= m.min) && m.h.Enabled(ctx, min(l, slog.LevelDebug))
 }
 
 func (m *minLevelHandler) Handle(ctx context.Context, r slog.Record) error {
+	if routine[r.Message] {
+		r.Level = slog.LevelDebug
+	}
+	if r.Level < m.min || !m.h.Enabled(ctx, r.Level) {
+		return nil
+	}
 	return m.h.Handle(ctx, r)
 }
 

@@ -1,13 +1,404 @@
-// Command ketch will be the one ketch binary: node, demo, client verbs,
-// status, crash and bench. The node issue builds it; until then it says so.
+// Command ketch is the one ketch binary:
+//
+//	ketch node   --id ID --listen HOST:PORT --peers ID=HOST:PORT,... --data DIR [--cluster-id NAME] [--chaos]
+//	ketch demo   [--data DIR]
+//	ketch put    --cluster HOST:PORT,... KEY VALUE
+//	ketch get    --cluster HOST:PORT,... KEY
+//	ketch delete --cluster HOST:PORT,... KEY
+//	ketch cas    --cluster HOST:PORT,... KEY OLD NEW
+//	ketch status --cluster HOST:PORT,... [--json]
+//	ketch crash  --cluster HOST:PORT,... --node ID --actor store|state|fsm|sender
+//
+// Exit codes: 0 success; 1 a negative answer (get: not found; cas: the
+// current value differed); 2 any other failure, with a one-line reason on
+// stderr. A node that fail-stops (its supervisor gave up) exits 3.
 package main
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
+	"os/signal"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ketch-raft/ketch/actors/client"
+	"github.com/ketch-raft/ketch/actors/node"
+	pb "github.com/ketch-raft/ketch/messages"
 )
 
+// Exit codes.
+const (
+	exitOK       = 0
+	exitNegative = 1
+	exitFailure  = 2
+	exitFailStop = 3
+)
+
+const usage = `ketch — Raft consensus built the Erlang/OTP way
+
+usage:
+  ketch node   --id ID --listen HOST:PORT --peers ID=HOST:PORT,... --data DIR [--cluster-id NAME] [--chaos] [--log-level LEVEL]
+  ketch demo   [--data DIR]
+  ketch put    --cluster HOST:PORT,... KEY VALUE
+  ketch get    --cluster HOST:PORT,... KEY
+  ketch delete --cluster HOST:PORT,... KEY
+  ketch cas    --cluster HOST:PORT,... KEY OLD NEW
+  ketch status --cluster HOST:PORT,... [--json]
+  ketch crash  --cluster HOST:PORT,... --node ID --actor store|state|fsm|sender
+
+Run 'ketch COMMAND -h' for a command's flags.
+`
+
 func main() {
-	fmt.Fprintln(os.Stderr, "ketch: the node, demo and client commands are not built yet; this version holds the consensus core (package fsm) and its simulator (go test ./tests/sim)")
-	os.Exit(2)
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitFailure
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "node":
+		return cmdNode(rest, stderr)
+	case "demo":
+		return cmdDemo(rest, stdin, stdout, stderr)
+	case "put", "get", "delete", "cas":
+		return cmdKV(cmd, rest, stdout, stderr)
+	case "status":
+		return cmdStatus(rest, stdout, stderr)
+	case "crash":
+		return cmdCrash(rest, stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "ketch: unknown command %q\n%s", cmd, usage)
+	return exitFailure
+}
+
+// fail prints a one-line error and returns the failure exit code.
+func fail(stderr io.Writer, format string, args ...any) int {
+	fmt.Fprintf(stderr, "ketch: "+format+"\n", args...)
+	return exitFailure
+}
+
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("ketch "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	err := l.UnmarshalText([]byte(s))
+	return l, err
+}
+
+func newLogger(w io.Writer, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+// ------------------------------------------------------------------- node
+
+func cmdNode(args []string, stderr io.Writer) int {
+	fs := newFlags("node", stderr)
+	id := fs.Uint64("id", 0, "this node's id (a positive integer)")
+	listen := fs.String("listen", "", "host:port to listen on for peers and clients")
+	peers := fs.String("peers", "", "the other members: ID=HOST:PORT,...")
+	data := fs.String("data", "", "data directory (holds the bbolt log)")
+	clusterID := fs.String("cluster-id", node.DefaultClusterID, "cluster name; peers and clients must use the same")
+	chaos := fs.Bool("chaos", false, "obey 'ketch crash' (fault testing only)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	election := fs.Duration("election-timeout", 300*time.Millisecond, "base election timeout (randomized up to twice this)")
+	heartbeat := fs.Duration("heartbeat", 50*time.Millisecond, "leader heartbeat interval")
+	if err := fs.Parse(args); err != nil {
+		return exitFailure
+	}
+	if fs.NArg() > 0 {
+		return fail(stderr, "node: unexpected arguments %v", fs.Args())
+	}
+	level, err := parseLevel(*logLevel)
+	if err != nil {
+		return fail(stderr, "node: --log-level %q: use debug, info, warn or error", *logLevel)
+	}
+	peerMap, err := parsePeers(*peers)
+	if err != nil {
+		return fail(stderr, "node: %v", err)
+	}
+	n, err := node.Start(node.Config{
+		ID: *id, Listen: *listen, Peers: peerMap, DataDir: *data, ClusterID: *clusterID, Chaos: *chaos,
+		ElectionTimeout: *election, HeartbeatInterval: *heartbeat,
+		Logger: newLogger(stderr, level),
+	})
+	if err != nil {
+		return fail(stderr, "node: %v", err)
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	select {
+	case <-sigs:
+		n.Stop()
+		<-n.Done()
+		return exitOK
+	case <-n.Done():
+		fmt.Fprintf(stderr, "ketch: node %d stopped: %v\n", *id, n.Err())
+		return exitFailStop
+	}
+}
+
+// parsePeers parses "2=host:port,3=host:port".
+func parsePeers(s string) (map[uint64]string, error) {
+	peers := map[uint64]string{}
+	if strings.TrimSpace(s) == "" {
+		return peers, nil
+	}
+	for _, p := range strings.Split(s, ",") {
+		idStr, addr, ok := strings.Cut(strings.TrimSpace(p), "=")
+		id, err := strconv.ParseUint(idStr, 10, 64)
+		if !ok || err != nil || id == 0 || addr == "" {
+			return nil, fmt.Errorf("--peers entry %q is not ID=HOST:PORT with a positive ID", p)
+		}
+		if _, dup := peers[id]; dup {
+			return nil, fmt.Errorf("--peers lists node %d twice", id)
+		}
+		peers[id] = addr
+	}
+	return peers, nil
+}
+
+// ---------------------------------------------------------------- clients
+
+type clientFlags struct {
+	cluster   *string
+	clusterID *string
+	timeout   *time.Duration
+}
+
+func addClientFlags(fs *flag.FlagSet) clientFlags {
+	return clientFlags{
+		cluster:   fs.String("cluster", os.Getenv("KETCH_CLUSTER"), "node addresses HOST:PORT,... (default $KETCH_CLUSTER)"),
+		clusterID: fs.String("cluster-id", node.DefaultClusterID, "cluster name"),
+		timeout:   fs.Duration("timeout", 10*time.Second, "give up after this long"),
+	}
+}
+
+func (f clientFlags) open(stderr io.Writer) (*client.Client, []string, error) {
+	var addrs []string
+	for _, a := range strings.Split(*f.cluster, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			addrs = append(addrs, a)
+		}
+	}
+	if len(addrs) == 0 {
+		return nil, nil, errors.New("--cluster HOST:PORT,... is required")
+	}
+	cl, err := client.New(client.Config{Cluster: addrs, ClusterID: *f.clusterID, Timeout: *f.timeout, Logger: newLogger(stderr, slog.LevelError)})
+	return cl, addrs, err
+}
+
+func cmdKV(cmd string, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags(cmd, stderr)
+	cf := addClientFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return exitFailure
+	}
+	want := map[string]int{"put": 2, "get": 1, "delete": 1, "cas": 3}[cmd]
+	if fs.NArg() != want {
+		return fail(stderr, "%s takes %d argument(s): %s", cmd, want, map[string]string{
+			"put": "KEY VALUE", "get": "KEY", "delete": "KEY", "cas": "KEY OLD NEW"}[cmd])
+	}
+	a := fs.Args()
+	cl, _, err := cf.open(stderr)
+	if err != nil {
+		return fail(stderr, "%v", err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), *cf.timeout)
+	defer cancel()
+	switch cmd {
+	case "put":
+		err = cl.Put(ctx, a[0], []byte(a[1]))
+	case "get":
+		var v []byte
+		v, err = cl.Get(ctx, a[0])
+		if errors.Is(err, client.ErrNotFound) {
+			fmt.Fprintln(stderr, "not found")
+			return exitNegative
+		}
+		if err == nil {
+			fmt.Fprintln(stdout, string(v))
+		}
+	case "delete":
+		_, err = cl.Delete(ctx, a[0])
+	case "cas":
+		var swapped, found bool
+		var cur []byte
+		swapped, cur, found, err = cl.CompareAndSwap(ctx, a[0], []byte(a[1]), []byte(a[2]))
+		if err == nil && !swapped {
+			if found {
+				fmt.Fprintf(stderr, "not swapped: current value is %q\n", cur)
+			} else {
+				fmt.Fprintln(stderr, "not swapped: the key does not exist")
+			}
+			return exitNegative
+		}
+	}
+	if err != nil {
+		return fail(stderr, "%s: %v", cmd, err)
+	}
+	return exitOK
+}
+
+// statusJSON is one node in `ketch status --json`; the keys are a contract.
+type statusJSON struct {
+	ID        uint64               `json:"id"`
+	Role      string               `json:"role"`
+	Term      uint64               `json:"term"`
+	Leader    uint64               `json:"leader"`
+	LastIndex uint64               `json:"last_index"`
+	Commit    uint64               `json:"commit"`
+	Applied   uint64               `json:"applied"`
+	Children  map[string]childJSON `json:"children"`
+	Address   string               `json:"address"`
+	Error     string               `json:"error,omitempty"`
+}
+
+type childJSON struct {
+	Restarts  uint64 `json:"restarts"`
+	LastCrash string `json:"last_crash"`
+}
+
+func cmdStatus(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("status", stderr)
+	cf := addClientFlags(fs)
+	asJSON := fs.Bool("json", false, "print a JSON array, one object per node")
+	*cf.timeout = 2 * time.Second
+	if err := fs.Parse(args); err != nil {
+		return exitFailure
+	}
+	cl, addrs, err := cf.open(stderr)
+	if err != nil {
+		return fail(stderr, "%v", err)
+	}
+	defer cl.Close()
+	out := make([]statusJSON, len(addrs))
+	done := make(chan struct{}, len(addrs))
+	reached := 0
+	for i, addr := range addrs {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			ctx, cancel := context.WithTimeout(context.Background(), *cf.timeout)
+			defer cancel()
+			st, err := cl.Status(ctx, addr)
+			out[i] = toJSON(st, addr, err)
+		}()
+	}
+	for range addrs {
+		<-done
+	}
+	for _, s := range out {
+		if s.Error == "" {
+			reached++
+		}
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(out)
+	} else {
+		printStatus(stdout, out)
+	}
+	if reached == 0 {
+		return fail(stderr, "status: no node answered")
+	}
+	return exitOK
+}
+
+func toJSON(st *pb.NodeStatus, addr string, err error) statusJSON {
+	s := statusJSON{Address: addr, Children: map[string]childJSON{}, Role: "unreachable"}
+	if st != nil {
+		s = statusJSON{ID: st.Id, Role: st.Role, Term: st.Term, Leader: st.Leader, LastIndex: st.LastIndex,
+			Commit: st.Commit, Applied: st.Applied, Address: addr, Error: st.Error, Children: map[string]childJSON{}}
+		for name, c := range st.Children {
+			s.Children[name] = childJSON{Restarts: c.Restarts, LastCrash: c.LastCrash}
+		}
+	}
+	if err != nil && s.Error == "" {
+		s.Error = err.Error()
+	}
+	return s
+}
+
+func printStatus(w io.Writer, nodes []statusJSON) {
+	fmt.Fprintf(w, "%-4s %-21s %-11s %5s %6s %8s %8s %8s  %s\n", "ID", "ADDRESS", "ROLE", "TERM", "LEADER", "LAST", "COMMIT", "APPLIED", "CHILDREN (restarts, last crash)")
+	for _, n := range nodes {
+		var kids []string
+		names := make([]string, 0, len(n.Children))
+		for name := range n.Children {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			c := n.Children[name]
+			k := fmt.Sprintf("%s=%d", name, c.Restarts)
+			if c.LastCrash != "" {
+				k += fmt.Sprintf(" (%s)", c.LastCrash)
+			}
+			kids = append(kids, k)
+		}
+		fmt.Fprintf(w, "%-4d %-21s %-11s %5d %6d %8d %8d %8d  %s\n", n.ID, n.Address, n.Role, n.Term, n.Leader, n.LastIndex, n.Commit, n.Applied, strings.Join(kids, " "))
+		if n.Error != "" {
+			fmt.Fprintf(w, "     error: %s\n", n.Error)
+		}
+	}
+}
+
+func cmdCrash(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("crash", stderr)
+	cf := addClientFlags(fs)
+	id := fs.Uint64("node", 0, "the node whose actor should crash")
+	actorName := fs.String("actor", "", "store, state, fsm or sender")
+	*cf.timeout = 3 * time.Second
+	if err := fs.Parse(args); err != nil {
+		return exitFailure
+	}
+	switch *actorName {
+	case "store", "state", "fsm", "sender":
+	default:
+		return fail(stderr, "crash: --actor must be store, state, fsm or sender")
+	}
+	if *id == 0 {
+		return fail(stderr, "crash: --node ID is required")
+	}
+	cl, addrs, err := cf.open(stderr)
+	if err != nil {
+		return fail(stderr, "%v", err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), *cf.timeout)
+	defer cancel()
+	// Find the node's address by asking the cluster.
+	for _, addr := range addrs {
+		st, err := cl.Status(ctx, addr)
+		if err != nil || st.Id != *id {
+			continue
+		}
+		if err := cl.Crash(ctx, addr, *actorName); err != nil {
+			return fail(stderr, "crash: %v", err)
+		}
+		fmt.Fprintf(stdout, "node %d: %s crashed\n", *id, *actorName)
+		return exitOK
+	}
+	return fail(stderr, "crash: no node with id %d answered among %v", *id, addrs)
 }

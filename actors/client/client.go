@@ -1,0 +1,360 @@
+// Package client is ketch's Go client: typed Put, Get, Delete and
+// CompareAndSwap calls on a ketch cluster, sent as remote actor messages to
+// the nodes' gateway actors.
+//
+// It finds the leader by following the hints that followers return, retries
+// a command with the same client id and sequence number until it gets an
+// answer or the context ends (the state machine applies a retried command
+// at most once, Raft thesis §6.3), and bounds every attempt by a timeout.
+// Reads go through the log, so they are linearizable.
+//
+// A Client is safe for concurrent use. The state machine remembers one last
+// sequence number per client id, which allows one command in flight per id;
+// so a Client keeps a pool of sessions (client id + sequence counter) and
+// each concurrent call takes its own.
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	pb "github.com/ketch-raft/ketch/messages"
+	"github.com/ketch-raft/ketch/sender"
+)
+
+// Sentinel errors; compare with errors.Is.
+var (
+	// ErrNotFound: Get found no such key.
+	ErrNotFound = errors.New("not found")
+	// ErrTimeout: the context ended before the cluster answered. A write
+	// that timed out may or may not have been applied.
+	ErrTimeout = errors.New("timed out waiting for the cluster")
+	// ErrInvalid: the cluster refused the request as malformed; retrying
+	// will not help.
+	ErrInvalid = errors.New("invalid request")
+)
+
+// GatewayName is the actor name of every node's gateway. Its address is
+// the node's --listen address.
+const GatewayName = "raft/1/gateway"
+
+// Config configures a Client.
+type Config struct {
+	// Cluster lists the nodes' addresses (host:port); any subset that
+	// includes a live node works.
+	Cluster []string
+	// ClusterID must match the nodes' --cluster-id. Default "ketch".
+	ClusterID string
+	// ListenHost is where the client's own actor system listens for
+	// answers. Default 127.0.0.1.
+	ListenHost string
+	// AttemptTimeout bounds one attempt at one node. Default 1s.
+	AttemptTimeout time.Duration
+	// Timeout bounds a whole call when its context has no deadline.
+	// Default 10s.
+	Timeout time.Duration
+	Logger  *slog.Logger
+}
+
+// DefaultClusterID is the cluster id nodes and clients use by default.
+const DefaultClusterID = "ketch"
+
+func (c *Config) validate() error {
+	if len(c.Cluster) == 0 {
+		return errors.New("client: no cluster addresses given; pass --cluster host:port,...")
+	}
+	if c.ClusterID == "" {
+		c.ClusterID = DefaultClusterID
+	}
+	if c.ListenHost == "" {
+		c.ListenHost = "127.0.0.1"
+	}
+	if c.AttemptTimeout == 0 {
+		c.AttemptTimeout = time.Second
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Client talks to one ketch cluster.
+type Client struct {
+	cfg    Config
+	system *actor.ActorSystem
+	reply  *actor.PID
+
+	mu       sync.Mutex
+	leader   string
+	next     int // round-robin position in cfg.Cluster
+	sessions []*session
+	waiting  map[waitKey]chan *pb.ClientResponse
+}
+
+type session struct{ id, seq uint64 }
+
+type waitKey struct{ client, seq uint64 }
+
+// New starts a client: a small actor system of its own, listening on an
+// ephemeral port of cfg.ListenHost for the nodes' answers.
+func New(cfg Config) (*Client, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	c := &Client{cfg: cfg, waiting: map[waitKey]chan *pb.ClientResponse{}}
+	c.system = actor.NewActorSystem(actor.WithLoggerFactory(sender.QuietLogger(cfg.Logger, slog.LevelError)))
+	if _, err := sender.StartRemote(c.system, cfg.ListenHost, 0); err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	c.reply = c.system.Root.Spawn(actor.PropsFromFunc(c.receive))
+	return c, nil
+}
+
+// Close stops the client's actor system.
+func (c *Client) Close() {
+	c.system.Root.Stop(c.reply)
+	c.system.Shutdown()
+}
+
+// receive runs in the reply actor: it hands each answer to its caller.
+func (c *Client) receive(ctx actor.Context) {
+	if r, ok := ctx.Message().(*pb.ClientResponse); ok {
+		c.mu.Lock()
+		ch := c.waiting[waitKey{r.ClientId, r.Sequence}]
+		c.mu.Unlock()
+		if ch != nil {
+			select {
+			case ch <- r:
+			default: // a duplicate answer to a retried attempt
+			}
+		}
+	}
+}
+
+// Put sets key to value.
+func (c *Client) Put(ctx context.Context, key string, value []byte) error {
+	_, err := c.Do(ctx, &pb.KVCommand{Op: &pb.KVCommand_Put{Put: &pb.Put{Key: key, Value: value}}})
+	return err
+}
+
+// Get returns the value of key, or ErrNotFound.
+func (c *Client) Get(ctx context.Context, key string) ([]byte, error) {
+	r, err := c.Do(ctx, &pb.KVCommand{Op: &pb.KVCommand_Get{Get: &pb.Get{Key: key}}})
+	if err != nil {
+		return nil, err
+	}
+	if !r.Found {
+		return nil, fmt.Errorf("get %q: %w", key, ErrNotFound)
+	}
+	return r.Value, nil
+}
+
+// Delete removes key and reports whether it existed.
+func (c *Client) Delete(ctx context.Context, key string) (bool, error) {
+	r, err := c.Do(ctx, &pb.KVCommand{Op: &pb.KVCommand_Delete{Delete: &pb.Delete{Key: key}}})
+	if err != nil {
+		return false, err
+	}
+	return r.Found, nil
+}
+
+// CompareAndSwap sets key to value if its current value is old; with old
+// nil it swaps only if the key is absent. It reports whether it swapped
+// and, if not, the current value (nil and found=false when absent).
+func (c *Client) CompareAndSwap(ctx context.Context, key string, old, value []byte) (swapped bool, current []byte, found bool, err error) {
+	r, err := c.Do(ctx, &pb.KVCommand{Op: &pb.KVCommand_Cas{Cas: &pb.CompareAndSwap{Key: key, Expected: old, ExpectAbsent: old == nil, Value: value}}})
+	if err != nil {
+		return false, nil, false, err
+	}
+	return r.Swapped, r.Value, r.Found, nil
+}
+
+// Do sends one command and waits for the state machine's answer, retrying
+// with the same sequence number across nodes and leader changes until it
+// succeeds, the cluster calls it invalid, or ctx ends (ErrTimeout).
+func (c *Client) Do(ctx context.Context, cmd *pb.KVCommand) (*pb.ClientResponse, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.Timeout)
+		defer cancel()
+	}
+	s := c.takeSession()
+	defer c.putSession(s)
+	s.seq++
+	req := &pb.ClientRequest{ClusterId: c.cfg.ClusterID, ClientId: s.id, Sequence: s.seq, Command: cmd}
+
+	ch := make(chan *pb.ClientResponse, 1)
+	key := waitKey{s.id, s.seq}
+	c.mu.Lock()
+	c.waiting[key] = ch
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.waiting, key)
+		c.mu.Unlock()
+	}()
+
+	backoff := 10 * time.Millisecond
+	for {
+		addr := c.target()
+		c.system.Root.RequestWithCustomSender(actor.NewPID(addr, GatewayName), req, c.reply)
+		attempt := time.NewTimer(c.cfg.AttemptTimeout)
+		var r *pb.ClientResponse
+		select {
+		case r = <-ch:
+			attempt.Stop()
+		case <-attempt.C:
+			c.failed(addr) // no answer: try another node
+			continue
+		case <-ctx.Done():
+			attempt.Stop()
+			return nil, fmt.Errorf("%w (%v)", ErrTimeout, context.Cause(ctx))
+		}
+		switch r.Status {
+		case pb.ClientStatus_CLIENT_STATUS_OK:
+			c.succeeded(addr)
+			return r, nil
+		case pb.ClientStatus_CLIENT_STATUS_INVALID:
+			return nil, fmt.Errorf("%w: %s", ErrInvalid, r.Error)
+		case pb.ClientStatus_CLIENT_STATUS_NOT_LEADER:
+			if r.LeaderAddress != "" && r.LeaderAddress != addr {
+				c.follow(r.LeaderAddress)
+				continue // straight to the hinted leader
+			}
+			c.failed(addr)
+		default: // UNKNOWN, UNAVAILABLE: the same request again, after a pause
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (%v)", ErrTimeout, context.Cause(ctx))
+		}
+		backoff = min(2*backoff, 200*time.Millisecond)
+	}
+}
+
+func (c *Client) takeSession() *session {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n := len(c.sessions); n > 0 {
+		s := c.sessions[n-1]
+		c.sessions = c.sessions[:n-1]
+		return s
+	}
+	var b [8]byte
+	for {
+		_, _ = rand.Read(b[:])
+		if id := binary.LittleEndian.Uint64(b[:]); id != 0 {
+			return &session{id: id}
+		}
+	}
+}
+
+func (c *Client) putSession(s *session) {
+	c.mu.Lock()
+	c.sessions = append(c.sessions, s)
+	c.mu.Unlock()
+}
+
+// target is the node to try next: the known leader, or the next in turn.
+func (c *Client) target() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.leader != "" {
+		return c.leader
+	}
+	addr := c.cfg.Cluster[c.next%len(c.cfg.Cluster)]
+	c.next++
+	return addr
+}
+
+func (c *Client) follow(addr string) {
+	c.mu.Lock()
+	c.leader = addr
+	c.mu.Unlock()
+}
+
+func (c *Client) succeeded(addr string) { c.follow(addr) }
+
+func (c *Client) failed(addr string) {
+	c.mu.Lock()
+	if c.leader == addr {
+		c.leader = ""
+	}
+	if i := slices.Index(c.cfg.Cluster, addr); i >= 0 && c.next%len(c.cfg.Cluster) == i {
+		c.next++
+	}
+	c.mu.Unlock()
+}
+
+// Status asks the node at addr for its status.
+func (c *Client) Status(ctx context.Context, addr string) (*pb.NodeStatus, error) {
+	r, err := c.ask(ctx, addr, &pb.StatusRequest{ClusterId: c.cfg.ClusterID})
+	if err != nil {
+		return nil, err
+	}
+	st, ok := r.(*pb.NodeStatus)
+	if !ok {
+		return nil, fmt.Errorf("node %s answered %T to a status request", addr, r)
+	}
+	if st.Error != "" {
+		return st, errors.New(st.Error)
+	}
+	return st, nil
+}
+
+// Crash asks the node at addr to crash one of its children (store, state,
+// fsm or sender). Only nodes started with --chaos obey.
+func (c *Client) Crash(ctx context.Context, addr, child string) error {
+	r, err := c.ask(ctx, addr, &pb.CrashRequest{ClusterId: c.cfg.ClusterID, Actor: child})
+	if err != nil {
+		return err
+	}
+	cr, ok := r.(*pb.CrashResponse)
+	if !ok {
+		return fmt.Errorf("node %s answered %T to a crash request", addr, r)
+	}
+	if !cr.Ok {
+		return errors.New(cr.Error)
+	}
+	return nil
+}
+
+// ask sends one request to one node and waits for its answer, through a
+// one-shot actor so that answers without a sequence number find their way.
+func (c *Client) ask(ctx context.Context, addr string, req any) (any, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.AttemptTimeout*2)
+		defer cancel()
+	}
+	ch := make(chan any, 1)
+	pid := c.system.Root.Spawn(actor.PropsFromFunc(func(actx actor.Context) {
+		switch m := actx.Message().(type) {
+		case *pb.NodeStatus, *pb.CrashResponse:
+			select {
+			case ch <- m:
+			default:
+			}
+		}
+	}))
+	defer c.system.Root.Stop(pid)
+	c.system.Root.RequestWithCustomSender(actor.NewPID(addr, GatewayName), req, pid)
+	select {
+	case r := <-ch:
+		return r, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("node %s: %w (%v)", addr, ErrTimeout, context.Cause(ctx))
+	}
+}

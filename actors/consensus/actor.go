@@ -1,0 +1,296 @@
+// Package consensus is the fsm actor of a ketch node (sloop_fsm in the
+// Erlang original, ra_server_proc in RabbitMQ's ra): a thin actor around
+// the pure Raft core of package fsm. It turns the world into fsm events —
+// peer messages, timer firings, client requests, the store's durability
+// reports — and carries out the actions each Step returns: writes go to the
+// store actor, messages to the sender actor, committed entries to the state
+// actor, timers to the Go runtime.
+//
+// It must never block: not on I/O (the store does that), not on a peer (the
+// sender does that), not on a future. Everything it waits for comes back as
+// a message. Everything from the network is validated before it reaches the
+// fsm.
+//
+// On (re)start it asks the store for the durable log and the state actor
+// for its applied index, and until both answer it drops peer messages
+// (Raft tolerates loss) and answers clients UNAVAILABLE. Each incarnation
+// has an epoch; durability reports and timers of an earlier incarnation are
+// ignored.
+package consensus
+
+import (
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/ketch-raft/ketch/actors/state"
+	"github.com/ketch-raft/ketch/fsm"
+	"github.com/ketch-raft/ketch/logstore"
+	pb "github.com/ketch-raft/ketch/messages"
+	"github.com/ketch-raft/ketch/sender"
+	"google.golang.org/protobuf/proto"
+)
+
+// Config configures the fsm actor.
+type Config struct {
+	// Raft is the fsm's configuration; Rand is supplied by the actor.
+	Raft fsm.Config
+	// Peers maps every member's id to its address (host:port), this node's
+	// included; it is used for leader hints to clients.
+	Peers map[uint64]string
+	// Store, State and Sender are the sibling actors.
+	Store, State, Sender *actor.PID
+	// Limits bounds peer messages.
+	Limits Limits
+	// OnStatus, if set, is called with the fsm's status after every
+	// message (the node publishes it for `ketch status`). It must not block.
+	OnStatus func(fsm.Status)
+	Logger   *slog.Logger
+}
+
+// Crash makes the actor panic, for fault tests (nodes obey only with --chaos).
+type Crash struct{ Reason string }
+
+// timeout is a fired timer, addressed to the incarnation that set it.
+type timeout struct {
+	epoch uint64
+	timer fsm.Timer
+	gen   uint64
+}
+
+// waiter is a client whose proposal the fsm is deciding.
+type waiter struct {
+	replyTo          *actor.PID
+	clientID, seqNum uint64
+}
+
+// Props returns the props of an fsm actor.
+func Props(cfg Config) *actor.Props {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	cfg.Limits.setDefaults()
+	members := map[uint64]bool{}
+	for _, m := range cfg.Raft.Members {
+		members[m] = true
+	}
+	return actor.PropsFromProducer(func() actor.Actor {
+		return &fsmActor{cfg: cfg, members: members, log: cfg.Logger.With("actor", "fsm", "node", cfg.Raft.ID)}
+	})
+}
+
+type fsmActor struct {
+	cfg     Config
+	members map[uint64]bool
+	log     *slog.Logger
+
+	epoch   uint64
+	node    *fsm.Node // nil until the store and state have answered
+	loaded  *logstore.Loaded
+	applied *uint64
+
+	timers  [2]*time.Timer
+	waiters map[uint64]waiter
+	nextID  uint64
+
+	rejected uint64 // peer messages refused at the boundary
+	lastWarn time.Time
+	lastStat fsm.Status
+	outbound []*pb.RaftMessage
+}
+
+func (a *fsmActor) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		a.start(ctx)
+	case *actor.Stopping, *actor.Restarting:
+		a.stopTimers()
+	case *logstore.Loaded:
+		if a.node == nil {
+			if m.Err != nil {
+				panic(fmt.Sprintf("fsm: the store cannot load the log: %v", m.Err))
+			}
+			a.loaded = m
+			a.maybeInit(ctx)
+		}
+	case *state.AppliedInfo:
+		if a.node == nil {
+			idx := m.Index
+			a.applied = &idx
+			a.maybeInit(ctx)
+		} else {
+			a.step(ctx, fsm.Applied{Index: m.Index})
+		}
+	case *logstore.Durable:
+		if a.node != nil && m.Epoch == a.epoch {
+			a.step(ctx, fsm.Persisted{Seq: m.Seq})
+		}
+	case *logstore.Fenced:
+		// The store crashed and lost writes of this incarnation that were
+		// not yet durable: what this fsm believes is on disk no longer is.
+		// Crash, and restart from what the store actually holds.
+		if m.Epoch == a.epoch {
+			panic(fmt.Sprintf("fsm: the store lost unsynced writes of this incarnation (seq %d refused); restarting from disk", m.Seq))
+		}
+	case *timeout:
+		if a.node != nil && m.epoch == a.epoch {
+			a.step(ctx, fsm.Timeout{Timer: m.timer, Gen: m.gen})
+		}
+	case *pb.RaftBatch:
+		for _, msg := range m.Messages {
+			a.peerMessage(ctx, msg)
+		}
+	case *pb.RaftMessage:
+		a.peerMessage(ctx, m)
+	case *pb.ClientRequest:
+		a.clientRequest(ctx, m)
+	case *Crash:
+		panic(fmt.Sprintf("crash requested: %s", m.Reason))
+	}
+}
+
+// start begins an incarnation: a fresh epoch, and the questions whose
+// answers rebuild the fsm (ARCHITECTURE §3 rule 6).
+func (a *fsmActor) start(ctx actor.Context) {
+	// The epoch only has to differ from the previous incarnation's; the
+	// clock gives that without shared state.
+	a.epoch = uint64(time.Now().UnixNano())
+	a.waiters = map[uint64]waiter{}
+	ctx.Request(a.cfg.Store, &logstore.LoadRequest{})
+	ctx.Request(a.cfg.State, &state.AppliedQuery{})
+}
+
+func (a *fsmActor) maybeInit(ctx actor.Context) {
+	if a.loaded == nil || a.applied == nil {
+		return
+	}
+	cfg := a.cfg.Raft
+	cfg.Rand = rand.New(rand.NewPCG(a.epoch, uint64(cfg.ID)))
+	node, err := fsm.New(cfg, fsm.Restore{
+		HardState: a.loaded.State.HardState,
+		Entries:   a.loaded.State.Entries,
+		Applied:   min(*a.applied, uint64(len(a.loaded.State.Entries))),
+	})
+	if err != nil {
+		panic(fmt.Sprintf("fsm: cannot restore from the store: %v", err))
+	}
+	a.node, a.loaded, a.applied = node, nil, nil
+	st := node.Status()
+	a.log.Info("fsm started", "term", st.Term, "last_index", st.LastIndex, "applied", st.Applied)
+	a.step(ctx, fsm.Start{})
+}
+
+func (a *fsmActor) peerMessage(ctx actor.Context, m *pb.RaftMessage) {
+	if a.node == nil {
+		return // still loading: Raft tolerates the loss
+	}
+	if err := validatePeer(m, a.cfg.Raft.ClusterID, a.cfg.Raft.ID, a.members, a.cfg.Limits); err != nil {
+		a.rejected++
+		if now := time.Now(); now.Sub(a.lastWarn) > time.Second {
+			a.lastWarn = now
+			a.log.Warn("rejected peer message", "peer", m.GetFrom(), "err", err, "rejected_total", a.rejected)
+		}
+		return
+	}
+	a.step(ctx, fsm.Message{Msg: m})
+}
+
+func (a *fsmActor) clientRequest(ctx actor.Context, r *pb.ClientRequest) {
+	if a.node == nil {
+		a.answer(ctx, ctx.Sender(), &pb.ClientResponse{ClientId: r.ClientId, Sequence: r.Sequence,
+			Status: pb.ClientStatus_CLIENT_STATUS_UNAVAILABLE, Error: "the node is starting; retry shortly"})
+		return
+	}
+	data, err := proto.Marshal(&pb.KVEntry{ClientId: r.ClientId, Sequence: r.Sequence, Command: r.Command})
+	if err != nil {
+		a.answer(ctx, ctx.Sender(), &pb.ClientResponse{ClientId: r.ClientId, Sequence: r.Sequence,
+			Status: pb.ClientStatus_CLIENT_STATUS_INVALID, Error: "cannot encode the command: " + err.Error()})
+		return
+	}
+	a.nextID++
+	a.waiters[a.nextID] = waiter{replyTo: ctx.Sender(), clientID: r.ClientId, seqNum: r.Sequence}
+	a.step(ctx, fsm.Propose{Proposals: []fsm.Proposal{{ID: a.nextID, Data: data}}})
+}
+
+// step runs one event through the fsm and carries out its actions in order.
+func (a *fsmActor) step(ctx actor.Context, ev fsm.Event) {
+	for _, act := range a.node.Step(ev) {
+		switch x := act.(type) {
+		case fsm.Persist:
+			ctx.Request(a.cfg.Store, &logstore.WriteRequest{Epoch: a.epoch, Seq: x.Seq, HardState: x.HardState, Entries: x.Entries})
+		case fsm.Send:
+			a.outbound = append(a.outbound, x.Msg)
+		case fsm.Apply:
+			a.apply(ctx, x)
+		case fsm.Reply:
+			a.reply(ctx, x)
+		case fsm.SetTimer:
+			a.setTimer(ctx, x)
+		}
+	}
+	if len(a.outbound) > 0 {
+		ctx.Send(a.cfg.Sender, &sender.Outbound{Msgs: a.outbound})
+		a.outbound = nil
+	}
+	if a.cfg.OnStatus != nil {
+		if st := a.node.Status(); st != a.lastStat {
+			a.lastStat = st
+			a.cfg.OnStatus(st)
+		}
+	}
+}
+
+func (a *fsmActor) apply(ctx actor.Context, x fsm.Apply) {
+	req := &state.ApplyRequest{Entries: x.Entries}
+	for _, ref := range x.Refs {
+		if w, ok := a.waiters[ref.ID]; ok {
+			delete(a.waiters, ref.ID)
+			req.Waiters = append(req.Waiters, state.Waiter{Index: ref.Index, ReplyTo: w.replyTo})
+		}
+	}
+	ctx.Request(a.cfg.State, req)
+}
+
+func (a *fsmActor) reply(ctx actor.Context, x fsm.Reply) {
+	w, ok := a.waiters[x.ID]
+	if !ok {
+		return
+	}
+	delete(a.waiters, x.ID)
+	resp := &pb.ClientResponse{ClientId: w.clientID, Sequence: w.seqNum}
+	switch x.Err {
+	case fsm.ErrNotLeader:
+		resp.Status = pb.ClientStatus_CLIENT_STATUS_NOT_LEADER
+		resp.LeaderId = x.Leader
+		resp.LeaderAddress = a.cfg.Peers[x.Leader]
+	default:
+		resp.Status = pb.ClientStatus_CLIENT_STATUS_UNKNOWN
+		resp.Error = x.Err.Error()
+	}
+	a.answer(ctx, w.replyTo, resp)
+}
+
+func (a *fsmActor) answer(ctx actor.Context, to *actor.PID, resp *pb.ClientResponse) {
+	if to != nil {
+		ctx.Send(to, resp)
+	}
+}
+
+func (a *fsmActor) setTimer(ctx actor.Context, x fsm.SetTimer) {
+	if t := a.timers[x.Timer]; t != nil {
+		t.Stop()
+	}
+	self, system, msg := ctx.Self(), ctx.ActorSystem(), &timeout{epoch: a.epoch, timer: x.Timer, gen: x.Gen}
+	a.timers[x.Timer] = time.AfterFunc(x.After, func() { system.Root.Send(self, msg) })
+}
+
+func (a *fsmActor) stopTimers() {
+	for i, t := range a.timers {
+		if t != nil {
+			t.Stop()
+			a.timers[i] = nil
+		}
+	}
+}

@@ -1,0 +1,340 @@
+// Package node assembles one ketch node: an actor system with Proto.Actor
+// remote on the node's address, and under it the node supervisor with its
+// children (ARCHITECTURE §5):
+//
+//	raft/<group>               supervisor, rest_for_one, bounded restarts
+//	├── raft/<group>/store     the bbolt log (logstore)
+//	├── raft/<group>/state     the key-value state machine (actors/state)
+//	├── raft/<group>/fsm       consensus (actors/consensus around fsm)
+//	├── raft/<group>/sender    delivery to peers (sender)
+//	└── raft/<group>/gateway   client boundary (actors/gateway)
+//
+// Actor ids are stable, so peers address raft/<group>/fsm and clients
+// raft/<group>/gateway at a node's address without any lookup.
+//
+// It must never hide a fail-stop: when the supervisor gives up, Done is
+// closed and Err says why, and the binary exits non-zero.
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/remote"
+	"github.com/ketch-raft/ketch/actors/consensus"
+	"github.com/ketch-raft/ketch/actors/gateway"
+	"github.com/ketch-raft/ketch/actors/kv"
+	"github.com/ketch-raft/ketch/actors/state"
+	"github.com/ketch-raft/ketch/fsm"
+	"github.com/ketch-raft/ketch/logstore"
+	pb "github.com/ketch-raft/ketch/messages"
+	"github.com/ketch-raft/ketch/sender"
+	"github.com/ketch-raft/ketch/supervisor"
+)
+
+// Group is the Raft group every node runs for now; actor names carry it so
+// that a node can host several groups later.
+const Group = 1
+
+// Names of the node's actors.
+var (
+	SupervisorID = fmt.Sprintf("raft/%d", Group)
+	FSMID        = supervisor.ChildID(SupervisorID, "fsm")
+	GatewayID    = supervisor.ChildID(SupervisorID, "gateway")
+)
+
+// Children lists the children in start order; crash requests name them.
+var Children = []string{"store", "state", "fsm", "sender", "gateway"}
+
+// ErrBadConfig marks a configuration problem (the CLI exits 2 on it).
+var ErrBadConfig = errors.New("bad configuration")
+
+// Config configures a node.
+type Config struct {
+	// ID is this node's id, a positive integer.
+	ID uint64
+	// Listen is the host:port this node's remote listens on; peers and
+	// clients reach it there.
+	Listen string
+	// Peers maps the other members' ids to their addresses.
+	Peers map[uint64]string
+	// DataDir holds the node's bbolt file (ketch-<group>.db).
+	DataDir string
+	// ClusterID names the cluster. Default "ketch".
+	ClusterID string
+	// Chaos lets `ketch crash` make this node's actors panic.
+	Chaos bool
+	// ElectionTimeout and HeartbeatInterval tune the fsm (see fsm.Config).
+	ElectionTimeout, HeartbeatInterval time.Duration
+	// MaxRestarts within RestartWindow bound the supervisor (defaults 5
+	// in 10s); past it the node fail-stops.
+	MaxRestarts   int
+	RestartWindow time.Duration
+	// UnsafeNoSync turns fsync off: acknowledged writes can be lost on
+	// power failure. For benchmarks of the rest of the path only.
+	UnsafeNoSync bool
+	Logger       *slog.Logger
+}
+
+// DefaultClusterID is the cluster id when none is given.
+const DefaultClusterID = "ketch"
+
+// Validate fills defaults and reports the first problem, wrapped in
+// ErrBadConfig.
+func (c *Config) Validate() error {
+	if c.ClusterID == "" {
+		c.ClusterID = DefaultClusterID
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrBadConfig, fmt.Sprintf(format, args...))
+	}
+	if c.ID == 0 {
+		return bad("--id must be a positive integer")
+	}
+	if _, port, err := net.SplitHostPort(c.Listen); err != nil || port == "" {
+		return bad("--listen %q is not host:port", c.Listen)
+	}
+	for id, addr := range c.Peers {
+		if id == 0 || id == c.ID {
+			return bad("peer id %d: peers must be the other members, with positive ids", id)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return bad("peer %d address %q is not host:port", id, addr)
+		}
+		if addr == c.Listen {
+			return bad("peer %d has this node's own address %s", id, addr)
+		}
+	}
+	if c.DataDir == "" {
+		return bad("--data is required")
+	}
+	if err := os.MkdirAll(c.DataDir, 0o755); err != nil {
+		return bad("cannot create data dir: %v", err)
+	}
+	probe := filepath.Join(c.DataDir, ".write-test")
+	if err := os.WriteFile(probe, nil, 0o644); err != nil {
+		return bad("data dir %s is not writable: %v", c.DataDir, err)
+	}
+	_ = os.Remove(probe)
+	return nil
+}
+
+// Node is a running ketch node.
+type Node struct {
+	cfg    Config
+	system *actor.ActorSystem
+	remote *remote.Remote
+	sup    *supervisor.Supervisor
+	sup0   *actor.PID
+	send   *sender.Sender
+
+	raft    atomic.Pointer[fsm.Status]
+	applied atomic.Uint64
+
+	stopOnce sync.Once
+	done     chan struct{}
+	errMu    sync.Mutex
+	err      error
+}
+
+// Start starts a node and returns once its children are running.
+func Start(cfg Config) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	host, portStr, _ := net.SplitHostPort(cfg.Listen)
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --listen port %q is not a number", ErrBadConfig, portStr)
+	}
+	log := cfg.Logger.With("node", cfg.ID)
+	n := &Node{cfg: cfg, done: make(chan struct{})}
+	n.system = actor.NewActorSystem(actor.WithLoggerFactory(sender.QuietLogger(cfg.Logger, slog.LevelWarn)))
+	n.remote, err = sender.StartRemote(n.system, host, port)
+	if err != nil {
+		n.system.Shutdown()
+		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
+	}
+
+	members := append(slices.Sorted(maps.Keys(cfg.Peers)), cfg.ID)
+	addrs := maps.Clone(cfg.Peers)
+	addrs[cfg.ID] = cfg.Listen
+	pid := func(name string) *actor.PID {
+		return actor.NewPID(n.system.Address(), supervisor.ChildID(SupervisorID, name))
+	}
+
+	dbPath := filepath.Join(cfg.DataDir, fmt.Sprintf("ketch-%d.db", Group))
+	// Open once here so a locked or corrupt file is a clean startup error
+	// rather than a crash loop; the store actor reopens it on every start.
+	if st, err := logstore.OpenBolt(dbPath, logstore.BoltOptions{UnsafeNoSync: cfg.UnsafeNoSync}); err != nil {
+		n.shutdownSystem()
+		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
+	} else if _, err := st.Load(); err != nil {
+		_ = st.Close()
+		n.shutdownSystem()
+		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
+	} else {
+		_ = st.Close()
+	}
+
+	n.send, err = sender.New(sender.Config{
+		Peers:  cfg.Peers,
+		Target: func(_ uint64, addr string) *actor.PID { return actor.NewPID(addr, FSMID) },
+		Logger: log,
+	})
+	if err != nil {
+		n.shutdownSystem()
+		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
+	}
+
+	crash := map[string]any{
+		"store":   &logstore.Crash{Reason: "ketch crash"},
+		"state":   &state.Crash{Reason: "ketch crash"},
+		"fsm":     &consensus.Crash{Reason: "ketch crash"},
+		"sender":  &sender.Crash{Reason: "ketch crash"},
+		"gateway": nil,
+	}
+	children := []supervisor.Child{
+		{Name: "store", Props: logstore.PropsWithConfig(func() (logstore.Store, error) {
+			return logstore.OpenBolt(dbPath, logstore.BoltOptions{UnsafeNoSync: cfg.UnsafeNoSync})
+		}, logstore.Config{Logger: log})},
+		{Name: "state", Props: state.Props(state.Config{
+			New:       func() state.StateMachine { return kv.New() },
+			OnApplied: n.applied.Store,
+			Logger:    log,
+		})},
+		{Name: "fsm", Props: consensus.Props(consensus.Config{
+			Raft: fsm.Config{
+				ID: cfg.ID, ClusterID: cfg.ClusterID, Members: members,
+				ElectionTimeout: cfg.ElectionTimeout, HeartbeatInterval: cfg.HeartbeatInterval,
+			},
+			Peers: addrs,
+			Store: pid("store"), State: pid("state"), Sender: pid("sender"),
+			OnStatus: func(st fsm.Status) { n.raft.Store(&st) },
+			Logger:   log,
+		})},
+		{Name: "sender", Props: n.send.Props()},
+		{Name: "gateway", Props: gateway.Props(gateway.Config{
+			ClusterID: cfg.ClusterID, NodeID: cfg.ID, FSM: pid("fsm"), Chaos: cfg.Chaos,
+			Status: n.Status,
+			Crash: func(child string) error {
+				msg, ok := crash[child]
+				if !ok || msg == nil {
+					return fmt.Errorf("unknown actor %q; crashable actors are store, state, fsm and sender", child)
+				}
+				n.system.Root.Send(pid(child), msg)
+				return nil
+			},
+			Logger: log,
+		})},
+	}
+	// Validate the raft config now, so a bad one is a startup error.
+	rc := fsm.Config{ID: cfg.ID, Members: members, ElectionTimeout: cfg.ElectionTimeout, HeartbeatInterval: cfg.HeartbeatInterval, Rand: nopRand{}}
+	if err := rc.Validate(); err != nil {
+		n.shutdownSystem()
+		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
+	}
+	n.sup, err = supervisor.New(supervisor.Config{
+		MaxRestarts: cfg.MaxRestarts, Within: cfg.RestartWindow,
+		OnFailStop: func(reason string) { n.finish(errors.New(reason)) },
+		Logger:     log,
+	}, children...)
+	if err != nil {
+		n.shutdownSystem()
+		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
+	}
+	n.sup0, err = n.system.Root.SpawnNamed(n.sup.Props(), SupervisorID)
+	if err != nil {
+		n.shutdownSystem()
+		return nil, fmt.Errorf("cannot spawn the node supervisor: %w", err)
+	}
+	select {
+	case <-n.sup.Ready():
+	case <-n.sup.Stopped():
+		n.shutdownSystem()
+		return nil, fmt.Errorf("the node stopped while starting: %s", n.sup.Status().Reason)
+	case <-time.After(10 * time.Second):
+		n.shutdownSystem()
+		return nil, errors.New("the node's actors did not start within 10s")
+	}
+	log.Info("node started", "listen", n.system.Address(), "cluster", cfg.ClusterID, "members", members)
+	return n, nil
+}
+
+type nopRand struct{}
+
+func (nopRand) Int64N(int64) int64 { return 0 }
+
+// Address is the node's remote address.
+func (n *Node) Address() string { return n.system.Address() }
+
+// Status reports the node's status, as `ketch status` shows it.
+func (n *Node) Status() *pb.NodeStatus {
+	st := &pb.NodeStatus{Id: n.cfg.ID, Address: n.cfg.Listen, Role: "starting", Applied: n.applied.Load(), Children: map[string]*pb.ChildStatus{}}
+	if r := n.raft.Load(); r != nil {
+		st.Role, st.Term, st.Leader, st.LastIndex, st.Commit = r.Role.String(), r.Term, r.Leader, r.LastIndex, r.Commit
+	}
+	sup := n.sup.Status()
+	if sup.State != supervisor.Running {
+		st.Role = sup.State.String()
+		st.Error = sup.Reason
+	}
+	for _, c := range sup.Children {
+		st.Children[c.Name] = &pb.ChildStatus{Restarts: uint64(c.Restarts), LastCrash: c.LastCrash}
+	}
+	return st
+}
+
+// Done is closed when the node has stopped: by Stop, or by fail-stop.
+func (n *Node) Done() <-chan struct{} { return n.done }
+
+// Err is why the node stopped: nil after Stop, the supervisor's reason
+// after a fail-stop.
+func (n *Node) Err() error {
+	n.errMu.Lock()
+	defer n.errMu.Unlock()
+	return n.err
+}
+
+// Stop stops the node's actors in reverse order, then its remote.
+func (n *Node) Stop() {
+	n.system.Root.Send(n.sup0, &supervisor.Shutdown{})
+	select {
+	case <-n.sup.Stopped():
+	case <-time.After(10 * time.Second):
+	}
+	n.finish(nil)
+}
+
+func (n *Node) finish(err error) {
+	n.stopOnce.Do(func() {
+		n.errMu.Lock()
+		n.err = err
+		n.errMu.Unlock()
+		go func() {
+			n.shutdownSystem()
+			close(n.done)
+		}()
+	})
+}
+
+func (n *Node) shutdownSystem() {
+	if n.remote != nil {
+		n.remote.Shutdown(true)
+	}
+	n.system.Shutdown()
+}
