@@ -287,7 +287,11 @@ func (n *Node) persisted(seq uint64) {
 	n.inflight = n.inflight[k:]
 	k = 0
 	for k < len(n.held) && n.held[k].seq <= seq {
-		n.acts = append(n.acts, Send{Msg: n.held[k].msg})
+		// An answer given in a term this node has since left is dropped:
+		// to its receiver that is message loss, which Raft tolerates.
+		if m := n.held[k].msg; m.Term == n.term {
+			n.acts = append(n.acts, Send{Msg: m})
+		}
 		k++
 	}
 	n.held = n.held[k:]

@@ -1,0 +1,393 @@
+package sim
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ketch-raft/ketch/fsm"
+	pb "github.com/ketch-raft/ketch/messages"
+)
+
+// simNode is one simulated server: an fsm core, the disk beneath it, and
+// what the simulator observes of it for the invariant checks.
+type simNode struct {
+	idx int    // position in Sim.nodes
+	id  uint64 // fsm node id, idx+1
+	cfg fsm.Config
+	fsm *fsm.Node // nil while crashed
+	up  bool
+	// inc is the incarnation, bumped by every crash. Events scheduled for
+	// an older incarnation (timers, fsyncs, apply reports) are dropped.
+	inc uint32
+
+	disk     disk          // survives crashes
+	unsynced []fsm.Persist // emitted, not yet durable, in order; lost by a crash
+	syncing  int           // how many of unsynced the fsync in progress covers; 0 when idle
+	lastSeq  uint64        // Seq of the last Persist of this incarnation
+
+	// mirror is the node's in-memory log, rebuilt from its Persist
+	// actions as they are emitted (same replace-the-suffix semantics as
+	// the disk). A crash resets it to the disk's log.
+	mirror logChain
+
+	timerGen [2]uint64 // the live generation of each fsm.Timer
+
+	// Observations of this incarnation, for the invariants.
+	status        fsm.Status // Status() after the last step
+	commit        uint64     // highest commit index seen
+	applied       uint64     // last index handed to Apply
+	appliedHash   uint64     // rolling hash of the applied prefix
+	appliedQueued bool       // an evApplied is scheduled
+	leaderTerm    uint64     // the term it was leader in at its last step, 0 if it was not
+	leaderLast    uint64     // its last index then
+	leaderHash    uint64     // and the rolling hash there
+}
+
+func newSimNode(idx int, cfg fsm.Config) *simNode {
+	return &simNode{idx: idx, id: cfg.ID, cfg: cfg, disk: newDisk(), mirror: newChain()}
+}
+
+// forget drops what the node's incarnation knew: everything but the disk.
+func (n *simNode) forget() {
+	n.fsm, n.up = nil, false
+	n.inc++
+	n.unsynced, n.syncing, n.lastSeq = nil, 0, 0
+	n.timerGen = [2]uint64{}
+	n.status = fsm.Status{}
+	n.commit, n.applied, n.appliedHash, n.appliedQueued = 0, 0, 0, false
+	n.leaderTerm, n.leaderLast, n.leaderHash = 0, 0, 0
+}
+
+// start creates the node's fsm from its disk and steps Start, at time 0 or
+// when it restarts after a crash (ARCHITECTURE §3 rule 6: term, vote and
+// log come from the store; the state machine starts empty, so Applied is 0).
+func (s *Sim) start(n *simNode) {
+	f, err := newNode(n.cfg, n.disk.restore())
+	if err != nil {
+		s.fail("fsm-contract", "n%d cannot start from its disk (term %d, vote %d, %d entries): %v",
+			n.id, n.disk.hs.GetTerm(), n.disk.hs.GetVote(), len(n.disk.entries), err)
+		return
+	}
+	n.fsm, n.up = f, true
+	s.trace.add(record{at: s.now, kind: recStart, node: n.id,
+		a: n.disk.chain.last(), b: n.disk.hs.GetTerm(), c: n.disk.hs.GetVote()})
+	s.step(n, fsm.Start{})
+}
+
+// newNode is fsm.New with a panic turned into an error.
+func newNode(cfg fsm.Config, r fsm.Restore) (f *fsm.Node, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic: %v", p)
+		}
+	}()
+	return fsm.New(cfg, r)
+}
+
+// step feeds one event to n's fsm, carries out the actions in the order
+// they come, and checks the invariants. It is the only caller of Step.
+func (s *Sim) step(n *simNode, ev fsm.Event) {
+	s.steps++
+	s.traceEvent(n, ev)
+	acts, ok := s.callStep(n, ev)
+	if !ok {
+		return
+	}
+	// Election safety first: two leaders in a term would otherwise show
+	// up as a less telling violation while their actions are carried out.
+	if st := n.fsm.Status(); st.Role == fsm.Leader {
+		s.checkElectionSafety(n, st.Term)
+		if s.violation != nil {
+			return
+		}
+	}
+	hardState := false // a Persist of this step changes term or vote
+	for _, a := range acts {
+		switch a := a.(type) {
+		case fsm.Persist:
+			hardState = hardState || a.HardState != nil
+			s.onPersist(n, a)
+		case fsm.Send:
+			s.onSend(n, a.Msg)
+		case fsm.Apply:
+			s.onApply(n, a)
+		case fsm.Reply:
+			s.onReply(n, a)
+		case fsm.SetTimer:
+			s.onSetTimer(n, a)
+		default:
+			s.fail("fsm-contract", "n%d returned an action of unknown type %T", n.id, a)
+		}
+		if s.violation != nil {
+			return
+		}
+	}
+	wasLeader := n.status.Role == fsm.Leader
+	s.checkNode(n, ev)
+	if s.violation == nil {
+		s.maybeAwkwardCrash(n, hardState, !wasLeader && n.status.Role == fsm.Leader)
+	}
+}
+
+// callStep calls Step, turning a panic (the fsm asserts its own
+// invariants) into a violation.
+func (s *Sim) callStep(n *simNode, ev fsm.Event) (acts []fsm.Action, ok bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			s.fail("fsm-assertion", "n%d panicked stepping %T: %v", n.id, ev, p)
+			ok = false
+		}
+	}()
+	return n.fsm.Step(ev), true
+}
+
+// ------------------------------------------------------------------ disk
+
+// onPersist queues a Persist for the disk and updates the log mirror at
+// once: the fsm's in-memory log changes when the action is emitted, its
+// disk only when an fsync completes.
+func (s *Sim) onPersist(n *simNode, p fsm.Persist) {
+	if n.lastSeq != 0 && p.Seq != n.lastSeq+1 {
+		s.fail("fsm-contract", "n%d emitted Persist seq %d after seq %d; seqs must increase by one", n.id, p.Seq, n.lastSeq)
+		return
+	}
+	n.lastSeq = p.Seq
+	p = copyPersist(p)
+	s.tracePersist(n, p)
+	if len(p.Entries) > 0 && !s.updateMirror(n, p.Entries) {
+		return
+	}
+	n.unsynced = append(n.unsynced, p)
+	if n.syncing == 0 {
+		s.startFsync(n)
+	}
+}
+
+// startFsync begins an fsync covering every Persist queued so far (a group
+// commit); it takes 0.2-3 ms of virtual time.
+func (s *Sim) startFsync(n *simNode) {
+	n.syncing = len(n.unsynced)
+	s.push(event{at: s.after(s.between(200*time.Microsecond, 3*time.Millisecond)), kind: evFsync, node: n.idx, inc: n.inc})
+}
+
+// fsyncDone makes the fsync's Persists durable, in order, and reports the
+// last one to the fsm.
+func (s *Sim) fsyncDone(ev *event) {
+	n := s.nodes[ev.node]
+	if !n.up || n.inc != ev.inc {
+		return
+	}
+	for _, p := range n.unsynced[:n.syncing] {
+		n.disk.write(p)
+	}
+	seq := n.unsynced[n.syncing-1].Seq
+	n.unsynced = append(n.unsynced[:0], n.unsynced[n.syncing:]...)
+	n.syncing = 0
+	s.step(n, fsm.Persisted{Seq: seq})
+	if n.up && n.syncing == 0 && len(n.unsynced) > 0 {
+		s.startFsync(n)
+	}
+}
+
+// updateMirror applies a Persist's entries to the mirror of n's log and
+// checks the indexes that changed. It reports whether the run goes on.
+func (s *Sim) updateMirror(n *simNode, ents []*pb.Entry) bool {
+	first, last := ents[0].GetIndex(), n.mirror.last()
+	if first == 0 || first > last+1 {
+		s.fail("fsm-contract", "n%d persisted entries from index %d but its log ends at %d", n.id, first, last)
+		return false
+	}
+	for k, e := range ents {
+		if e.GetIndex() != first+uint64(k) {
+			s.fail("fsm-contract", "n%d persisted index %d at position %d of entries starting at %d", n.id, e.GetIndex(), k, first)
+			return false
+		}
+	}
+	// Skip the entries the log already holds unchanged: only the rest is
+	// new and needs checking.
+	i, k := first, 0
+	for ; k < len(ents) && i <= last; i, k = i+1, k+1 {
+		if entryHash(n.mirror.hashes[i-1], ents[k]) != n.mirror.hashes[i] {
+			break
+		}
+	}
+	// Everything from i on is replaced or deleted.
+	if i <= last && i <= n.commit {
+		s.fail("commit-stability", "n%d replaced its entries from index %d (term %d) but it had announced commit index %d",
+			n.id, i, n.mirror.terms[i], n.commit)
+		return false
+	}
+	if i > last && k == len(ents) {
+		return true // nothing changed
+	}
+	n.mirror.truncate(i - 1)
+	for _, e := range ents[k:] {
+		n.mirror.append(e)
+	}
+	s.checkLogMatching(n, i, n.mirror.last())
+	return s.violation == nil
+}
+
+// ------------------------------------------------------------------ timers
+
+// onSetTimer schedules the Timeout. SetTimer replaces the earlier timer of
+// the same kind, so only the live generation normally fires.
+func (s *Sim) onSetTimer(n *simNode, t fsm.SetTimer) {
+	if int(t.Timer) >= len(n.timerGen) {
+		s.fail("fsm-contract", "n%d set unknown timer %d", n.id, t.Timer)
+		return
+	}
+	n.timerGen[t.Timer] = t.Gen
+	s.push(event{at: s.after(max(t.After, 0)), kind: evTimer, node: n.idx, inc: n.inc, a: uint64(t.Timer), b: t.Gen})
+}
+
+// staleTimerOdds: one superseded timer in this many still fires, as when a
+// timer's firing was already in the actor's mailbox when it was replaced.
+// The fsm must ignore it (fsm.Timeout).
+const staleTimerOdds = 32
+
+func (s *Sim) fireTimer(ev *event) {
+	n := s.nodes[ev.node]
+	if !n.up || n.inc != ev.inc {
+		return
+	}
+	t := fsm.Timer(ev.a)
+	if ev.b != n.timerGen[t] && s.rng.IntN(staleTimerOdds) != 0 {
+		return
+	}
+	s.step(n, fsm.Timeout{Timer: t, Gen: ev.b})
+}
+
+// ----------------------------------------------------------- state machine
+
+// onApply checks what n applies against every other node (state machine
+// safety) and settles the proposals the Apply acknowledges.
+func (s *Sim) onApply(n *simNode, a fsm.Apply) {
+	if len(a.Entries) == 0 {
+		s.fail("fsm-contract", "n%d emitted an Apply without entries", n.id)
+		return
+	}
+	for _, e := range a.Entries {
+		i := e.GetIndex()
+		if i != n.applied+1 {
+			s.fail("state-machine-safety", "n%d applied index %d after index %d; an incarnation applies each index once, in order", n.id, i, n.applied)
+			return
+		}
+		n.appliedHash = entryHash(n.appliedHash, e)
+		n.applied = i
+		if h, ok := n.mirror.hashAt(i); !ok || h != n.appliedHash {
+			s.fail("state-machine-safety", "n%d applied index %d (term %d) but its log holds something else there", n.id, i, e.GetTerm())
+			return
+		}
+		s.recordApplied(n, e)
+		if s.violation != nil {
+			return
+		}
+	}
+	s.trace.add(record{at: s.now, kind: recApply, node: n.id, a: a.Entries[0].GetIndex(), b: n.applied, c: uint64(len(a.Refs))})
+	first := a.Entries[0].GetIndex()
+	for _, r := range a.Refs {
+		p := s.proposal(r.ID)
+		switch {
+		case p == nil:
+			s.fail("fsm-contract", "n%d acknowledged proposal %d, which no client made", n.id, r.ID)
+		case p.ackIndex != 0:
+			s.fail("ack-safety", "proposal %d acknowledged twice: at index %d and by n%d at index %d", r.ID, p.ackIndex, n.id, r.Index)
+		case p.node != n.idx || p.settled:
+			s.fail("fsm-contract", "n%d acknowledged proposal %d, which is not waiting on it", n.id, r.ID)
+		case r.Index < first || r.Index > n.applied:
+			s.fail("fsm-contract", "n%d acknowledged proposal %d at index %d, outside its Apply [%d, %d]", n.id, r.ID, r.Index, first, n.applied)
+		case !bytes.Equal(a.Entries[r.Index-first].GetData(), p.data):
+			s.fail("ack-safety", "n%d acknowledged proposal %d at index %d, which holds another command", n.id, r.ID, r.Index)
+		}
+		if s.violation != nil {
+			return
+		}
+		p.settled, p.ackIndex = true, r.Index
+		s.maxAcked = max(s.maxAcked, r.Index)
+		s.stats.Acked++
+		s.clients[p.client].heard(n.idx, s.now)
+	}
+	// The state machine reports its progress a little later, in order.
+	if !n.appliedQueued {
+		n.appliedQueued = true
+		s.push(event{at: s.after(randDuration(s.rng, 2*time.Millisecond)), kind: evApplied, node: n.idx, inc: n.inc})
+	}
+}
+
+// recordApplied compares the entry n applied at index e.Index (n's applied
+// prefix, through its rolling hash) with what the first node to apply that
+// index applied (Raft §5.4.3, State Machine Safety).
+func (s *Sim) recordApplied(n *simNode, e *pb.Entry) {
+	i := e.GetIndex()
+	if i < uint64(len(s.applied)) {
+		if first := s.applied[i]; first.hash != n.appliedHash {
+			s.fail("state-machine-safety", "n%d applied index %d (term %d) but n%d applied a different entry there (term %d)",
+				n.id, i, e.GetTerm(), first.node, first.term)
+		}
+		return
+	}
+	// A node applies i only after i-1, so the table grows one by one.
+	s.applied = append(s.applied, appliedEntry{hash: n.appliedHash, term: e.GetTerm(), node: n.id})
+	if e.GetType() != pb.EntryType_ENTRY_TYPE_NORMAL {
+		return
+	}
+	// Every command is a client's proposal and is applied at one index
+	// only: clients retry only after ErrNotLeader, which promises the
+	// proposal was not appended anywhere.
+	p := s.proposal(proposalID(e.GetData()))
+	switch {
+	case p == nil || !bytes.Equal(p.data, e.GetData()):
+		s.fail("state-machine-safety", "n%d applied index %d, a command no client proposed", n.id, i)
+	case p.appliedAt != 0:
+		s.fail("duplicate-apply", "proposal %d was applied at index %d and again at index %d", proposalID(p.data), p.appliedAt, i)
+	default:
+		p.appliedAt = i
+	}
+}
+
+// proposalID reads the proposal id every client command starts with.
+func proposalID(data []byte) uint64 {
+	if len(data) < 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(data)
+}
+
+// onReply settles a proposal the fsm answered without applying it.
+func (s *Sim) onReply(n *simNode, r fsm.Reply) {
+	s.trace.add(record{at: s.now, kind: recReply, node: n.id, a: r.ID, b: replyCode(r.Err), c: r.Leader})
+	p := s.proposal(r.ID)
+	switch {
+	case p == nil:
+		s.fail("fsm-contract", "n%d answered proposal %d, which no client made", n.id, r.ID)
+		return
+	case p.node != n.idx || p.settled:
+		s.fail("fsm-contract", "n%d answered proposal %d, which is not waiting on it", n.id, r.ID)
+		return
+	}
+	p.settled = true
+	switch {
+	case errors.Is(r.Err, fsm.ErrNotLeader):
+		s.notLeader(p, n, r.Leader)
+	case errors.Is(r.Err, fsm.ErrLeadershipLost):
+		// Outcome unknown: the entry may still commit. The client gives
+		// up on it (and never resends it, see duplicate-apply).
+		s.stats.Unknown++
+	default:
+		s.fail("fsm-contract", "n%d answered proposal %d with unexpected error %v", n.id, r.ID, r.Err)
+	}
+}
+
+func replyCode(err error) uint64 {
+	switch {
+	case errors.Is(err, fsm.ErrNotLeader):
+		return 1
+	case errors.Is(err, fsm.ErrLeadershipLost):
+		return 2
+	}
+	return 3
+}

@@ -1,0 +1,305 @@
+package sim
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/ketch-raft/ketch/fsm"
+	pb "github.com/ketch-raft/ketch/messages"
+)
+
+// The trace is always on, so it must be cheap: each event and action is a
+// fixed-size record written into a ring buffer and folded into a running
+// digest. Records become text only when a failure is reported.
+
+// recKind says what a trace record describes.
+type recKind uint8
+
+const (
+	recSend        recKind = iota + 1 // node sends to peer (flag: fate)
+	recDeliver                        // a message reaches node from peer
+	recTimeout                        // a timer fires on node
+	recPersisted                      // node's disk reports an fsync
+	recPropose                        // client proposals reach node
+	recProposeLost                    // client proposals reach a crashed node
+	recAppliedIn                      // node's state machine reports its applied index
+	recStart                          // node starts from its disk
+	recPersist                        // node asks its disk to persist
+	recApply                          // node applies entries
+	recReply                          // node answers a proposal with an error
+	recStatus                         // node's role, term, leader, commit or vote changed
+	recCrash                          // node crashes
+	recNemesis                        // the nemesis acts
+	recHeal                           // the chaos phase ends
+)
+
+// record is one trace line, unformatted. The meaning of a..f depends on
+// kind; see format.
+type record struct {
+	at         time.Duration
+	kind       recKind
+	flag       uint8
+	node, peer uint64
+	a, b, c    uint64
+	d, e, f    uint64
+}
+
+// tracer keeps the last records in a ring and digests all of them.
+type tracer struct {
+	ring   []record
+	next   int
+	full   bool
+	digest uint64
+}
+
+func (t *tracer) init(size int) { t.ring = make([]record, size) }
+
+func (t *tracer) add(r record) {
+	h := t.digest
+	for _, x := range [...]uint64{uint64(r.at), uint64(r.kind) | uint64(r.flag)<<8 | r.node<<16 | r.peer<<40, r.a, r.b, r.c, r.d, r.e, r.f} {
+		h = mix64(h ^ x)
+	}
+	t.digest = h
+	t.ring[t.next] = r
+	t.next++
+	if t.next == len(t.ring) {
+		t.next, t.full = 0, true
+	}
+}
+
+// lines formats the records in the ring, oldest first.
+func (t *tracer) lines() []string {
+	var rs []record
+	if t.full {
+		rs = append(rs, t.ring[t.next:]...)
+	}
+	rs = append(rs, t.ring[:t.next]...)
+	out := make([]string, len(rs))
+	for i := range rs {
+		out[i] = rs[i].format()
+	}
+	return out
+}
+
+// Message kinds in records.
+const (
+	msgRV uint64 = iota + 1
+	msgRVR
+	msgAE
+	msgAER
+)
+
+// traceMsg records a message sent or delivered. a holds the message kind
+// and the number of entries, b the term, c..f the body's fields.
+func (s *Sim) traceMsg(kind recKind, node, peer uint64, fate uint8, m *pb.RaftMessage) {
+	r := record{at: s.now, kind: kind, flag: fate, node: node, peer: peer, b: m.GetTerm()}
+	switch {
+	case m.GetRequestVote() != nil:
+		rv := m.GetRequestVote()
+		r.a, r.c, r.d = msgRV, rv.GetLastLogIndex(), rv.GetLastLogTerm()
+	case m.GetRequestVoteResponse() != nil:
+		r.a = msgRVR
+		if m.GetRequestVoteResponse().GetGranted() {
+			r.c = 1
+		}
+	case m.GetAppendEntries() != nil:
+		ae := m.GetAppendEntries()
+		r.a = msgAE | uint64(len(ae.GetEntries()))<<8
+		r.c, r.d, r.e = ae.GetPrevLogIndex(), ae.GetPrevLogTerm(), ae.GetLeaderCommit()
+		if ents := ae.GetEntries(); len(ents) > 0 {
+			r.f = ents[len(ents)-1].GetTerm()
+		}
+	case m.GetAppendEntriesResponse() != nil:
+		ar := m.GetAppendEntriesResponse()
+		r.a = msgAER
+		if ar.GetSuccess() {
+			r.c, r.d = 1, ar.GetMatchIndex()
+		} else {
+			r.d, r.e, r.f = ar.GetRejectIndex(), ar.GetConflictTerm(), ar.GetConflictIndex()
+		}
+	}
+	s.trace.add(r)
+}
+
+// traceEvent records the event a node is about to step.
+func (s *Sim) traceEvent(n *simNode, ev fsm.Event) {
+	switch e := ev.(type) {
+	case fsm.Message:
+		s.traceMsg(recDeliver, n.id, e.Msg.GetFrom(), 0, e.Msg)
+	case fsm.Timeout:
+		s.trace.add(record{at: s.now, kind: recTimeout, node: n.id, a: uint64(e.Timer), b: e.Gen})
+	case fsm.Persisted:
+		s.trace.add(record{at: s.now, kind: recPersisted, node: n.id, a: e.Seq})
+	case fsm.Propose:
+		r := record{at: s.now, kind: recPropose, node: n.id, b: uint64(len(e.Proposals))}
+		if len(e.Proposals) > 0 {
+			r.a = e.Proposals[0].ID
+		}
+		s.trace.add(r)
+	case fsm.Applied:
+		s.trace.add(record{at: s.now, kind: recAppliedIn, node: n.id, a: e.Index})
+	}
+	// Start is recorded by start, with what the disk held.
+}
+
+func (s *Sim) tracePersist(n *simNode, p fsm.Persist) {
+	r := record{at: s.now, kind: recPersist, node: n.id, a: p.Seq}
+	if p.HardState != nil {
+		r.flag, r.b, r.c = 1, p.HardState.GetTerm(), p.HardState.GetVote()
+	}
+	if len(p.Entries) > 0 {
+		r.d, r.e, r.f = p.Entries[0].GetIndex(), uint64(len(p.Entries)), p.Entries[len(p.Entries)-1].GetTerm()
+	}
+	s.trace.add(r)
+}
+
+// format renders a record as one line of text.
+func (r *record) format() string {
+	t := fmtTime(r.at)
+	switch r.kind {
+	case recSend:
+		return fmt.Sprintf("%s n%d -> n%d %s%s", t, r.node, r.peer, r.msgString(), fateString(r.flag))
+	case recDeliver:
+		if r.flag == fateDown {
+			return fmt.Sprintf("%s n%d <- n%d %s [dropped: n%d is down]", t, r.node, r.peer, r.msgString(), r.node)
+		}
+		return fmt.Sprintf("%s n%d <- n%d %s", t, r.node, r.peer, r.msgString())
+	case recTimeout:
+		return fmt.Sprintf("%s n%d timeout %s gen %d", t, r.node, fsm.Timer(r.a), r.b)
+	case recPersisted:
+		return fmt.Sprintf("%s n%d persisted through seq %d", t, r.node, r.a)
+	case recPropose:
+		return fmt.Sprintf("%s n%d <- client propose %s", t, r.node, idRange(r.a, r.b))
+	case recProposeLost:
+		return fmt.Sprintf("%s n%d <- client propose %s [lost: n%d is down]", t, r.node, idRange(r.a, r.b), r.node)
+	case recAppliedIn:
+		return fmt.Sprintf("%s n%d state machine applied through %d", t, r.node, r.a)
+	case recStart:
+		return fmt.Sprintf("%s n%d START from disk: log ends at %d, term %d, vote %s", t, r.node, r.a, r.b, nodeName(r.c))
+	case recPersist:
+		var b strings.Builder
+		fmt.Fprintf(&b, "%s n%d persist seq %d:", t, r.node, r.a)
+		if r.flag == 1 {
+			fmt.Fprintf(&b, " hardstate term %d vote %d", r.b, r.c)
+		}
+		if r.e > 0 {
+			fmt.Fprintf(&b, " entries %d..%d (last term %d)", r.d, r.d+r.e-1, r.f)
+		}
+		return b.String()
+	case recApply:
+		return fmt.Sprintf("%s n%d apply %d..%d (%d acks)", t, r.node, r.a, r.b, r.c)
+	case recReply:
+		err := [...]string{1: "not leader", 2: "leadership lost", 3: "unknown error"}[min(r.b, 3)]
+		return fmt.Sprintf("%s n%d reply proposal %d: %s (leader hint %s)", t, r.node, r.a, err, nodeName(r.c))
+	case recStatus:
+		return fmt.Sprintf("%s n%d is %s: term %d vote %s leader %s last %d commit %d", t, r.node, fsm.Role(r.a), r.b, nodeName(r.f), nodeName(r.c), r.d, r.e)
+	case recCrash:
+		how := map[uint8]string{crashByNemesis: "nemesis", crashAwkward: "awkward moment"}[r.flag]
+		return fmt.Sprintf("%s n%d CRASH (%s): %d unsynced writes kept, %d lost; down for %v", t, r.node, how, r.a, r.b, time.Duration(r.c))
+	case recNemesis:
+		target := ""
+		if r.node != 0 {
+			target = fmt.Sprintf(" n%d", r.node)
+		}
+		return fmt.Sprintf("%s NEMESIS %s%s; cut links: %s", t, nemesisOp(r.a), target, cutString(r.b, int(r.peer)))
+	case recHeal:
+		return fmt.Sprintf("%s HEAL: all nodes up, no partitions, no drops", t)
+	}
+	return fmt.Sprintf("%s record kind %d", t, r.kind)
+}
+
+func (r *record) msgString() string {
+	switch r.a & 0xff {
+	case msgRV:
+		return fmt.Sprintf("RequestVote t%d last %d/t%d", r.b, r.c, r.d)
+	case msgRVR:
+		if r.c == 1 {
+			return fmt.Sprintf("VoteGranted t%d", r.b)
+		}
+		return fmt.Sprintf("VoteDenied t%d", r.b)
+	case msgAE:
+		n := r.a >> 8
+		s := fmt.Sprintf("AppendEntries t%d prev %d/t%d commit %d", r.b, r.c, r.d, r.e)
+		if n > 0 {
+			s += fmt.Sprintf(" entries %d..%d (last term %d)", r.c+1, r.c+n, r.f)
+		}
+		return s
+	case msgAER:
+		if r.c == 1 {
+			return fmt.Sprintf("AppendOK t%d match %d", r.b, r.d)
+		}
+		return fmt.Sprintf("AppendReject t%d at %d conflict t%d from %d", r.b, r.d, r.e, r.f)
+	}
+	return "message?"
+}
+
+func fateString(f uint8) string {
+	var parts []string
+	for _, x := range []struct {
+		bit  uint8
+		name string
+	}{{fateDup, "duplicated"}, {fateLate, "late"}, {fateLost, "lost"}, {fateCut, "cut by partition"}} {
+		if f&x.bit != 0 {
+			parts = append(parts, x.name)
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " [" + strings.Join(parts, ", ") + "]"
+}
+
+func idRange(first, count uint64) string {
+	if count <= 1 {
+		return fmt.Sprintf("#%d", first)
+	}
+	return fmt.Sprintf("#%d..#%d", first, first+count-1)
+}
+
+// cutString renders the cut links of an n-node cluster, encoded as bits
+// a*n+b (see cutMask).
+func cutString(mask uint64, n int) string {
+	if mask == 0 {
+		return "none"
+	}
+	var parts []string
+	for a := range n {
+		for b := range n {
+			if mask&(1<<(a*n+b)) == 0 {
+				continue
+			}
+			if mask&(1<<(b*n+a)) != 0 {
+				if a < b {
+					parts = append(parts, fmt.Sprintf("n%d<->n%d", a+1, b+1))
+				}
+				continue
+			}
+			parts = append(parts, fmt.Sprintf("n%d->n%d", a+1, b+1))
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+// msgName names a message's kind, for reports.
+func msgName(m *pb.RaftMessage) string {
+	switch m.Body.(type) {
+	case *pb.RaftMessage_RequestVote:
+		return "RequestVote"
+	case *pb.RaftMessage_RequestVoteResponse:
+		return "RequestVoteResponse"
+	case *pb.RaftMessage_AppendEntries:
+		return "AppendEntries"
+	case *pb.RaftMessage_AppendEntriesResponse:
+		return "AppendEntriesResponse"
+	}
+	return fmt.Sprintf("%T", m.Body)
+}
+
+// nodeName names node id, or "none" for 0.
+func nodeName(id uint64) string {
+	if id == 0 {
+		return "none"
+	}
+	return fmt.Sprintf("n%d", id)
+}
