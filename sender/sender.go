@@ -297,17 +297,22 @@ func (a *senderActor) start(ctx actor.Context) {
 		addrs[addr] = true
 	}
 	self, root := ctx.Self(), ctx.ActorSystem().Root
-	a.sub = ctx.ActorSystem().EventStream.SubscribeWithPredicate(
-		func(ev any) { root.Send(self, ev) },
-		func(ev any) bool {
-			switch e := ev.(type) {
-			case *remote.EndpointTerminatedEvent:
-				return addrs[e.Address]
-			case *remote.EndpointConnectedEvent:
-				return addrs[e.Address]
+	// The filter runs inside the handler: protoactor's
+	// SubscribeWithPredicate sets the predicate after the subscription is
+	// already visible to Publish, which reads it without a lock (a data
+	// race under -race when an event is published meanwhile).
+	a.sub = ctx.ActorSystem().EventStream.Subscribe(func(ev any) {
+		switch e := ev.(type) {
+		case *remote.EndpointTerminatedEvent:
+			if addrs[e.Address] {
+				root.Send(self, ev)
 			}
-			return false
-		})
+		case *remote.EndpointConnectedEvent:
+			if addrs[e.Address] {
+				root.Send(self, ev)
+			}
+		}
+	})
 	for _, p := range a.peers {
 		a.probe(ctx, p)
 	}

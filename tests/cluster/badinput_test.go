@@ -1,0 +1,87 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"log/slog"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/ketch-raft/ketch/actors/client"
+	"github.com/ketch-raft/ketch/actors/node"
+	pb "github.com/ketch-raft/ketch/messages"
+	"github.com/ketch-raft/ketch/sender"
+)
+
+// Everything from the network is validated at the boundary: clients get a
+// one-line reason, peers' bad messages are dropped and logged, and the
+// node carries on.
+func TestBadInputIsRefusedAndHarmless(t *testing.T) {
+	c := New(t, 3, false, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	good := c.Client()
+	if err := good.Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("client of another cluster", func(t *testing.T) {
+		cl, err := client.New(client.Config{Cluster: c.AddrList(), ClusterID: "elsewhere", AttemptTimeout: 500 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		err = cl.Put(ctx, "k", []byte("x"))
+		if !errors.Is(err, client.ErrInvalid) || !strings.Contains(err.Error(), "cluster") {
+			t.Fatalf("got %v, want ErrInvalid naming the cluster", err)
+		}
+	})
+	t.Run("oversized value", func(t *testing.T) {
+		err := good.Put(ctx, "k", make([]byte, 2<<20))
+		if !errors.Is(err, client.ErrInvalid) || !strings.Contains(err.Error(), "limit") {
+			t.Fatalf("got %v, want ErrInvalid naming the limit", err)
+		}
+	})
+	t.Run("empty command", func(t *testing.T) {
+		_, err := good.Do(ctx, &pb.KVCommand{})
+		if !errors.Is(err, client.ErrInvalid) {
+			t.Fatalf("got %v, want ErrInvalid", err)
+		}
+	})
+	t.Run("forged peer messages", func(t *testing.T) {
+		// A rogue peer with its own remote sends raft messages of another
+		// cluster, from a non-member, and with a gap in the entries, each
+		// with a higher term that would depose the leader if believed.
+		rogue := actor.NewActorSystem(actor.WithLoggerFactory(sender.QuietLogger(nil, slog.LevelError)))
+		if _, err := sender.StartRemote(rogue, "127.0.0.1", 0); err != nil {
+			t.Fatal(err)
+		}
+		defer rogue.Shutdown()
+		leader, err := c.Leader(5 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := c.Nodes[leader].Status()
+		bad := []*pb.RaftMessage{
+			{ClusterId: "other", From: leader%3 + 1, To: leader, Term: before.Term + 5, Body: &pb.RaftMessage_RequestVote{RequestVote: &pb.RequestVote{}}},
+			{ClusterId: node.DefaultClusterID, From: 99, To: leader, Term: before.Term + 5, Body: &pb.RaftMessage_RequestVote{RequestVote: &pb.RequestVote{}}},
+			{ClusterId: node.DefaultClusterID, From: leader%3 + 1, To: leader, Term: before.Term + 5, Body: &pb.RaftMessage_AppendEntries{AppendEntries: &pb.AppendEntries{
+				PrevLogIndex: 1, PrevLogTerm: 1, Entries: []*pb.Entry{{Index: 5, Term: 1}}}}},
+		}
+		for _, m := range bad {
+			rogue.Root.Send(actor.NewPID(c.Addrs[leader], node.FSMID), &pb.RaftBatch{Messages: []*pb.RaftMessage{m}})
+		}
+		// None of them may have moved the leader's term or dethroned it.
+		time.Sleep(200 * time.Millisecond) // give the messages time to arrive; nothing to poll for
+		after := c.Nodes[leader].Status()
+		if after.Term != before.Term || after.Role != "leader" {
+			t.Fatalf("forged messages changed the leader: before %v after %v", before, after)
+		}
+		if err := good.Put(ctx, "k2", []byte("v2")); err != nil {
+			t.Fatalf("cluster stopped serving after forged messages: %v", err)
+		}
+	})
+}
