@@ -21,7 +21,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"time"
 
@@ -56,7 +55,9 @@ type Config struct {
 	// ListenHost is where the client's own actor system listens for
 	// answers. Default 127.0.0.1.
 	ListenHost string
-	// AttemptTimeout bounds one attempt at one node. Default 1s.
+	// AttemptTimeout bounds one attempt at one node; when it passes, the
+	// client tries the next node with the same sequence number. It bounds
+	// how long a dead leader costs a caller, so it is short. Default 300ms.
 	AttemptTimeout time.Duration
 	// Timeout bounds a whole call when its context has no deadline.
 	// Default 10s.
@@ -69,7 +70,7 @@ const DefaultClusterID = "ketch"
 
 func (c *Config) validate() error {
 	if len(c.Cluster) == 0 {
-		return errors.New("client: no cluster addresses given; pass --cluster host:port,...")
+		return errors.New("client: no cluster addresses given (pass --cluster HOST:PORT,HOST:PORT)")
 	}
 	if c.ClusterID == "" {
 		c.ClusterID = DefaultClusterID
@@ -78,7 +79,7 @@ func (c *Config) validate() error {
 		c.ListenHost = "127.0.0.1"
 	}
 	if c.AttemptTimeout == 0 {
-		c.AttemptTimeout = time.Second
+		c.AttemptTimeout = 300 * time.Millisecond
 	}
 	if c.Timeout == 0 {
 		c.Timeout = 10 * time.Second
@@ -95,9 +96,14 @@ type Client struct {
 	system *actor.ActorSystem
 	reply  *actor.PID
 
-	mu       sync.Mutex
-	leader   string
-	next     int // round-robin position in cfg.Cluster
+	mu     sync.Mutex
+	leader string
+	next   int // round-robin position in cfg.Cluster
+	// down records when a node last failed to answer an attempt. Right
+	// after a leader dies the followers still name it in their hints; the
+	// client neither follows such a hint nor picks the node in turn until
+	// downFor has passed, or it would wait out another attempt timeout.
+	down     map[string]time.Time
 	sessions []*session
 	waiting  map[waitKey]chan *pb.ClientResponse
 }
@@ -112,7 +118,7 @@ func New(cfg Config) (*Client, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	c := &Client{cfg: cfg, waiting: map[waitKey]chan *pb.ClientResponse{}}
+	c := &Client{cfg: cfg, waiting: map[waitKey]chan *pb.ClientResponse{}, down: map[string]time.Time{}}
 	c.system = actor.NewActorSystem(actor.WithLoggerFactory(sender.QuietLogger(cfg.Logger, slog.LevelError)))
 	if _, err := sender.StartRemote(c.system, cfg.ListenHost, 0); err != nil {
 		return nil, fmt.Errorf("client: %w", err)
@@ -219,6 +225,9 @@ func (c *Client) Do(ctx context.Context, cmd *pb.KVCommand) (*pb.ClientResponse,
 			continue
 		case <-ctx.Done():
 			attempt.Stop()
+			// The node did not answer in time either: the next call
+			// should not start with it.
+			c.failed(addr)
 			return nil, fmt.Errorf("%w (%v)", ErrTimeout, context.Cause(ctx))
 		}
 		switch r.Status {
@@ -228,11 +237,11 @@ func (c *Client) Do(ctx context.Context, cmd *pb.KVCommand) (*pb.ClientResponse,
 		case pb.ClientStatus_CLIENT_STATUS_INVALID:
 			return nil, fmt.Errorf("%w: %s", ErrInvalid, r.Error)
 		case pb.ClientStatus_CLIENT_STATUS_NOT_LEADER:
-			if r.LeaderAddress != "" && r.LeaderAddress != addr {
+			if r.LeaderAddress != "" && r.LeaderAddress != addr && !c.isDown(r.LeaderAddress) {
 				c.follow(r.LeaderAddress)
 				continue // straight to the hinted leader
 			}
-			c.failed(addr)
+			c.skip(addr) // no usable hint: ask another node after a pause
 		default: // UNKNOWN, UNAVAILABLE: the same request again, after a pause
 		}
 		select {
@@ -240,7 +249,7 @@ func (c *Client) Do(ctx context.Context, cmd *pb.KVCommand) (*pb.ClientResponse,
 		case <-ctx.Done():
 			return nil, fmt.Errorf("%w (%v)", ErrTimeout, context.Cause(ctx))
 		}
-		backoff = min(2*backoff, 200*time.Millisecond)
+		backoff = min(2*backoff, 100*time.Millisecond)
 	}
 }
 
@@ -267,16 +276,49 @@ func (c *Client) putSession(s *session) {
 	c.mu.Unlock()
 }
 
-// target is the node to try next: the known leader, or the next in turn.
+// target is the node to try next: the known leader, or the next in turn
+// that has not just failed (any node, if all have).
 func (c *Client) target() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.leader != "" {
 		return c.leader
 	}
-	addr := c.cfg.Cluster[c.next%len(c.cfg.Cluster)]
+	n := len(c.cfg.Cluster)
+	for i := range n {
+		addr := c.cfg.Cluster[(c.next+i)%n]
+		if !c.isDownLocked(addr) {
+			c.next += i + 1
+			return addr
+		}
+	}
+	addr := c.cfg.Cluster[c.next%n]
 	c.next++
 	return addr
+}
+
+// downFor is how long a node that failed an attempt is passed over.
+func (c *Client) downFor() time.Duration { return 3 * c.cfg.AttemptTimeout }
+
+func (c *Client) isDown(addr string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.isDownLocked(addr)
+}
+
+func (c *Client) isDownLocked(addr string) bool {
+	at, ok := c.down[addr]
+	return ok && time.Since(at) < c.downFor()
+}
+
+// skip forgets addr as leader without marking it down: it answered, but
+// cannot serve.
+func (c *Client) skip(addr string) {
+	c.mu.Lock()
+	if c.leader == addr {
+		c.leader = ""
+	}
+	c.mu.Unlock()
 }
 
 func (c *Client) follow(addr string) {
@@ -285,16 +327,21 @@ func (c *Client) follow(addr string) {
 	c.mu.Unlock()
 }
 
-func (c *Client) succeeded(addr string) { c.follow(addr) }
+func (c *Client) succeeded(addr string) {
+	c.mu.Lock()
+	c.leader = addr
+	delete(c.down, addr)
+	c.mu.Unlock()
+}
 
+// failed marks addr as not answering: it is no longer the leader, and it
+// is passed over for a while.
 func (c *Client) failed(addr string) {
 	c.mu.Lock()
 	if c.leader == addr {
 		c.leader = ""
 	}
-	if i := slices.Index(c.cfg.Cluster, addr); i >= 0 && c.next%len(c.cfg.Cluster) == i {
-		c.next++
-	}
+	c.down[addr] = time.Now()
 	c.mu.Unlock()
 }
 

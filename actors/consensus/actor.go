@@ -234,9 +234,10 @@ func (a *fsmActor) step(ctx actor.Context, ev fsm.Event) {
 		ctx.Send(a.cfg.Sender, &sender.Outbound{Msgs: a.outbound})
 		a.outbound = nil
 	}
-	if a.cfg.OnStatus != nil {
-		if st := a.node.Status(); st != a.lastStat {
-			a.lastStat = st
+	if st := a.node.Status(); st != a.lastStat {
+		a.logRoleChange(st)
+		a.lastStat = st
+		if a.cfg.OnStatus != nil {
 			a.cfg.OnStatus(st)
 		}
 	}
@@ -291,6 +292,23 @@ func (a *fsmActor) stopTimers() {
 		if t != nil {
 			t.Stop()
 			a.timers[i] = nil
+		}
+	}
+}
+
+// logRoleChange logs elections and leadership changes once each, at Info.
+func (a *fsmActor) logRoleChange(st fsm.Status) {
+	if st.Role == a.lastStat.Role && st.Leader == a.lastStat.Leader {
+		return
+	}
+	switch st.Role {
+	case fsm.Leader:
+		a.log.Info("became leader", "term", st.Term, "last_index", st.LastIndex)
+	case fsm.Candidate:
+		a.log.Info("starting an election", "term", st.Term)
+	default:
+		if st.Leader != 0 && st.Leader != a.lastStat.Leader {
+			a.log.Info("following", "leader", st.Leader, "term", st.Term)
 		}
 	}
 }

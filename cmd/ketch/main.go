@@ -203,7 +203,10 @@ func (f clientFlags) open(stderr io.Writer) (*client.Client, []string, error) {
 	if len(addrs) == 0 {
 		return nil, nil, errors.New("--cluster HOST:PORT,... is required")
 	}
-	cl, err := client.New(client.Config{Cluster: addrs, ClusterID: *f.clusterID, Timeout: *f.timeout, Logger: newLogger(stderr, slog.LevelError)})
+	// The CLI's errors are its own one-line messages; protoactor's log
+	// lines about unreachable nodes would only add noise on stderr.
+	cl, err := client.New(client.Config{Cluster: addrs, ClusterID: *f.clusterID, Timeout: *f.timeout,
+		AttemptTimeout: min(300*time.Millisecond, *f.timeout/3), Logger: slog.New(slog.DiscardHandler)})
 	return cl, addrs, err
 }
 

@@ -1,0 +1,150 @@
+package process
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestCLIBadInput pins the CLI's contract for bad input: exit 2 and one
+// line on stderr ("ketch: ..."), never a panic or a stack trace, and a
+// `ketch node` that refuses to start exits at once instead of running.
+func TestCLIBadInput(t *testing.T) {
+	t.Parallel()
+	ketchBin(t) // build before the parallel subtests start
+
+	// A port somebody else holds for the whole test.
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = taken.Close() })
+
+	// A plain file where a directory is expected.
+	file := filepath.Join(t.TempDir(), "a-file")
+	if err := os.WriteFile(file, []byte("not a directory"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// node returns `ketch node` args that are valid except for what
+	// override changes: a free port, a fresh data dir, one peer.
+	node := func(override map[string]string, drop ...string) []string {
+		addrs := freeAddrs(t, 2)
+		flags := map[string]string{
+			"--id": "1", "--listen": addrs[0], "--peers": "2=" + addrs[1], "--data": filepath.Join(t.TempDir(), "data"),
+		}
+		for k, v := range override {
+			flags[k] = v
+		}
+		for _, d := range drop {
+			delete(flags, d)
+		}
+		args := []string{"node"}
+		for _, k := range []string{"--id", "--listen", "--peers", "--data"} {
+			if v, ok := flags[k]; ok {
+				args = append(args, k, v)
+			}
+		}
+		return args
+	}
+
+	tests := []struct {
+		name string
+		args []string
+		// mention is a word the error line must contain, so it says what
+		// is wrong.
+		mention string
+		// usage: the flag package's error, followed by the usage text, is
+		// accepted (exit 2, the first line names the problem).
+		usage bool
+	}{
+		{"node/port taken", node(map[string]string{"--listen": taken.Addr().String()}), "in use", false},
+		{"node/data is a file", node(map[string]string{"--data": file}), "data", false},
+		{"node/data under a file", node(map[string]string{"--data": filepath.Join(file, "sub")}), "data", false},
+		{"node/data in /proc", node(map[string]string{"--data": "/proc/ketch-test-no-such-dir"}), "data", false},
+		{"node/peers x=y", node(map[string]string{"--peers": "x=y"}), "peers", false},
+		{"node/peers 2=", node(map[string]string{"--peers": "2="}), "peers", false},
+		{"node/peers duplicate id", node(map[string]string{"--peers": "2=127.0.0.1:1,2=127.0.0.1:2"}), "twice", false},
+		{"node/peers lists itself", node(map[string]string{"--peers": "1=127.0.0.1:1"}), "peer", false},
+		{"node/missing --id", node(nil, "--id"), "--id", false},
+		{"node/missing --data", node(nil, "--data"), "--data", false},
+		{"node/bad --listen", node(map[string]string{"--listen": "no-port"}), "--listen", false},
+		{"put without --cluster", []string{"put", "k", "v"}, "--cluster", false},
+		{"get without --cluster", []string{"get", "k"}, "--cluster", false},
+		{"status without --cluster", []string{"status"}, "--cluster", false},
+		{"put with one argument", []string{"put", "--cluster", "127.0.0.1:1", "k"}, "argument", false},
+		{"cas with two arguments", []string{"cas", "--cluster", "127.0.0.1:1", "k", "v"}, "argument", false},
+		{"crash without --node", []string{"crash", "--cluster", "127.0.0.1:1", "--actor", "fsm"}, "--node", false},
+		{"crash of an unknown actor", []string{"crash", "--cluster", "127.0.0.1:1", "--node", "1", "--actor", "disk"}, "--actor", false},
+		{"node/--id not a number", node(map[string]string{"--id": "one"}), "-id", true},
+		{"node/unknown flag", append(node(nil), "--no-such-flag"), "no-such-flag", true},
+		{"unknown command", []string{"frobnicate"}, "unknown command", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := runCLI(t, tc.args...)
+			if r.took > 15*time.Second {
+				t.Errorf("took %v to refuse", r.took)
+			}
+			if tc.usage {
+				first, _, _ := strings.Cut(r.stderr, "\n")
+				if r.code != 2 || !strings.Contains(first, tc.mention) {
+					t.Errorf("want exit 2 and a first line naming %q, got %s", tc.mention, r)
+				}
+				checkNoPanic(t, r)
+				return
+			}
+			checkOneLineFailure(t, r)
+			if !strings.Contains(r.stderr, tc.mention) {
+				t.Errorf("the error should mention %q: %s", tc.mention, r)
+			}
+		})
+	}
+}
+
+// TestCLICrashRefused: `ketch crash` on a node started without --chaos is
+// refused with exit 2 and a line naming --chaos, and nothing restarts.
+func TestCLICrashRefused(t *testing.T) {
+	t.Parallel()
+	c := newCluster(t, 1, false)
+	addr := c.nodes[1].addr
+	poll(t, 10*time.Second, 20*time.Millisecond, "the single node answers status", func() (bool, string) {
+		c.checkAlive()
+		r := runCLI(t, "status", "--cluster", addr, "--json", "--timeout", "500ms")
+		return r.code == 0, r.String()
+	})
+	for _, actor := range []string{"store", "state", "fsm", "sender"} {
+		r := runCLI(t, "crash", "--cluster", addr, "--node", "1", "--actor", actor)
+		checkOneLineFailure(t, r)
+		if !strings.Contains(r.stderr, "--chaos") {
+			t.Errorf("the refusal should name --chaos: %s", r)
+		}
+	}
+	// Asking for a node id nobody has is a failure too.
+	r := runCLI(t, "crash", "--cluster", addr, "--node", "7", "--actor", "fsm")
+	checkOneLineFailure(t, r)
+
+	sts := c.status(2 * time.Second)
+	for name, cs := range sts[0].Children {
+		if cs.Restarts != 0 || cs.LastCrash != "" {
+			t.Errorf("child %s restarted after refused crashes: %+v", name, cs)
+		}
+	}
+	// A single node is a cluster of one: it elects itself and serves.
+	poll(t, 10*time.Second, 20*time.Millisecond, "the single node writes", func() (bool, string) {
+		r := runCLI(t, "put", "--cluster", addr, "--timeout", "2s", "k", "v")
+		return r.code == 0, r.String()
+	})
+	r = runCLI(t, "get", "--cluster", addr, "k")
+	if r.code != 0 || r.stdout != "v\n" {
+		t.Errorf("get k: %s", r)
+	}
+	if t.Failed() {
+		t.Logf("status: %s", fmt.Sprint(sts))
+	}
+}
