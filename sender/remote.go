@@ -143,6 +143,10 @@ func StartRemote(system *actor.ActorSystem, host string, port int, opts ...Remot
 	return r, nil
 }
 
+// DefaultEndpointWriterQueueSize bounds protoactor's per-connection send
+// ring (its default is 1,000,000 slots).
+const DefaultEndpointWriterQueueSize = 16384
+
 // remoteDefaults are ketch's protoactor remote settings; see StartRemote.
 func remoteDefaults() []remote.ConfigOption {
 	return []remote.ConfigOption{
@@ -156,6 +160,11 @@ func remoteDefaults() []remote.ConfigOption {
 			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 		),
 		remote.WithEndpointWriterBatchSize(DefaultEndpointWriterBatchSize),
+		// protoactor's default ring of 1,000,000 slots costs ~16 MB per
+		// connection; the sender already bounds what it queues per peer
+		// (MaxQueue), so a ring of DefaultEndpointWriterQueueSize is plenty.
+		// Measured at 64 clients: heap 213-280 MB -> 71-111 MB.
+		remote.WithEndpointWriterQueueSize(DefaultEndpointWriterQueueSize),
 		// There is no option for MaxRetryCount; a ConfigOption is a plain func.
 		func(c *remote.Config) { c.MaxRetryCount = 1 },
 	}

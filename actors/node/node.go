@@ -171,8 +171,8 @@ func Start(cfg Config) (*Node, error) {
 	}
 
 	members := append(slices.Sorted(maps.Keys(cfg.Peers)), cfg.ID)
-	addrs := maps.Clone(cfg.Peers)
-	addrs[cfg.ID] = cfg.Listen
+	addrs := map[uint64]string{cfg.ID: cfg.Listen}
+	maps.Copy(addrs, cfg.Peers)
 	pid := func(name string) *actor.PID {
 		return actor.NewPID(n.system.Address(), supervisor.ChildID(SupervisorID, name))
 	}

@@ -1,0 +1,134 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/asynkron/protoactor-go/actor"
+	pb "github.com/ketch-raft/ketch/messages"
+)
+
+// Errors of Local.Do; compare with errors.Is.
+var (
+	// ErrNotLeader: this node is not the leader. The command was not
+	// appended; the response names the leader when the node knows it.
+	ErrNotLeader = errors.New("this node is not the leader")
+	// ErrNotApplied: the node answered, but not with a result (starting,
+	// invalid command, leadership lost with the outcome unknown). The
+	// response says which.
+	ErrNotApplied = errors.New("the command was not applied")
+)
+
+// Local proposes commands on its node in-process: each call is a
+// ClientRequest to the node's own gateway (raft/<group>/gateway) through the
+// node's actor system, answered to a reply actor of the Local, without
+// serialization or a network hop. It is what benchmarks and embedders use
+// instead of the remote client (actors/client) when they run in the
+// leader's process.
+//
+// Like the client, it keeps a pool of sessions (client id + sequence
+// counter), since the state machine allows one command in flight per client
+// id; each concurrent Do takes its own. It does not retry or follow leader
+// hints: a call is one attempt at this node. A Local is safe for concurrent
+// use; Close it when done.
+type Local struct {
+	n     *Node
+	reply *actor.PID
+
+	mu       sync.Mutex
+	sessions []*session
+	waiting  map[waitKey]chan *pb.ClientResponse
+}
+
+type session struct{ id, seq uint64 }
+
+type waitKey struct{ client, seq uint64 }
+
+// Local returns a handle that proposes commands on this node in-process.
+func (n *Node) Local() *Local {
+	l := &Local{n: n, waiting: map[waitKey]chan *pb.ClientResponse{}}
+	l.reply = n.system.Root.Spawn(actor.PropsFromFunc(l.receive))
+	return l
+}
+
+// Close stops the handle's reply actor; calls still waiting end with their
+// context.
+func (l *Local) Close() { l.n.system.Root.Stop(l.reply) }
+
+func (l *Local) receive(ctx actor.Context) {
+	if r, ok := ctx.Message().(*pb.ClientResponse); ok {
+		l.mu.Lock()
+		ch := l.waiting[waitKey{r.ClientId, r.Sequence}]
+		l.mu.Unlock()
+		if ch != nil {
+			select {
+			case ch <- r:
+			default:
+			}
+		}
+	}
+}
+
+// Do sends cmd to this node's gateway and waits until the state machine has
+// applied it (the response carries its result), the node refuses it
+// (ErrNotLeader or ErrNotApplied, with the response), or ctx ends (the
+// command may still be applied).
+func (l *Local) Do(ctx context.Context, cmd *pb.KVCommand) (*pb.ClientResponse, error) {
+	s := l.takeSession()
+	defer l.putSession(s)
+	s.seq++
+	key := waitKey{s.id, s.seq}
+	ch := make(chan *pb.ClientResponse, 1)
+	l.mu.Lock()
+	l.waiting[key] = ch
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		delete(l.waiting, key)
+		l.mu.Unlock()
+	}()
+
+	gw := actor.NewPID(l.n.system.Address(), GatewayID)
+	req := &pb.ClientRequest{ClusterId: l.n.cfg.ClusterID, ClientId: s.id, Sequence: s.seq, Command: cmd}
+	l.n.system.Root.RequestWithCustomSender(gw, req, l.reply)
+	select {
+	case r := <-ch:
+		switch r.Status {
+		case pb.ClientStatus_CLIENT_STATUS_OK:
+			return r, nil
+		case pb.ClientStatus_CLIENT_STATUS_NOT_LEADER:
+			return r, fmt.Errorf("node %d: %w (leader %d)", l.n.cfg.ID, ErrNotLeader, r.LeaderId)
+		default:
+			return r, fmt.Errorf("node %d: %w: %v %s", l.n.cfg.ID, ErrNotApplied, r.Status, r.Error)
+		}
+	case <-ctx.Done():
+		return nil, fmt.Errorf("node %d: no answer: %w", l.n.cfg.ID, context.Cause(ctx))
+	}
+}
+
+func (l *Local) takeSession() *session {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if k := len(l.sessions); k > 0 {
+		s := l.sessions[k-1]
+		l.sessions = l.sessions[:k-1]
+		return s
+	}
+	var b [8]byte
+	for {
+		_, _ = rand.Read(b[:])
+		if id := binary.LittleEndian.Uint64(b[:]); id != 0 {
+			return &session{id: id}
+		}
+	}
+}
+
+func (l *Local) putSession(s *session) {
+	l.mu.Lock()
+	l.sessions = append(l.sessions, s)
+	l.mu.Unlock()
+}
