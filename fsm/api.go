@@ -19,6 +19,14 @@ var (
 	// unknown: it may still commit under a later leader. Retry with the same
 	// client sequence number so the state machine applies it at most once.
 	ErrLeadershipLost = errors.New("leadership lost before the proposal committed; outcome unknown")
+	// ErrTransferring: the leader is handing leadership over (thesis
+	// §3.10) and accepts no proposals meanwhile. The proposal was not
+	// appended; Reply.Leader names the transfer's target. Retry shortly.
+	ErrTransferring = errors.New("leadership transfer in progress; retry shortly")
+	// ErrReadNotConfirmed: a ReadIndex read could not be confirmed before
+	// this node lost leadership (or stopped hearing from a quorum). Nothing
+	// was read; the read may be retried anywhere.
+	ErrReadNotConfirmed = errors.New("leadership lost before the read was confirmed; retry")
 )
 
 // Role is the role a node plays in its current term (Raft §5.1, Figure 4).
@@ -28,6 +36,9 @@ const (
 	Follower Role = iota
 	Candidate
 	Leader
+	// PreCandidate: a follower whose election timer fired asks whether it
+	// could win before it disrupts the cluster with a new term (thesis §9.6).
+	PreCandidate
 )
 
 func (r Role) String() string {
@@ -38,6 +49,8 @@ func (r Role) String() string {
 		return "candidate"
 	case Leader:
 		return "leader"
+	case PreCandidate:
+		return "pre-candidate"
 	}
 	return fmt.Sprintf("role(%d)", uint8(r))
 }
@@ -48,7 +61,9 @@ type Timer uint8
 
 const (
 	// ElectionTimer fires when a follower or candidate has heard from no
-	// leader for a randomized election timeout (Raft §5.2).
+	// leader for a randomized election timeout (Raft §5.2). On a leader it
+	// fires every ElectionTimeout while check-quorum is on or a leadership
+	// transfer is under way, to check both.
 	ElectionTimer Timer = iota
 	// HeartbeatTimer fires on the leader every heartbeat interval (Raft §5.2).
 	HeartbeatTimer
@@ -99,6 +114,19 @@ type Config struct {
 	RetransmitRounds int
 	// Rand supplies election jitter. Required.
 	Rand Rand
+	// DisablePreVote turns off the pre-vote (thesis §9.6), which is on by
+	// default: a node whose election timer fires first asks the others
+	// whether they would vote for it, without raising any term, and
+	// campaigns only if a majority would. It keeps a node that was cut off
+	// from disrupting a healthy leader when it comes back.
+	DisablePreVote bool
+	// DisableCheckQuorum turns off check-quorum, which is on by default: a
+	// leader that has not heard from a majority (itself included) for an
+	// election timeout steps down, and a follower that heard from its leader
+	// within an election timeout ignores RequestVotes (leader stickiness,
+	// thesis §4.2.3, §6.2), except from a candidate a leadership transfer
+	// started.
+	DisableCheckQuorum bool
 
 	// bugs are seeded faults for the simulator; see bugs.go.
 	bugs bugSet
@@ -217,12 +245,30 @@ type Persisted struct{ Seq uint64 }
 // Applied reports the state machine's applied index.
 type Applied struct{ Index uint64 }
 
+// ReadIndex asks for linearizable reads (thesis §6.4). Each ID is chosen
+// by the caller and comes back in one ReadReady. All the reads of one event
+// share one heartbeat round. On a node that is not leader every read is
+// answered at once with ErrNotLeader and a leader hint; followers do not
+// forward reads (the actor layer may forward the client's request).
+type ReadIndex struct{ IDs []uint64 }
+
+// TransferLeadership asks the leader to hand leadership to member To, or
+// with To = 0 to the voter with the most up-to-date log (thesis §3.10). The
+// leader stops accepting proposals (ErrTransferring), brings the target's
+// log up to date, and sends it TimeoutNow. The transfer is abandoned after
+// an election timeout. It is ignored on a node that is not leader, for a
+// target that is not a peer, and while a transfer to the same target runs.
+type TransferLeadership struct{ To uint64 }
+
 func (Start) isEvent()     {}
 func (Message) isEvent()   {}
 func (Timeout) isEvent()   {}
 func (Propose) isEvent()   {}
 func (Persisted) isEvent() {}
 func (Applied) isEvent()   {}
+
+func (ReadIndex) isEvent()          {}
+func (TransferLeadership) isEvent() {}
 
 // ---------------------------------------------------------------- actions
 
@@ -260,7 +306,8 @@ type Apply struct {
 }
 
 // Reply settles a proposal that will not be applied through this node:
-// Err is ErrNotLeader (Leader hints at the leader, 0 if unknown) or
+// Err is ErrNotLeader (Leader hints at the leader, 0 if unknown),
+// ErrTransferring (not appended; Leader names the transfer's target) or
 // ErrLeadershipLost (outcome unknown).
 type Reply struct {
 	ID     uint64
@@ -275,6 +322,22 @@ type SetTimer struct {
 	After time.Duration
 	Gen   uint64
 }
+
+// ReadReady answers a read of a ReadIndex event. With Err nil the read is
+// linearizable at Index: this node was leader of its term after the read
+// arrived (a quorum answered a heartbeat round started after it), its
+// term's no-op had committed, and the state machine has reported Applied
+// >= Index, so the read may be served from the local state machine now.
+// Otherwise Err is ErrNotLeader (Leader hints at the leader, 0 if unknown)
+// or ErrReadNotConfirmed, and nothing was read.
+type ReadReady struct {
+	ID     uint64
+	Index  uint64
+	Err    error
+	Leader uint64
+}
+
+func (ReadReady) isAction() {}
 
 func (Persist) isAction()  {}
 func (Send) isAction()     {}
@@ -295,4 +358,7 @@ type Status struct {
 	Commit    uint64
 	Applied   uint64 // the last index handed to Apply
 	Durable   uint64 // the last log index known durable on this node
+	// Transferee is the target of the leadership transfer under way, 0
+	// when none is.
+	Transferee uint64
 }

@@ -33,6 +33,17 @@ const (
 	// ack-before-durable: the follower acknowledges appended entries
 	// before the store reports them durable.
 	bugAckBeforeDurable
+	// read-before-noop: the leader takes a read index before its term's
+	// no-op has committed, when its commit index may still lag what
+	// earlier leaders committed (thesis §6.4 step 1).
+	bugReadBeforeNoop
+	// read-without-quorum: the leader serves a read without confirming
+	// with a quorum that it is still leader, so a deposed leader serves
+	// stale reads (thesis §6.4 step 2).
+	bugReadWithoutQuorum
+	// prevote-bumps-term: a node receiving a pre-vote adopts its term, as
+	// for a real vote, which pre-vote exists to prevent (thesis §9.6).
+	bugPreVoteBumpsTerm
 )
 
 var bugNames = []struct {
@@ -45,6 +56,9 @@ var bugNames = []struct {
 	{"truncate-on-stale", bugTruncateOnStale},
 	{"commit-beyond-sent", bugCommitBeyondSent},
 	{"ack-before-durable", bugAckBeforeDurable},
+	{"read-before-noop", bugReadBeforeNoop},
+	{"read-without-quorum", bugReadWithoutQuorum},
+	{"prevote-bumps-term", bugPreVoteBumpsTerm},
 }
 
 // BugNames lists the bugs PlantBug knows, in a fixed order.

@@ -87,6 +87,18 @@ var ruleChecks = map[string]struct {
 			return v
 		}, 1,
 	},
+	"read-before-noop": {
+		"TestReadIndexWaitsForNoop (thesis §6.4 step 1)",
+		func(t *testing.T, cfg Config) []string { return readBeforeNoop(t, cfg) }, 1,
+	},
+	"read-without-quorum": {
+		"TestReadIndexNeedsQuorumConfirmation (thesis §6.4 step 2)",
+		func(t *testing.T, cfg Config) []string { return readWithoutQuorum(t, cfg) }, 1,
+	},
+	"prevote-bumps-term": {
+		"TestPreVoteChangesNoTerm (thesis §9.6)",
+		func(t *testing.T, cfg Config) []string { return preVoteBumps(t, cfg) }, 2,
+	},
 }
 
 // bugs.go: "a checker that never fails proves nothing". Every seeded bug

@@ -96,7 +96,7 @@ func TestNewCopiesMembers(t *testing.T) {
 func TestRoleAndTimerNames(t *testing.T) {
 	for _, tt := range []struct{ got, want string }{
 		{Follower.String(), "follower"}, {Candidate.String(), "candidate"}, {Leader.String(), "leader"},
-		{Role(9).String(), "role(9)"},
+		{PreCandidate.String(), "pre-candidate"}, {Role(9).String(), "role(9)"},
 		{ElectionTimer.String(), "election"}, {HeartbeatTimer.String(), "heartbeat"}, {Timer(9).String(), "timer(9)"},
 	} {
 		if tt.got != tt.want {

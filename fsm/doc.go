@@ -16,13 +16,54 @@
 //	  Message (peer) ────┤                  ├──▶ Send{Msg}                          ─▶ sender
 //	  Timeout{Timer,Gen}─┤   ┌──────────┐   ├──▶ Apply{Entries, Refs}               ─▶ state
 //	  Propose ───────────┼──▶│   Node   │───┼──▶ Reply{ID, Err, Leader}            ─▶ client
-//	  Persisted{Seq} ────┤   └──────────┘   └──▶ SetTimer{Timer, After, Gen}        ─▶ timers
-//	  Applied{Index} ────┘
+//	  Persisted{Seq} ────┤   └──────────┘   ├──▶ SetTimer{Timer, After, Gen}        ─▶ timers
+//	  Applied{Index} ────┤                  └──▶ ReadReady{ID, Index, Err, Leader}  ─▶ client
+//	  ReadIndex{IDs} ────┤
+//	  TransferLeadership{To}
 //
-// One Step settles the rules common to every role (terms, stale messages;
-// Raft §5.1) and then calls the role's function: stepFollower,
+// One Step settles the rules common to every role (pre-votes, leader
+// stickiness, terms, stale messages; thesis §9.6, §4.2.3, Raft §5.1) and
+// then calls the role's function: stepFollower, stepPreCandidate,
 // stepCandidate or stepLeader. Roles change only through becomeFollower,
-// becomeCandidate and becomeLeader.
+// becomePreCandidate, becomeCandidate and becomeLeader.
+//
+// # Pre-vote and check-quorum (both on by default)
+//
+// A follower whose election timer fires becomes a pre-candidate
+// (prevote.go): it sends RequestVote{pre_vote} for its term + 1 without
+// changing term or vote, and campaigns only if a majority would grant.
+// A pre-vote is granted when the log is up to date and the voter has not
+// heard from a leader since its election timer last fired; it never changes
+// the voter's term or vote. A refusal carries the voter's term, so a node
+// that fell behind in term learns it (etcd-io/etcd#8501).
+//
+// With check-quorum, the leader's election timer fires every election
+// timeout and the leader steps down unless a majority, itself included,
+// answered it since the last check; and a follower that has a live leader
+// ignores RequestVotes of later terms (thesis §4.2.3), except those of an
+// election started by a leadership transfer. Config.DisablePreVote and
+// Config.DisableCheckQuorum turn them off.
+//
+// # ReadIndex (readindex.go, thesis §6.4)
+//
+// ReadIndex{IDs} on the leader starts a read round: every follower gets an
+// empty AppendEntries carrying read_round, and echoes it in its answer. A
+// read is ready once (1) the leader's no-op of its term has committed (the
+// read index is then the commit index), (2) a majority, the leader
+// included, echoed a round at or after the read's, and (3) the state
+// machine reported Applied >= the read index. Then ReadReady{ID, Index}
+// says the read may be served from the local state machine. A non-leader
+// answers ReadReady{Err: ErrNotLeader, Leader: hint} at once; reads waiting
+// when leadership is lost fail with ErrReadNotConfirmed. Followers do not
+// forward reads: the actor layer can forward the client's request.
+//
+// # Leadership transfer (transfer.go, thesis §3.10)
+//
+// TransferLeadership{To} (0: the most up-to-date voter) makes the leader
+// refuse proposals with ErrTransferring, bring the target's log up to date,
+// and send it TimeoutNow; the target campaigns at once, skipping the
+// pre-vote, with RequestVote{transfer} so that voters grant despite leader
+// stickiness. The transfer is abandoned after an election timeout.
 //
 // # Durability
 //

@@ -29,7 +29,10 @@ func seededRand(seed uint64) *rand.Rand {
 
 // testConfig returns a valid Config for node id in a cluster of members
 // (1, 2, 3 when none are given), with short timeouts and a Rand seeded from
-// the node id.
+// the node id. It pins pre-vote and check-quorum off: the tests of Raft's
+// base rules (Raft §5) drive elections by firing one election timer and
+// expect the candidate's term at once. The tests of those two extensions
+// build on extConfig, which has the defaults.
 func testConfig(id uint64, members ...uint64) Config {
 	if len(members) == 0 {
 		members = []uint64{1, 2, 3}
@@ -41,7 +44,18 @@ func testConfig(id uint64, members ...uint64) Config {
 		ElectionTimeout:   testElectionTimeout,
 		HeartbeatInterval: testHeartbeat,
 		Rand:              seededRand(id),
+
+		DisablePreVote:     true,
+		DisableCheckQuorum: true,
 	}
+}
+
+// extConfig is testConfig with pre-vote and check-quorum at their
+// defaults (on).
+func extConfig(id uint64, members ...uint64) Config {
+	cfg := testConfig(id, members...)
+	cfg.DisablePreVote, cfg.DisableCheckQuorum = false, false
+	return cfg
 }
 
 // plant returns cfg with the named seeded bug planted ("" plants none).
@@ -221,6 +235,8 @@ func raftMsg(from, to, term uint64, body any) *pb.RaftMessage {
 		m.Body = &pb.RaftMessage_AppendEntries{AppendEntries: b}
 	case *pb.AppendEntriesResponse:
 		m.Body = &pb.RaftMessage_AppendEntriesResponse{AppendEntriesResponse: b}
+	case *pb.TimeoutNow:
+		m.Body = &pb.RaftMessage_TimeoutNow{TimeoutNow: b}
 	default:
 		panic("raftMsg: unknown body")
 	}

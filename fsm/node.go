@@ -50,6 +50,18 @@ type Node struct {
 	peers     []uint64 // members other than this node, sorted
 	round     uint64   // heartbeat rounds in this term
 	proposals []pendingProposal
+	// ReadIndex (thesis §6.4): the latest read round of this term and the
+	// reads waiting, in arrival order (rounds and indexes never decrease).
+	readRound uint64
+	reads     []pendingRead
+	// Leadership transfer (thesis §3.10): the target, 0 when none, and the
+	// leader ticks (election timer firings) it has lasted.
+	transferee    uint64
+	transferTicks int
+
+	// Pre-candidate state: the refusals of its pre-vote (the grants are in
+	// votes).
+	refusals map[uint64]bool
 
 	// Per-Step scratch: what this Step changed and will emit.
 	acts      []Action
@@ -72,6 +84,16 @@ type heldMsg struct {
 type pendingProposal struct {
 	index uint64
 	id    uint64
+}
+
+// pendingRead is a ReadIndex read waiting on the leader.
+type pendingRead struct {
+	id    uint64
+	round uint64 // the read round that must be confirmed by a quorum
+	// index is the read index: the commit index once this term's no-op
+	// has committed (set is false until then).
+	index uint64
+	set   bool
 }
 
 // New validates cfg and returns a follower restored from r, the durable
@@ -119,6 +141,7 @@ func (n *Node) Status() Status {
 		ID: n.id, Role: n.role, Term: n.term, Vote: n.vote, Leader: n.leader,
 		LastIndex: n.log.lastIndex(), LastTerm: n.log.lastTerm(),
 		Commit: n.commit, Applied: n.applied, Durable: n.durable,
+		Transferee: n.transferee,
 	}
 }
 
@@ -141,15 +164,37 @@ func (n *Node) Step(ev Event) []Action {
 		n.persisted(e.Seq)
 	case Applied:
 		n.stateAt = max(n.stateAt, e.Index)
+	case ReadIndex:
+		n.readIndex(e.IDs)
+	case TransferLeadership:
+		n.transferLeadership(e.To)
 	default:
 		panic(fmt.Sprintf("fsm: unknown event %T", ev))
 	}
 	n.maybeApply()
+	n.serveReads()
 	return n.flush()
 }
 
 // stepMessage runs the rules common to every role, then the role's own.
 func (n *Node) stepMessage(m *pb.RaftMessage) {
+	// Pre-votes change no term, neither the sender's nor the receiver's
+	// (thesis §9.6), so they bypass the term rules below.
+	if rv := m.GetRequestVote(); rv != nil && rv.PreVote {
+		n.handlePreVote(m)
+		return
+	}
+	if r := m.GetRequestVoteResponse(); r != nil && r.PreVote {
+		n.handlePreVoteResponse(m)
+		return
+	}
+	if rv := m.GetRequestVote(); rv != nil && m.Term > n.term && !rv.Transfer && n.checkQuorum() && n.inLease() {
+		// thesis §4.2.3: a server that heard from a current leader within
+		// the election timeout disregards a RequestVote, without raising
+		// its term: the leader is alive, the candidate is disruptive. A
+		// candidate a leadership transfer started is heard (§3.10).
+		return
+	}
 	switch {
 	case m.Term > n.term:
 		// Raft §5.1: a server that sees a higher term adopts it and
@@ -181,6 +226,8 @@ func (n *Node) stepMessage(m *pb.RaftMessage) {
 		n.stepCandidate(m)
 	case Leader:
 		n.stepLeader(m)
+	case PreCandidate:
+		n.stepPreCandidate(m)
 	}
 }
 
@@ -188,9 +235,15 @@ func (n *Node) timeout(t Timer) {
 	switch t {
 	case ElectionTimer:
 		// Raft §5.2: a follower that hears from no leader, or a candidate
-		// whose election did not finish, starts a new election.
-		if n.role != Leader {
-			n.becomeCandidate()
+		// whose election did not finish, starts a new election; with
+		// pre-vote, it first asks whether it could win (thesis §9.6).
+		switch {
+		case n.role == Leader:
+			n.leaderTick()
+		case n.preVote():
+			n.becomePreCandidate()
+		default:
+			n.becomeCandidate(false)
 		}
 	case HeartbeatTimer:
 		if n.role == Leader {
@@ -209,6 +262,14 @@ func (n *Node) propose(ps []Proposal) {
 		}
 		return
 	}
+	if n.transferee != 0 {
+		// thesis §3.10: the leader stops accepting client requests while
+		// it hands over, or the target might never catch up.
+		for _, p := range ps {
+			n.acts = append(n.acts, Reply{ID: p.ID, Err: ErrTransferring, Leader: n.transferee})
+		}
+		return
+	}
 	n.leaderAppend(ps)
 }
 
@@ -221,19 +282,51 @@ func (n *Node) becomeFollower(term, leader uint64) {
 	}
 	if n.role == Leader {
 		n.abandonProposals()
+		n.abandonReads()
 		n.timerGen[HeartbeatTimer]++
 		n.progress = nil
+		n.transferee, n.transferTicks = 0, 0
 	}
 	n.role = Follower
 	n.leader = leader
-	n.votes = nil
+	n.votes, n.refusals = nil, nil
 	n.resetElectionTimer()
+}
+
+// becomePreCandidate starts a pre-vote (thesis §9.6): ask every member
+// whether it would grant a vote in the next term, changing neither term
+// nor vote, so that a node that cannot win never disrupts the cluster.
+// Nothing is persisted, so nothing waits for the store.
+func (n *Node) becomePreCandidate() {
+	n.role = PreCandidate
+	n.leader = 0
+	n.votes = map[uint64]bool{n.id: true}
+	n.refusals = map[uint64]bool{}
+	for _, p := range n.peers {
+		n.sendTerm(p, n.term+1, &pb.RequestVote{
+			LastLogIndex: n.log.lastIndex(), LastLogTerm: n.log.lastTerm(), PreVote: true,
+		}, false)
+	}
+	n.resetElectionTimer()
+	n.maybeWinPreVote()
+}
+
+// maybeWinPreVote starts the real election once a majority, itself
+// included, would vote for this node (thesis §9.6).
+func (n *Node) maybeWinPreVote() {
+	if n.role == PreCandidate && len(n.votes) >= n.quorum() {
+		n.becomeCandidate(false)
+	}
 }
 
 // becomeCandidate starts an election (Raft §5.2): increment the term, vote
 // for itself, and ask every other member for its vote. The RequestVotes
 // and the candidate's own vote count only once term and vote are durable.
-func (n *Node) becomeCandidate() {
+//
+// transfer marks an election a TimeoutNow started (thesis §3.10): it skips
+// the pre-vote and its RequestVotes say so, so voters grant despite leader
+// stickiness.
+func (n *Node) becomeCandidate(transfer bool) {
 	n.role = Candidate
 	n.term++
 	n.vote = n.id
@@ -241,8 +334,9 @@ func (n *Node) becomeCandidate() {
 	n.hsDirty = true
 	n.voteDirty = true
 	n.votes = map[uint64]bool{}
+	n.refusals = nil
 	for _, p := range n.peers {
-		n.send(p, &pb.RequestVote{LastLogIndex: n.log.lastIndex(), LastLogTerm: n.log.lastTerm()}, true)
+		n.send(p, &pb.RequestVote{LastLogIndex: n.log.lastIndex(), LastLogTerm: n.log.lastTerm(), Transfer: transfer}, true)
 	}
 	n.resetElectionTimer()
 }
@@ -252,9 +346,17 @@ func (n *Node) becomeCandidate() {
 func (n *Node) becomeLeader() {
 	n.role = Leader
 	n.leader = n.id
-	n.votes = nil
-	n.timerGen[ElectionTimer]++ // a leader needs no election timer
+	n.votes, n.refusals = nil, nil
 	n.round = 0
+	n.readRound, n.reads = 0, nil
+	n.transferee, n.transferTicks = 0, 0
+	if n.checkQuorum() {
+		// thesis §6.2: the leader checks every election timeout that a
+		// quorum still answers it.
+		n.setTimer(ElectionTimer, n.cfg.ElectionTimeout)
+	} else {
+		n.timerGen[ElectionTimer]++ // a leader needs no election timer
+	}
 	n.progress = make(map[uint64]*progress, len(n.peers))
 	for _, p := range n.peers {
 		// Raft Figure 2: nextIndex starts just after the leader's last entry.
@@ -339,8 +441,16 @@ func (n *Node) markDirty(i uint64) {
 // send queues a message to peer `to`. A message that promises durable state
 // waits (is held) until every Persist issued so far is durable.
 func (n *Node) send(to uint64, body any, needsDurable bool) {
-	m := &pb.RaftMessage{ClusterId: n.cfg.ClusterID, From: n.id, To: to, Term: n.term}
+	n.sendTerm(to, n.term, body, needsDurable)
+}
+
+// sendTerm is send with the envelope's term given: pre-votes and granted
+// pre-votes carry a term the sender is not in (thesis §9.6).
+func (n *Node) sendTerm(to, term uint64, body any, needsDurable bool) {
+	m := &pb.RaftMessage{ClusterId: n.cfg.ClusterID, From: n.id, To: to, Term: term}
 	switch b := body.(type) {
+	case *pb.TimeoutNow:
+		m.Body = &pb.RaftMessage_TimeoutNow{TimeoutNow: b}
 	case *pb.RequestVote:
 		m.Body = &pb.RaftMessage_RequestVote{RequestVote: b}
 	case *pb.RequestVoteResponse:
@@ -440,3 +550,20 @@ func (n *Node) resetElectionTimer() {
 }
 
 func (n *Node) quorum() int { return len(n.cfg.Members)/2 + 1 }
+
+func (n *Node) preVote() bool     { return !n.cfg.DisablePreVote }
+func (n *Node) checkQuorum() bool { return !n.cfg.DisableCheckQuorum }
+
+// inLease reports whether this node believes a leader of its term is alive:
+// it is the leader, or a follower that has heard from the leader since its
+// election timer last fired (a follower's timer restarts on every
+// AppendEntries, so this is "within an election timeout", thesis §4.2.3).
+func (n *Node) inLease() bool {
+	switch n.role {
+	case Leader:
+		return true
+	case Follower:
+		return n.leader != 0
+	}
+	return false
+}

@@ -24,6 +24,13 @@ type progress struct {
 	// stallRound is the heartbeat round since which the follower has had
 	// unacknowledged entries without acknowledging any progress.
 	stallRound uint64
+
+	// active: the follower answered in this term since the leader's last
+	// check-quorum tick (thesis §6.2).
+	active bool
+	// readAck is the highest ReadIndex round the follower has echoed in
+	// this term (thesis §6.4).
+	readAck uint64
 }
 
 func (pr *progress) becomeProbe(next uint64) {

@@ -20,6 +20,28 @@ func (n *Node) stepFollower(m *pb.RaftMessage) {
 		n.handleAppendEntries(m)
 	case m.GetRequestVote() != nil:
 		n.handleRequestVote(m)
+	case m.GetTimeoutNow() != nil:
+		// thesis §3.10: the leader hands over; start an election at once,
+		// skipping the pre-vote.
+		n.becomeCandidate(true)
+	}
+}
+
+// stepPreCandidate: thesis §9.6. The pre-candidate is still in its old
+// term; the answers to its pre-vote are handled by handlePreVoteResponse.
+func (n *Node) stepPreCandidate(m *pb.RaftMessage) {
+	switch {
+	case m.GetAppendEntries() != nil:
+		// A leader of this term exists: stop asking.
+		n.becomeFollower(n.term, m.From)
+		n.handleAppendEntries(m)
+	case m.GetRequestVote() != nil:
+		n.handleRequestVote(m)
+		if n.vote == m.From {
+			n.becomeFollower(n.term, 0) // it voted for another candidate
+		}
+	case m.GetTimeoutNow() != nil:
+		n.becomeCandidate(true)
 	}
 }
 
@@ -87,7 +109,9 @@ func (n *Node) handleRequestVote(m *pb.RaftMessage) {
 func (n *Node) handleAppendEntries(m *pb.RaftMessage) {
 	ae := m.GetAppendEntries()
 	prev := ae.PrevLogIndex
-	resp := &pb.AppendEntriesResponse{RejectIndex: prev}
+	// thesis §6.4: the answer echoes the read round, success or not: any
+	// answer in this term tells the leader this node still follows it.
+	resp := &pb.AppendEntriesResponse{RejectIndex: prev, ReadRound: ae.ReadRound}
 
 	switch {
 	case prev > n.log.lastIndex():
@@ -214,6 +238,7 @@ func (n *Node) sendEntries(p, prev uint64, ents []*pb.Entry) {
 		PrevLogTerm:  n.log.term(prev),
 		Entries:      ents,
 		LeaderCommit: n.commit,
+		ReadRound:    n.readRound,
 	}, false)
 }
 
@@ -248,6 +273,10 @@ func (n *Node) handleAppendResponse(from uint64, r *pb.AppendEntriesResponse) {
 	if pr == nil {
 		return
 	}
+	// thesis §6.2 (check-quorum) and §6.4 (ReadIndex): any answer in this
+	// term shows the follower still recognizes this leader.
+	pr.active = true
+	pr.readAck = max(pr.readAck, min(r.ReadRound, n.readRound))
 	if r.Success {
 		if r.MatchIndex > n.log.lastIndex() {
 			return // claims entries this leader never sent: ignore
@@ -258,6 +287,10 @@ func (n *Node) handleAppendResponse(from uint64, r *pb.AppendEntriesResponse) {
 			pr.ack(r.MatchIndex)
 			pr.next = max(pr.next, pr.match+1)
 			n.maybeCommit()
+		}
+		if from == n.transferee && pr.match == n.log.lastIndex() {
+			// thesis §3.10: the target's log is up to date.
+			n.send(from, &pb.TimeoutNow{}, false)
 		}
 		// The answer to a probe shows where the logs match: switch to
 		// pipelining from there.

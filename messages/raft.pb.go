@@ -223,6 +223,7 @@ type RaftMessage struct {
 	//	*RaftMessage_RequestVoteResponse
 	//	*RaftMessage_AppendEntries
 	//	*RaftMessage_AppendEntriesResponse
+	//	*RaftMessage_TimeoutNow
 	Body          isRaftMessage_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -329,6 +330,15 @@ func (x *RaftMessage) GetAppendEntriesResponse() *AppendEntriesResponse {
 	return nil
 }
 
+func (x *RaftMessage) GetTimeoutNow() *TimeoutNow {
+	if x != nil {
+		if x, ok := x.Body.(*RaftMessage_TimeoutNow); ok {
+			return x.TimeoutNow
+		}
+	}
+	return nil
+}
+
 type isRaftMessage_Body interface {
 	isRaftMessage_Body()
 }
@@ -349,6 +359,10 @@ type RaftMessage_AppendEntriesResponse struct {
 	AppendEntriesResponse *AppendEntriesResponse `protobuf:"bytes,13,opt,name=append_entries_response,json=appendEntriesResponse,proto3,oneof"`
 }
 
+type RaftMessage_TimeoutNow struct {
+	TimeoutNow *TimeoutNow `protobuf:"bytes,14,opt,name=timeout_now,json=timeoutNow,proto3,oneof"`
+}
+
 func (*RaftMessage_RequestVote) isRaftMessage_Body() {}
 
 func (*RaftMessage_RequestVoteResponse) isRaftMessage_Body() {}
@@ -357,12 +371,24 @@ func (*RaftMessage_AppendEntries) isRaftMessage_Body() {}
 
 func (*RaftMessage_AppendEntriesResponse) isRaftMessage_Body() {}
 
+func (*RaftMessage_TimeoutNow) isRaftMessage_Body() {}
+
 // RequestVote is sent by a candidate to gather votes (Raft §5.2, Figure 2).
 type RequestVote struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Index and term of the candidate's last log entry (Raft §5.4.1).
-	LastLogIndex  uint64 `protobuf:"varint,1,opt,name=last_log_index,json=lastLogIndex,proto3" json:"last_log_index,omitempty"`
-	LastLogTerm   uint64 `protobuf:"varint,2,opt,name=last_log_term,json=lastLogTerm,proto3" json:"last_log_term,omitempty"`
+	LastLogIndex uint64 `protobuf:"varint,1,opt,name=last_log_index,json=lastLogIndex,proto3" json:"last_log_index,omitempty"`
+	LastLogTerm  uint64 `protobuf:"varint,2,opt,name=last_log_term,json=lastLogTerm,proto3" json:"last_log_term,omitempty"`
+	// A pre-vote (thesis §9.6): the envelope's term is the term the sender
+	// would campaign in (its term + 1), but neither the sender nor the
+	// receiver changes its term or vote for it. The receiver grants only if
+	// the log is up to date and it has heard from no leader for an election
+	// timeout.
+	PreVote bool `protobuf:"varint,3,opt,name=pre_vote,json=preVote,proto3" json:"pre_vote,omitempty"`
+	// The election was started by a TimeoutNow of the previous leader
+	// (thesis §3.10): receivers grant despite having heard from that leader
+	// recently (leader stickiness, thesis §4.2.3).
+	Transfer      bool `protobuf:"varint,4,opt,name=transfer,proto3" json:"transfer,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -411,12 +437,29 @@ func (x *RequestVote) GetLastLogTerm() uint64 {
 	return 0
 }
 
+func (x *RequestVote) GetPreVote() bool {
+	if x != nil {
+		return x.PreVote
+	}
+	return false
+}
+
+func (x *RequestVote) GetTransfer() bool {
+	if x != nil {
+		return x.Transfer
+	}
+	return false
+}
+
 // RequestVoteResponse answers a RequestVote. The envelope's term is the
 // voter's term, which lets a stale candidate step down and lets the candidate
 // ignore answers meant for an earlier election.
 type RequestVoteResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Granted       bool                   `protobuf:"varint,1,opt,name=granted,proto3" json:"granted,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Granted bool                   `protobuf:"varint,1,opt,name=granted,proto3" json:"granted,omitempty"`
+	// Answers a pre-vote (thesis §9.6). A granted pre-vote carries the term of
+	// the request (the candidate's term + 1); a refused one the voter's term.
+	PreVote       bool `protobuf:"varint,2,opt,name=pre_vote,json=preVote,proto3" json:"pre_vote,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -458,6 +501,13 @@ func (x *RequestVoteResponse) GetGranted() bool {
 	return false
 }
 
+func (x *RequestVoteResponse) GetPreVote() bool {
+	if x != nil {
+		return x.PreVote
+	}
+	return false
+}
+
 // AppendEntries replicates log entries and serves as the heartbeat (Raft §5.3).
 type AppendEntries struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -466,7 +516,11 @@ type AppendEntries struct {
 	PrevLogTerm  uint64   `protobuf:"varint,2,opt,name=prev_log_term,json=prevLogTerm,proto3" json:"prev_log_term,omitempty"`
 	Entries      []*Entry `protobuf:"bytes,3,rep,name=entries,proto3" json:"entries,omitempty"`
 	// The leader's commit index.
-	LeaderCommit  uint64 `protobuf:"varint,4,opt,name=leader_commit,json=leaderCommit,proto3" json:"leader_commit,omitempty"`
+	LeaderCommit uint64 `protobuf:"varint,4,opt,name=leader_commit,json=leaderCommit,proto3" json:"leader_commit,omitempty"`
+	// The leader's latest ReadIndex round in this term (thesis §6.4): the
+	// follower echoes it, and a quorum of echoes of round r confirms that the
+	// sender was still leader after every read registered for round r arrived.
+	ReadRound     uint64 `protobuf:"varint,5,opt,name=read_round,json=readRound,proto3" json:"read_round,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -529,6 +583,13 @@ func (x *AppendEntries) GetLeaderCommit() uint64 {
 	return 0
 }
 
+func (x *AppendEntries) GetReadRound() uint64 {
+	if x != nil {
+		return x.ReadRound
+	}
+	return 0
+}
+
 // AppendEntriesResponse answers an AppendEntries, after the follower has made
 // the entries durable. It names the index it answers so the leader can ignore
 // stale and reordered responses (ARCHITECTURE §3 rule 5).
@@ -547,7 +608,9 @@ type AppendEntriesResponse struct {
 	ConflictTerm  uint64 `protobuf:"varint,4,opt,name=conflict_term,json=conflictTerm,proto3" json:"conflict_term,omitempty"`
 	ConflictIndex uint64 `protobuf:"varint,5,opt,name=conflict_index,json=conflictIndex,proto3" json:"conflict_index,omitempty"`
 	// The follower's last log index, for the leader's information.
-	LastLogIndex  uint64 `protobuf:"varint,6,opt,name=last_log_index,json=lastLogIndex,proto3" json:"last_log_index,omitempty"`
+	LastLogIndex uint64 `protobuf:"varint,6,opt,name=last_log_index,json=lastLogIndex,proto3" json:"last_log_index,omitempty"`
+	// The read_round of the AppendEntries this answers.
+	ReadRound     uint64 `protobuf:"varint,7,opt,name=read_round,json=readRound,proto3" json:"read_round,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -624,6 +687,52 @@ func (x *AppendEntriesResponse) GetLastLogIndex() uint64 {
 	return 0
 }
 
+func (x *AppendEntriesResponse) GetReadRound() uint64 {
+	if x != nil {
+		return x.ReadRound
+	}
+	return 0
+}
+
+// TimeoutNow tells its receiver to start an election at once, skipping the
+// pre-vote (thesis §3.10, leadership transfer). The leader sends it once the
+// receiver's log matches its own.
+type TimeoutNow struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TimeoutNow) Reset() {
+	*x = TimeoutNow{}
+	mi := &file_raft_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TimeoutNow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TimeoutNow) ProtoMessage() {}
+
+func (x *TimeoutNow) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TimeoutNow.ProtoReflect.Descriptor instead.
+func (*TimeoutNow) Descriptor() ([]byte, []int) {
+	return file_raft_proto_rawDescGZIP(), []int{7}
+}
+
 // RaftBatch carries every message queued for one peer in one remote send.
 type RaftBatch struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -634,7 +743,7 @@ type RaftBatch struct {
 
 func (x *RaftBatch) Reset() {
 	*x = RaftBatch{}
-	mi := &file_raft_proto_msgTypes[7]
+	mi := &file_raft_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -646,7 +755,7 @@ func (x *RaftBatch) String() string {
 func (*RaftBatch) ProtoMessage() {}
 
 func (x *RaftBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[7]
+	mi := &file_raft_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -659,7 +768,7 @@ func (x *RaftBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftBatch.ProtoReflect.Descriptor instead.
 func (*RaftBatch) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{7}
+	return file_raft_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RaftBatch) GetMessages() []*RaftMessage {
@@ -682,7 +791,7 @@ const file_raft_proto_rawDesc = "" +
 	"\x04data\x18\x04 \x01(\fR\x04data\"3\n" +
 	"\tHardState\x12\x12\n" +
 	"\x04term\x18\x01 \x01(\x04R\x04term\x12\x12\n" +
-	"\x04vote\x18\x02 \x01(\x04R\x04vote\"\x9a\x03\n" +
+	"\x04vote\x18\x02 \x01(\x04R\x04vote\"\xd3\x03\n" +
 	"\vRaftMessage\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x12\n" +
@@ -693,18 +802,25 @@ const file_raft_proto_rawDesc = "" +
 	" \x01(\v2\x15.ketch.v1.RequestVoteH\x00R\vrequestVote\x12S\n" +
 	"\x15request_vote_response\x18\v \x01(\v2\x1d.ketch.v1.RequestVoteResponseH\x00R\x13requestVoteResponse\x12@\n" +
 	"\x0eappend_entries\x18\f \x01(\v2\x17.ketch.v1.AppendEntriesH\x00R\rappendEntries\x12Y\n" +
-	"\x17append_entries_response\x18\r \x01(\v2\x1f.ketch.v1.AppendEntriesResponseH\x00R\x15appendEntriesResponseB\x06\n" +
-	"\x04body\"W\n" +
+	"\x17append_entries_response\x18\r \x01(\v2\x1f.ketch.v1.AppendEntriesResponseH\x00R\x15appendEntriesResponse\x127\n" +
+	"\vtimeout_now\x18\x0e \x01(\v2\x14.ketch.v1.TimeoutNowH\x00R\n" +
+	"timeoutNowB\x06\n" +
+	"\x04body\"\x8e\x01\n" +
 	"\vRequestVote\x12$\n" +
 	"\x0elast_log_index\x18\x01 \x01(\x04R\flastLogIndex\x12\"\n" +
-	"\rlast_log_term\x18\x02 \x01(\x04R\vlastLogTerm\"/\n" +
+	"\rlast_log_term\x18\x02 \x01(\x04R\vlastLogTerm\x12\x19\n" +
+	"\bpre_vote\x18\x03 \x01(\bR\apreVote\x12\x1a\n" +
+	"\btransfer\x18\x04 \x01(\bR\btransfer\"J\n" +
 	"\x13RequestVoteResponse\x12\x18\n" +
-	"\agranted\x18\x01 \x01(\bR\agranted\"\xa9\x01\n" +
+	"\agranted\x18\x01 \x01(\bR\agranted\x12\x19\n" +
+	"\bpre_vote\x18\x02 \x01(\bR\apreVote\"\xc8\x01\n" +
 	"\rAppendEntries\x12$\n" +
 	"\x0eprev_log_index\x18\x01 \x01(\x04R\fprevLogIndex\x12\"\n" +
 	"\rprev_log_term\x18\x02 \x01(\x04R\vprevLogTerm\x12)\n" +
 	"\aentries\x18\x03 \x03(\v2\x0f.ketch.v1.EntryR\aentries\x12#\n" +
-	"\rleader_commit\x18\x04 \x01(\x04R\fleaderCommit\"\xe7\x01\n" +
+	"\rleader_commit\x18\x04 \x01(\x04R\fleaderCommit\x12\x1d\n" +
+	"\n" +
+	"read_round\x18\x05 \x01(\x04R\treadRound\"\x86\x02\n" +
 	"\x15AppendEntriesResponse\x12\x18\n" +
 	"\asuccess\x18\x01 \x01(\bR\asuccess\x12\x1f\n" +
 	"\vmatch_index\x18\x02 \x01(\x04R\n" +
@@ -712,7 +828,11 @@ const file_raft_proto_rawDesc = "" +
 	"\freject_index\x18\x03 \x01(\x04R\vrejectIndex\x12#\n" +
 	"\rconflict_term\x18\x04 \x01(\x04R\fconflictTerm\x12%\n" +
 	"\x0econflict_index\x18\x05 \x01(\x04R\rconflictIndex\x12$\n" +
-	"\x0elast_log_index\x18\x06 \x01(\x04R\flastLogIndex\">\n" +
+	"\x0elast_log_index\x18\x06 \x01(\x04R\flastLogIndex\x12\x1d\n" +
+	"\n" +
+	"read_round\x18\a \x01(\x04R\treadRound\"\f\n" +
+	"\n" +
+	"TimeoutNow\">\n" +
 	"\tRaftBatch\x121\n" +
 	"\bmessages\x18\x01 \x03(\v2\x15.ketch.v1.RaftMessageR\bmessages*S\n" +
 	"\tEntryType\x12\x1a\n" +
@@ -733,7 +853,7 @@ func file_raft_proto_rawDescGZIP() []byte {
 }
 
 var file_raft_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_raft_proto_goTypes = []any{
 	(EntryType)(0),                // 0: ketch.v1.EntryType
 	(*Entry)(nil),                 // 1: ketch.v1.Entry
@@ -743,7 +863,8 @@ var file_raft_proto_goTypes = []any{
 	(*RequestVoteResponse)(nil),   // 5: ketch.v1.RequestVoteResponse
 	(*AppendEntries)(nil),         // 6: ketch.v1.AppendEntries
 	(*AppendEntriesResponse)(nil), // 7: ketch.v1.AppendEntriesResponse
-	(*RaftBatch)(nil),             // 8: ketch.v1.RaftBatch
+	(*TimeoutNow)(nil),            // 8: ketch.v1.TimeoutNow
+	(*RaftBatch)(nil),             // 9: ketch.v1.RaftBatch
 }
 var file_raft_proto_depIdxs = []int32{
 	0, // 0: ketch.v1.Entry.type:type_name -> ketch.v1.EntryType
@@ -751,13 +872,14 @@ var file_raft_proto_depIdxs = []int32{
 	5, // 2: ketch.v1.RaftMessage.request_vote_response:type_name -> ketch.v1.RequestVoteResponse
 	6, // 3: ketch.v1.RaftMessage.append_entries:type_name -> ketch.v1.AppendEntries
 	7, // 4: ketch.v1.RaftMessage.append_entries_response:type_name -> ketch.v1.AppendEntriesResponse
-	1, // 5: ketch.v1.AppendEntries.entries:type_name -> ketch.v1.Entry
-	3, // 6: ketch.v1.RaftBatch.messages:type_name -> ketch.v1.RaftMessage
-	7, // [7:7] is the sub-list for method output_type
-	7, // [7:7] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	8, // 5: ketch.v1.RaftMessage.timeout_now:type_name -> ketch.v1.TimeoutNow
+	1, // 6: ketch.v1.AppendEntries.entries:type_name -> ketch.v1.Entry
+	3, // 7: ketch.v1.RaftBatch.messages:type_name -> ketch.v1.RaftMessage
+	8, // [8:8] is the sub-list for method output_type
+	8, // [8:8] is the sub-list for method input_type
+	8, // [8:8] is the sub-list for extension type_name
+	8, // [8:8] is the sub-list for extension extendee
+	0, // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_raft_proto_init() }
@@ -770,6 +892,7 @@ func file_raft_proto_init() {
 		(*RaftMessage_RequestVoteResponse)(nil),
 		(*RaftMessage_AppendEntries)(nil),
 		(*RaftMessage_AppendEntriesResponse)(nil),
+		(*RaftMessage_TimeoutNow)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -777,7 +900,7 @@ func file_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raft_proto_rawDesc), len(file_raft_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -262,7 +262,8 @@ func (a *fsmActor) reply(ctx actor.Context, x fsm.Reply) {
 	delete(a.waiters, x.ID)
 	resp := &pb.ClientResponse{ClientId: w.clientID, Sequence: w.seqNum}
 	switch x.Err {
-	case fsm.ErrNotLeader:
+	case fsm.ErrNotLeader, fsm.ErrTransferring:
+		// Neither was appended: the client may send it elsewhere.
 		resp.Status = pb.ClientStatus_CLIENT_STATUS_NOT_LEADER
 		resp.LeaderId = x.Leader
 		resp.LeaderAddress = a.cfg.Peers[x.Leader]

@@ -35,6 +35,9 @@ import (
 //   - ack-safety: a proposal is acknowledged once, at the index that holds
 //     its command.
 //   - duplicate-apply: a command is applied at one index only.
+//   - stale-read: a read served through ReadIndex returns a read index at
+//     or above every index acknowledged before the read was issued (thesis
+//     §6.4; see reads.go).
 //   - liveness: after the heal a leader exists within Options.LeaderDeadline
 //     and every acknowledged proposal is applied on every node within
 //     Options.LivenessTimeout.
@@ -56,6 +59,8 @@ import (
 //     name waiting proposals) and Status agrees with them (last index and
 //     term with the Persists, Applied with the Applies, Durable with the
 //     disk).
+//   - pre-vote: receiving a pre-vote changed neither the receiver's term
+//     nor its vote (thesis §9.6).
 //   - fsm-assertion: the fsm panicked (it asserts its own invariants).
 //   - livelock: a run took more than Options.MaxSteps steps.
 //
@@ -101,6 +106,12 @@ func (s *Sim) checkNode(n *simNode, ev fsm.Event) {
 	}
 	if st.Term < prev.Term {
 		s.fail("monotonic-term", "n%d went from term %d back to term %d", n.id, prev.Term, st.Term)
+	}
+	if m, ok := ev.(fsm.Message); ok && m.Msg.GetRequestVote().GetPreVote() && !s.opts.SafetyOnly &&
+		(st.Term != prev.Term || st.Vote != prev.Vote) {
+		// thesis §9.6: a pre-vote changes neither term nor vote.
+		s.fail("pre-vote", "n%d went from term %d vote %s to term %d vote %s on a pre-vote from n%d",
+			n.id, prev.Term, nodeName(prev.Vote), st.Term, nodeName(st.Vote), m.Msg.GetFrom())
 	}
 
 	// Raft §5.3: the commit index only grows, and only over entries the
@@ -308,6 +319,15 @@ func (s *Sim) checkLogMatching(n *simNode, from, to uint64) {
 // term holds the same entries there).
 func (s *Sim) checkDurableBeforeSend(n *simNode, m *pb.RaftMessage) {
 	hs := n.disk.hs
+	if m.GetRequestVote().GetPreVote() || m.GetRequestVoteResponse().GetPreVote() {
+		// A pre-vote and a granted pre-vote carry the term the
+		// pre-candidate would campaign in, which nobody is in yet, and
+		// promise nothing durable (thesis §9.6). A refusal carries the
+		// sender's term, which must be durable.
+		if m.GetRequestVote() != nil || m.GetRequestVoteResponse().GetGranted() {
+			return
+		}
+	}
 	switch {
 	case hs.GetTerm() < m.GetTerm():
 		s.fail("durable-before-ack", "n%d sent %s in term %d while its disk holds term %d",

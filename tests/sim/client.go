@@ -74,6 +74,11 @@ func (s *Sim) clientTick(ci int) {
 	}
 	s.stats.Proposals += uint64(count)
 	s.sendProposals(c.target, first, uint64(count), 0)
+	// Reads come on top of the writes, so the write load (and the log
+	// states it drives the cluster into) stays what it was.
+	if s.rng.IntN(readOdds) == 0 {
+		s.issueRead(ci)
+	}
 	s.push(event{at: s.after(s.between(5*time.Millisecond, 40*time.Millisecond)), kind: evClientTick, node: ci})
 }
 

@@ -3,6 +3,8 @@ package sim
 import (
 	"slices"
 	"time"
+
+	"github.com/ketch-raft/ketch/fsm"
 )
 
 // The nemesis is the fault schedule: every nemesisMin..nemesisMax of the
@@ -21,10 +23,11 @@ const (
 	opOneWay                       // cut links in one direction only: A cannot reach B, B reaches A
 	opBridge                       // two halves that only one bridging node reaches both of
 	opHeal                         // remove every partition
+	opTransfer                     // ask the leader to transfer leadership (thesis §3.10)
 	numOps
 )
 
-var opNames = [numOps]string{"crash", "crash-leader", "restart", "split", "isolate", "one-way", "bridge", "heal"}
+var opNames = [numOps]string{"crash", "crash-leader", "restart", "split", "isolate", "one-way", "bridge", "heal", "transfer"}
 
 func (op nemesisOp) String() string {
 	if op < numOps {
@@ -66,6 +69,8 @@ func (s *Sim) applicable(op nemesisOp) bool {
 		return n > 2
 	case opHeal:
 		return s.cutMask() != 0
+	case opTransfer:
+		return n > 1 && s.stableLeader() != nil
 	}
 	return false
 }
@@ -150,8 +155,19 @@ func (s *Sim) act(op nemesisOp) {
 		s.cutBetween(rest[:len(rest)/2], rest[len(rest)/2:])
 	case opHeal:
 		s.clearCuts()
+	case opTransfer:
+		// To the most up-to-date voter, or to a random one (maybe down,
+		// maybe cut off: then the transfer must time out).
+		target = s.stableLeader()
+		to := uint64(0)
+		if s.rng.IntN(2) == 0 {
+			others := s.allBut(target.idx)
+			to = uint64(others[s.rng.IntN(len(others))] + 1)
+		}
+		s.stats.Transfers++
+		s.step(target, fsm.TransferLeadership{To: to})
 	}
-	if op >= opSplit {
+	if op >= opSplit && op <= opHeal {
 		s.stats.Partitions++
 	}
 	r := record{at: s.now, kind: recNemesis, peer: uint64(len(s.nodes)), a: uint64(op), b: s.cutMask()}

@@ -167,10 +167,13 @@ func cloneMsg(m *pb.RaftMessage) *pb.RaftMessage {
 		c.Body = &pb.RaftMessage_RequestVote{RequestVote: &pb.RequestVote{
 			LastLogIndex: rv.GetLastLogIndex(),
 			LastLogTerm:  rv.GetLastLogTerm(),
+			PreVote:      rv.GetPreVote(),
+			Transfer:     rv.GetTransfer(),
 		}}
 	case *pb.RaftMessage_RequestVoteResponse:
 		c.Body = &pb.RaftMessage_RequestVoteResponse{RequestVoteResponse: &pb.RequestVoteResponse{
 			Granted: b.RequestVoteResponse.GetGranted(),
+			PreVote: b.RequestVoteResponse.GetPreVote(),
 		}}
 	case *pb.RaftMessage_AppendEntries:
 		ae := b.AppendEntries
@@ -186,6 +189,7 @@ func cloneMsg(m *pb.RaftMessage) *pb.RaftMessage {
 			PrevLogTerm:  ae.GetPrevLogTerm(),
 			Entries:      ents,
 			LeaderCommit: ae.GetLeaderCommit(),
+			ReadRound:    ae.GetReadRound(),
 		}}
 	case *pb.RaftMessage_AppendEntriesResponse:
 		r := b.AppendEntriesResponse
@@ -196,7 +200,10 @@ func cloneMsg(m *pb.RaftMessage) *pb.RaftMessage {
 			ConflictTerm:  r.GetConflictTerm(),
 			ConflictIndex: r.GetConflictIndex(),
 			LastLogIndex:  r.GetLastLogIndex(),
+			ReadRound:     r.GetReadRound(),
 		}}
+	case *pb.RaftMessage_TimeoutNow:
+		c.Body = &pb.RaftMessage_TimeoutNow{TimeoutNow: &pb.TimeoutNow{}}
 	default:
 		return proto.Clone(m).(*pb.RaftMessage)
 	}

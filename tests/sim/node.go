@@ -41,6 +41,7 @@ type simNode struct {
 	applied       uint64     // last index handed to Apply
 	appliedHash   uint64     // rolling hash of the applied prefix
 	appliedQueued bool       // an evApplied is scheduled
+	reported      uint64     // the last index reported to the fsm by Applied
 	leaderTerm    uint64     // the term it was leader in at its last step, 0 if it was not
 	leaderLast    uint64     // its last index then
 	leaderHash    uint64     // and the rolling hash there
@@ -57,7 +58,7 @@ func (n *simNode) forget() {
 	n.unsynced, n.syncing, n.lastSeq = nil, 0, 0
 	n.timerGen = [2]uint64{}
 	n.status = fsm.Status{}
-	n.commit, n.applied, n.appliedHash, n.appliedQueued = 0, 0, 0, false
+	n.commit, n.applied, n.appliedHash, n.appliedQueued, n.reported = 0, 0, 0, false, 0
 	n.leaderTerm, n.leaderLast, n.leaderHash = 0, 0, 0
 }
 
@@ -118,6 +119,8 @@ func (s *Sim) step(n *simNode, ev fsm.Event) {
 			s.onReply(n, a)
 		case fsm.SetTimer:
 			s.onSetTimer(n, a)
+		case fsm.ReadReady:
+			s.onReadReady(n, a)
 		default:
 			s.fail("fsm-contract", "n%d returned an action of unknown type %T", n.id, a)
 		}
@@ -371,7 +374,8 @@ func (s *Sim) onReply(n *simNode, r fsm.Reply) {
 	}
 	p.settled = true
 	switch {
-	case errors.Is(r.Err, fsm.ErrNotLeader):
+	case errors.Is(r.Err, fsm.ErrNotLeader), errors.Is(r.Err, fsm.ErrTransferring):
+		// Not appended anywhere: send it again, to the hinted node.
 		s.notLeader(p, n, r.Leader)
 	case errors.Is(r.Err, fsm.ErrLeadershipLost):
 		// Outcome unknown: the entry may still commit. The client gives
@@ -388,6 +392,12 @@ func replyCode(err error) uint64 {
 		return 1
 	case errors.Is(err, fsm.ErrLeadershipLost):
 		return 2
+	case errors.Is(err, fsm.ErrTransferring):
+		return 4
+	case errors.Is(err, fsm.ErrReadNotConfirmed):
+		return 5
+	case err == nil:
+		return 0
 	}
 	return 3
 }

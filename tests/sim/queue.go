@@ -21,6 +21,7 @@ const (
 	evHeal                           // the chaos phase ends: every fault is healed
 	evStopClients                    // the clients stop proposing
 	evCheckLiveness                  // poll the liveness condition
+	evRead                           // client read a reaches node `node`
 )
 
 // event is one entry of the simulator's agenda.

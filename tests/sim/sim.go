@@ -144,10 +144,18 @@ type Stats struct {
 	Unknown     uint64 // answered ErrLeadershipLost: outcome unknown
 	Lost        uint64 // sent to a node that was down
 	GaveUp      uint64 // answered ErrNotLeader maxTries times
+	Reads       uint64 // reads issued by clients
+	ReadsOK     uint64 // of which served (ReadReady without error)
+	Transfers   uint64 // leadership transfers the nemesis asked for
 	MaxAcked    uint64 // highest index acknowledged
 	Leaders     int    // terms that had a leader
 	MaxMsgBytes int    // the fsm tuning this seed drew (0: default)
 	MaxInflight int
+	// BaseElections: this seed runs with pre-vote and check-quorum off
+	// (one seed in two), so the base protocol of Raft §5 stays covered, and
+	// with it the frequent elections that drive the cluster into states
+	// such as Figure 8 (pre-vote and check-quorum make them rare).
+	BaseElections bool
 	// Converged is how long after the heal the liveness condition held;
 	// negative when it did not.
 	Converged time.Duration
@@ -211,6 +219,7 @@ type Sim struct {
 	clients   []client
 	clientsOn bool
 	proposals []proposal // proposal ID i is proposals[i-1]
+	reads     []read     // read ID i is reads[i-1]
 
 	// What the invariant checks remember, across nodes and incarnations.
 	leaders   map[uint64]uint64 // term -> the leader seen in it
@@ -265,6 +274,8 @@ func newSim(seed uint64, opts Options) (*Sim, error) {
 		s.stats.MaxInflight = 1 + s.rng.IntN(8)
 	}
 
+	s.stats.BaseElections = s.rng.IntN(2) == 0
+
 	s.maxDown = (n - 1) / 2
 	for i := range n {
 		s.members = append(s.members, uint64(i+1))
@@ -283,6 +294,9 @@ func newSim(seed uint64, opts Options) (*Sim, error) {
 			MaxMsgBytes:       s.stats.MaxMsgBytes,
 			MaxInflight:       s.stats.MaxInflight,
 			Rand:              rand.New(rand.NewPCG(s.rng.Uint64(), s.rng.Uint64())),
+
+			DisablePreVote:     s.stats.BaseElections,
+			DisableCheckQuorum: s.stats.BaseElections,
 		}
 		if opts.Bug != "" {
 			if err := fsm.PlantBug(&cfg, opts.Bug); err != nil {
@@ -352,10 +366,13 @@ func (s *Sim) dispatch(ev *event) {
 	case evApplied:
 		if n := s.nodes[ev.node]; n.up && n.inc == ev.inc {
 			n.appliedQueued = false
+			n.reported = n.applied
 			s.step(n, fsm.Applied{Index: n.applied})
 		}
 	case evPropose:
 		s.proposeArrives(ev)
+	case evRead:
+		s.readArrives(ev)
 	case evClientTick:
 		s.clientTick(ev.node)
 	case evNemesis:

@@ -32,6 +32,10 @@ const (
 	recCrash                          // node crashes
 	recNemesis                        // the nemesis acts
 	recHeal                           // the chaos phase ends
+	recReadReady                      // node answers a read
+	recReadLost                       // a client read reaches a crashed node
+	recReadIn                         // a client read reaches node
+	recTransfer                       // node is asked to transfer leadership
 )
 
 // record is one trace line, unformatted. The meaning of a..f depends on
@@ -88,6 +92,14 @@ const (
 	msgRVR
 	msgAE
 	msgAER
+	msgTN
+)
+
+// Flags of a message record, in bits 16 and up of a (beside the kind and
+// the entry count).
+const (
+	msgPreVote  uint64 = 1 << 40
+	msgTransfer uint64 = 1 << 41
 )
 
 // traceMsg records a message sent or delivered. a holds the message kind
@@ -98,21 +110,33 @@ func (s *Sim) traceMsg(kind recKind, node, peer uint64, fate uint8, m *pb.RaftMe
 	case m.GetRequestVote() != nil:
 		rv := m.GetRequestVote()
 		r.a, r.c, r.d = msgRV, rv.GetLastLogIndex(), rv.GetLastLogTerm()
+		if rv.GetPreVote() {
+			r.a |= msgPreVote
+		}
+		if rv.GetTransfer() {
+			r.a |= msgTransfer
+		}
 	case m.GetRequestVoteResponse() != nil:
 		r.a = msgRVR
 		if m.GetRequestVoteResponse().GetGranted() {
 			r.c = 1
 		}
+		if m.GetRequestVoteResponse().GetPreVote() {
+			r.a |= msgPreVote
+		}
+	case m.GetTimeoutNow() != nil:
+		r.a = msgTN
 	case m.GetAppendEntries() != nil:
 		ae := m.GetAppendEntries()
 		r.a = msgAE | uint64(len(ae.GetEntries()))<<8
+		r.a |= ae.GetReadRound() << 44
 		r.c, r.d, r.e = ae.GetPrevLogIndex(), ae.GetPrevLogTerm(), ae.GetLeaderCommit()
 		if ents := ae.GetEntries(); len(ents) > 0 {
 			r.f = ents[len(ents)-1].GetTerm()
 		}
 	case m.GetAppendEntriesResponse() != nil:
 		ar := m.GetAppendEntriesResponse()
-		r.a = msgAER
+		r.a = msgAER | ar.GetReadRound()<<44
 		if ar.GetSuccess() {
 			r.c, r.d = 1, ar.GetMatchIndex()
 		} else {
@@ -139,6 +163,12 @@ func (s *Sim) traceEvent(n *simNode, ev fsm.Event) {
 		s.trace.add(r)
 	case fsm.Applied:
 		s.trace.add(record{at: s.now, kind: recAppliedIn, node: n.id, a: e.Index})
+	case fsm.ReadIndex:
+		for _, id := range e.IDs {
+			s.trace.add(record{at: s.now, kind: recReadIn, node: n.id, a: id})
+		}
+	case fsm.TransferLeadership:
+		s.trace.add(record{at: s.now, kind: recTransfer, node: n.id, a: e.To})
 	}
 	// Start is recorded by start, with what the disk held.
 }
@@ -189,8 +219,20 @@ func (r *record) format() string {
 		return b.String()
 	case recApply:
 		return fmt.Sprintf("%s n%d apply %d..%d (%d acks)", t, r.node, r.a, r.b, r.c)
+	case recReadReady:
+		if r.c == 0 {
+			return fmt.Sprintf("%s n%d read %d ready at index %d", t, r.node, r.a, r.b)
+		}
+		err := [...]string{1: "not leader", 2: "leadership lost", 3: "unknown error", 4: "transferring", 5: "read not confirmed"}[min(r.c, 5)]
+		return fmt.Sprintf("%s n%d read %d failed: %s (leader hint %s)", t, r.node, r.a, err, nodeName(r.d))
+	case recReadIn:
+		return fmt.Sprintf("%s n%d <- client read %d", t, r.node, r.a)
+	case recTransfer:
+		return fmt.Sprintf("%s n%d <- transfer leadership to %s", t, r.node, nodeName(r.a))
+	case recReadLost:
+		return fmt.Sprintf("%s n%d <- client read %d [lost: n%d is down]", t, r.node, r.a, r.node)
 	case recReply:
-		err := [...]string{1: "not leader", 2: "leadership lost", 3: "unknown error"}[min(r.b, 3)]
+		err := [...]string{1: "not leader", 2: "leadership lost", 3: "unknown error", 4: "transferring", 5: "read not confirmed"}[min(r.b, 5)]
 		return fmt.Sprintf("%s n%d reply proposal %d: %s (leader hint %s)", t, r.node, r.a, err, nodeName(r.c))
 	case recStatus:
 		return fmt.Sprintf("%s n%d is %s: term %d vote %s leader %s last %d commit %d", t, r.node, fsm.Role(r.a), r.b, nodeName(r.f), nodeName(r.c), r.d, r.e)
@@ -210,26 +252,40 @@ func (r *record) format() string {
 }
 
 func (r *record) msgString() string {
+	pre := ""
+	if r.a&msgPreVote != 0 {
+		pre = "Pre"
+	}
+	round := ""
+	if rr := r.a >> 44; rr != 0 {
+		round = fmt.Sprintf(" read-round %d", rr)
+	}
 	switch r.a & 0xff {
 	case msgRV:
-		return fmt.Sprintf("RequestVote t%d last %d/t%d", r.b, r.c, r.d)
+		s := fmt.Sprintf("%sRequestVote t%d last %d/t%d", pre, r.b, r.c, r.d)
+		if r.a&msgTransfer != 0 {
+			s += " (transfer)"
+		}
+		return s
 	case msgRVR:
 		if r.c == 1 {
-			return fmt.Sprintf("VoteGranted t%d", r.b)
+			return fmt.Sprintf("%sVoteGranted t%d", pre, r.b)
 		}
-		return fmt.Sprintf("VoteDenied t%d", r.b)
+		return fmt.Sprintf("%sVoteDenied t%d", pre, r.b)
+	case msgTN:
+		return fmt.Sprintf("TimeoutNow t%d", r.b)
 	case msgAE:
-		n := r.a >> 8
+		n := (r.a >> 8) & 0xffffffff
 		s := fmt.Sprintf("AppendEntries t%d prev %d/t%d commit %d", r.b, r.c, r.d, r.e)
 		if n > 0 {
 			s += fmt.Sprintf(" entries %d..%d (last term %d)", r.c+1, r.c+n, r.f)
 		}
-		return s
+		return s + round
 	case msgAER:
 		if r.c == 1 {
-			return fmt.Sprintf("AppendOK t%d match %d", r.b, r.d)
+			return fmt.Sprintf("AppendOK t%d match %d%s", r.b, r.d, round)
 		}
-		return fmt.Sprintf("AppendReject t%d at %d conflict t%d from %d", r.b, r.d, r.e, r.f)
+		return fmt.Sprintf("AppendReject t%d at %d conflict t%d from %d%s", r.b, r.d, r.e, r.f, round)
 	}
 	return "message?"
 }
@@ -292,6 +348,8 @@ func msgName(m *pb.RaftMessage) string {
 		return "AppendEntries"
 	case *pb.RaftMessage_AppendEntriesResponse:
 		return "AppendEntriesResponse"
+	case *pb.RaftMessage_TimeoutNow:
+		return "TimeoutNow"
 	}
 	return fmt.Sprintf("%T", m.Body)
 }

@@ -1,0 +1,91 @@
+package fsm
+
+import (
+	"slices"
+)
+
+// readIndex registers linearizable reads (thesis §6.4). The leader takes
+// its commit index as the read index once its term's no-op has committed
+// (step 1), starts a new read round and sends every follower an empty
+// AppendEntries carrying it (step 2); when a quorum has echoed the round,
+// it was still leader after the reads arrived, and the reads are served as
+// soon as the state machine has applied the read index (steps 3 and 4,
+// see serveReads). One round serves every read of the event.
+func (n *Node) readIndex(ids []uint64) {
+	if len(ids) == 0 {
+		return
+	}
+	if n.role != Leader {
+		for _, id := range ids {
+			n.acts = append(n.acts, ReadReady{ID: id, Err: ErrNotLeader, Leader: n.leader})
+		}
+		return
+	}
+	n.readRound++
+	for _, id := range ids {
+		r := pendingRead{id: id, round: n.readRound}
+		if n.noopCommitted() || n.bug(bugReadBeforeNoop) {
+			r.index, r.set = n.commit, true
+		}
+		n.reads = append(n.reads, r)
+	}
+	for _, p := range n.peers {
+		// An empty AppendEntries at the known match point cannot be
+		// rejected by a live follower of this term.
+		n.sendEntries(p, n.progress[p].match, nil)
+	}
+}
+
+// noopCommitted reports whether the leader has committed an entry of its
+// own term (its no-op), so that its commit index is at least that of every
+// earlier leader (thesis §6.4 step 1, Raft §8).
+func (n *Node) noopCommitted() bool {
+	return n.log.term(n.commit) == n.term
+}
+
+// serveReads answers the reads that are ready, in arrival order.
+func (n *Node) serveReads() {
+	if n.role != Leader || len(n.reads) == 0 {
+		return
+	}
+	// The highest read round a quorum, this node included, has confirmed.
+	acks := make([]uint64, 0, len(n.cfg.Members))
+	acks = append(acks, n.readRound)
+	for _, p := range n.peers {
+		acks = append(acks, n.progress[p].readAck)
+	}
+	slices.SortFunc(acks, func(a, b uint64) int {
+		switch {
+		case a > b:
+			return -1
+		case a < b:
+			return 1
+		}
+		return 0
+	})
+	confirmed := acks[n.quorum()-1]
+	noop := n.noopCommitted()
+	k := 0
+	for ; k < len(n.reads); k++ {
+		r := &n.reads[k]
+		if !r.set && noop {
+			// thesis §6.4 step 1: the read index is the commit index once
+			// the no-op has committed; a later index is also safe.
+			r.index, r.set = n.commit, true
+		}
+		if !r.set || (r.round > confirmed && !n.bug(bugReadWithoutQuorum)) || n.stateAt < r.index {
+			break
+		}
+		n.acts = append(n.acts, ReadReady{ID: r.id, Index: r.index})
+	}
+	n.reads = n.reads[k:]
+}
+
+// abandonReads fails every waiting read when leadership is lost: it could
+// not be confirmed.
+func (n *Node) abandonReads() {
+	for _, r := range n.reads {
+		n.acts = append(n.acts, ReadReady{ID: r.id, Err: ErrReadNotConfirmed})
+	}
+	n.reads = nil
+}

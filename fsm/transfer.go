@@ -1,0 +1,75 @@
+package fsm
+
+import (
+	pb "github.com/ketch-raft/ketch/messages"
+)
+
+// The leader's election timer: check-quorum (thesis §6.2) and the
+// leadership transfer's time limit (thesis §3.10).
+
+// leaderTick runs when the leader's election timer fires, every election
+// timeout while check-quorum is on or a transfer runs.
+func (n *Node) leaderTick() {
+	if n.checkQuorum() {
+		// thesis §6.2: a leader that has not heard from a majority, itself
+		// included, within an election timeout steps down, so clients
+		// find the real leader and its reads fail instead of hanging.
+		active := 1
+		for _, p := range n.peers {
+			if pr := n.progress[p]; pr.active {
+				active++
+				pr.active = false
+			}
+		}
+		if active < n.quorum() {
+			n.becomeFollower(n.term, 0)
+			return
+		}
+	}
+	if n.transferee != 0 {
+		// thesis §3.10: a transfer that has not finished within an
+		// election timeout is abandoned, and proposals are accepted again.
+		n.transferTicks++
+		if n.transferTicks >= 2 {
+			n.transferee, n.transferTicks = 0, 0
+		}
+	}
+	if n.checkQuorum() || n.transferee != 0 {
+		n.setTimer(ElectionTimer, n.cfg.ElectionTimeout)
+	}
+}
+
+// transferLeadership starts a leadership transfer (thesis §3.10).
+func (n *Node) transferLeadership(to uint64) {
+	if n.role != Leader {
+		return
+	}
+	if to == 0 {
+		// The most up-to-date voter, the lowest id among equals.
+		var best uint64
+		for _, p := range n.peers {
+			if best == 0 || n.progress[p].match > n.progress[best].match {
+				best = p
+			}
+		}
+		to = best
+	}
+	pr := n.progress[to]
+	if pr == nil || to == n.transferee {
+		return
+	}
+	n.transferee = to
+	if n.checkQuorum() {
+		// The election timer already ticks every election timeout; the
+		// transfer ends at the second tick, after (ET, 2*ET].
+		n.transferTicks = 0
+	} else {
+		n.transferTicks = 1
+		n.setTimer(ElectionTimer, n.cfg.ElectionTimeout)
+	}
+	if pr.match == n.log.lastIndex() {
+		n.send(to, &pb.TimeoutNow{}, false)
+		return
+	}
+	n.sendAppend(to)
+}
