@@ -999,6 +999,130 @@ func (x *CrashResponse) GetError() string {
 	return ""
 }
 
+// TransferRequest asks a node to hand leadership to member `to` (0: the
+// most up-to-date voter), Raft thesis §3.10. Only the leader can; others
+// answer with an error naming the leader.
+type TransferRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId     string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	To            uint64                 `protobuf:"varint,2,opt,name=to,proto3" json:"to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferRequest) Reset() {
+	*x = TransferRequest{}
+	mi := &file_node_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferRequest) ProtoMessage() {}
+
+func (x *TransferRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferRequest.ProtoReflect.Descriptor instead.
+func (*TransferRequest) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *TransferRequest) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *TransferRequest) GetTo() uint64 {
+	if x != nil {
+		return x.To
+	}
+	return 0
+}
+
+type TransferResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ok    bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
+	Error string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	// The leader this node believes in, when it is not the leader.
+	LeaderId      uint64 `protobuf:"varint,3,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	LeaderAddress string `protobuf:"bytes,4,opt,name=leader_address,json=leaderAddress,proto3" json:"leader_address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TransferResponse) Reset() {
+	*x = TransferResponse{}
+	mi := &file_node_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransferResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransferResponse) ProtoMessage() {}
+
+func (x *TransferResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransferResponse.ProtoReflect.Descriptor instead.
+func (*TransferResponse) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *TransferResponse) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *TransferResponse) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *TransferResponse) GetLeaderId() uint64 {
+	if x != nil {
+		return x.LeaderId
+	}
+	return 0
+}
+
+func (x *TransferResponse) GetLeaderAddress() string {
+	if x != nil {
+		return x.LeaderAddress
+	}
+	return ""
+}
+
 var File_node_proto protoreflect.FileDescriptor
 
 const file_node_proto_rawDesc = "" +
@@ -1075,7 +1199,16 @@ const file_node_proto_rawDesc = "" +
 	"\x05actor\x18\x02 \x01(\tR\x05actor\"5\n" +
 	"\rCrashResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error*\xb6\x01\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"@\n" +
+	"\x0fTransferRequest\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\x04R\x02to\"|\n" +
+	"\x10TransferResponse\x12\x0e\n" +
+	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\x12\x1b\n" +
+	"\tleader_id\x18\x03 \x01(\x04R\bleaderId\x12%\n" +
+	"\x0eleader_address\x18\x04 \x01(\tR\rleaderAddress*\xb6\x01\n" +
 	"\fClientStatus\x12\x1d\n" +
 	"\x19CLIENT_STATUS_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10CLIENT_STATUS_OK\x10\x01\x12\x1c\n" +
@@ -1097,23 +1230,25 @@ func file_node_proto_rawDescGZIP() []byte {
 }
 
 var file_node_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_node_proto_goTypes = []any{
-	(ClientStatus)(0),      // 0: ketch.v1.ClientStatus
-	(*ClientRequest)(nil),  // 1: ketch.v1.ClientRequest
-	(*KVCommand)(nil),      // 2: ketch.v1.KVCommand
-	(*Put)(nil),            // 3: ketch.v1.Put
-	(*Get)(nil),            // 4: ketch.v1.Get
-	(*Delete)(nil),         // 5: ketch.v1.Delete
-	(*CompareAndSwap)(nil), // 6: ketch.v1.CompareAndSwap
-	(*ClientResponse)(nil), // 7: ketch.v1.ClientResponse
-	(*KVEntry)(nil),        // 8: ketch.v1.KVEntry
-	(*StatusRequest)(nil),  // 9: ketch.v1.StatusRequest
-	(*NodeStatus)(nil),     // 10: ketch.v1.NodeStatus
-	(*ChildStatus)(nil),    // 11: ketch.v1.ChildStatus
-	(*CrashRequest)(nil),   // 12: ketch.v1.CrashRequest
-	(*CrashResponse)(nil),  // 13: ketch.v1.CrashResponse
-	nil,                    // 14: ketch.v1.NodeStatus.ChildrenEntry
+	(ClientStatus)(0),        // 0: ketch.v1.ClientStatus
+	(*ClientRequest)(nil),    // 1: ketch.v1.ClientRequest
+	(*KVCommand)(nil),        // 2: ketch.v1.KVCommand
+	(*Put)(nil),              // 3: ketch.v1.Put
+	(*Get)(nil),              // 4: ketch.v1.Get
+	(*Delete)(nil),           // 5: ketch.v1.Delete
+	(*CompareAndSwap)(nil),   // 6: ketch.v1.CompareAndSwap
+	(*ClientResponse)(nil),   // 7: ketch.v1.ClientResponse
+	(*KVEntry)(nil),          // 8: ketch.v1.KVEntry
+	(*StatusRequest)(nil),    // 9: ketch.v1.StatusRequest
+	(*NodeStatus)(nil),       // 10: ketch.v1.NodeStatus
+	(*ChildStatus)(nil),      // 11: ketch.v1.ChildStatus
+	(*CrashRequest)(nil),     // 12: ketch.v1.CrashRequest
+	(*CrashResponse)(nil),    // 13: ketch.v1.CrashResponse
+	(*TransferRequest)(nil),  // 14: ketch.v1.TransferRequest
+	(*TransferResponse)(nil), // 15: ketch.v1.TransferResponse
+	nil,                      // 16: ketch.v1.NodeStatus.ChildrenEntry
 }
 var file_node_proto_depIdxs = []int32{
 	2,  // 0: ketch.v1.ClientRequest.command:type_name -> ketch.v1.KVCommand
@@ -1123,7 +1258,7 @@ var file_node_proto_depIdxs = []int32{
 	6,  // 4: ketch.v1.KVCommand.cas:type_name -> ketch.v1.CompareAndSwap
 	0,  // 5: ketch.v1.ClientResponse.status:type_name -> ketch.v1.ClientStatus
 	2,  // 6: ketch.v1.KVEntry.command:type_name -> ketch.v1.KVCommand
-	14, // 7: ketch.v1.NodeStatus.children:type_name -> ketch.v1.NodeStatus.ChildrenEntry
+	16, // 7: ketch.v1.NodeStatus.children:type_name -> ketch.v1.NodeStatus.ChildrenEntry
 	11, // 8: ketch.v1.NodeStatus.ChildrenEntry.value:type_name -> ketch.v1.ChildStatus
 	9,  // [9:9] is the sub-list for method output_type
 	9,  // [9:9] is the sub-list for method input_type
@@ -1149,7 +1284,7 @@ func file_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_node_proto_rawDesc), len(file_node_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -389,7 +389,7 @@ func (c *Client) ask(ctx context.Context, addr string, req any) (any, error) {
 	ch := make(chan any, 1)
 	pid := c.system.Root.Spawn(actor.PropsFromFunc(func(actx actor.Context) {
 		switch m := actx.Message().(type) {
-		case *pb.NodeStatus, *pb.CrashResponse:
+		case *pb.NodeStatus, *pb.CrashResponse, *pb.TransferResponse:
 			select {
 			case ch <- m:
 			default:
@@ -404,4 +404,72 @@ func (c *Client) ask(ctx context.Context, addr string, req any) (any, error) {
 	case <-ctx.Done():
 		return nil, fmt.Errorf("node %s: %w (%v)", addr, ErrTimeout, context.Cause(ctx))
 	}
+}
+
+// ErrTransferFailed: leadership did not move to another node in time.
+var ErrTransferFailed = errors.New("leadership transfer did not complete")
+
+// Transfer asks the leader to hand leadership to node to (0: the most
+// up-to-date voter, Raft thesis §3.10) and waits until another node leads.
+// It returns the old and the new leader's ids.
+func (c *Client) Transfer(ctx context.Context, to uint64) (from, now uint64, err error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.Timeout)
+		defer cancel()
+	}
+	leader, addr, term, err := c.findLeader(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	r, err := c.ask(ctx, addr, &pb.TransferRequest{ClusterId: c.cfg.ClusterID, To: to})
+	if err != nil {
+		return leader, 0, err
+	}
+	if tr, ok := r.(*pb.TransferResponse); !ok || !tr.Ok {
+		if ok {
+			return leader, 0, fmt.Errorf("%w: %s", ErrTransferFailed, tr.Error)
+		}
+		return leader, 0, fmt.Errorf("node %s answered %T to a transfer request", addr, r)
+	}
+	for {
+		if id, _, t, err := c.findLeader(ctx); err == nil && id != leader && t > term && (to == 0 || id == to) {
+			return leader, id, nil
+		}
+		select {
+		case <-ctx.Done():
+			return leader, 0, fmt.Errorf("%w: node %d still leads (%v)", ErrTransferFailed, leader, context.Cause(ctx))
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// findLeader asks every node for its status and returns the leader of the
+// highest term seen.
+func (c *Client) findLeader(ctx context.Context) (id uint64, addr string, term uint64, err error) {
+	type answer struct {
+		st   *pb.NodeStatus
+		addr string
+	}
+	ch := make(chan answer, len(c.cfg.Cluster))
+	for _, a := range c.cfg.Cluster {
+		go func() {
+			actx, cancel := context.WithTimeout(ctx, c.cfg.AttemptTimeout)
+			defer cancel()
+			st, err := c.Status(actx, a)
+			if err != nil {
+				st = nil
+			}
+			ch <- answer{st, a}
+		}()
+	}
+	for range c.cfg.Cluster {
+		if a := <-ch; a.st != nil && a.st.Role == "leader" && a.st.Term >= term {
+			id, addr, term = a.st.Id, a.addr, a.st.Term
+		}
+	}
+	if id == 0 {
+		return 0, "", 0, errors.New("no node reports itself leader; is a majority up?")
+	}
+	return id, addr, term, nil
 }

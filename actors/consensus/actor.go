@@ -60,11 +60,17 @@ type timeout struct {
 	gen   uint64
 }
 
-// waiter is a client whose proposal the fsm is deciding.
+// waiter is a client whose proposal or read the fsm is deciding.
 type waiter struct {
 	replyTo          *actor.PID
 	clientID, seqNum uint64
+	read             *pb.KVCommand // the read-only command, for reads
 }
+
+// flushReads is sent to self when the first read of a batch arrives; by the
+// time it is handled, every read queued before it is in the batch, and one
+// heartbeat round confirms them all (thesis §6.4).
+type flushReads struct{}
 
 // Props returns the props of an fsm actor.
 func Props(cfg Config) *actor.Props {
@@ -94,6 +100,8 @@ type fsmActor struct {
 	timers  [2]*time.Timer
 	waiters map[uint64]waiter
 	nextID  uint64
+
+	reads []uint64 // reads waiting for the next flushReads
 
 	rejected uint64 // peer messages refused at the boundary
 	lastWarn time.Time
@@ -146,6 +154,14 @@ func (a *fsmActor) Receive(ctx actor.Context) {
 		a.peerMessage(ctx, m)
 	case *pb.ClientRequest:
 		a.clientRequest(ctx, m)
+	case *flushReads:
+		if a.node != nil && len(a.reads) > 0 {
+			ids := a.reads
+			a.reads = nil
+			a.step(ctx, fsm.ReadIndex{IDs: ids})
+		}
+	case *pb.TransferRequest:
+		a.transfer(ctx, m)
 	case *Crash:
 		panic(fmt.Sprintf("crash requested: %s", m.Reason))
 	}
@@ -203,6 +219,16 @@ func (a *fsmActor) clientRequest(ctx actor.Context, r *pb.ClientRequest) {
 			Status: pb.ClientStatus_CLIENT_STATUS_UNAVAILABLE, Error: "the node is starting; retry shortly"})
 		return
 	}
+	if r.Command.GetGet() != nil {
+		// Reads do not go through the log: ReadIndex (thesis §6.4).
+		a.nextID++
+		a.waiters[a.nextID] = waiter{replyTo: ctx.Sender(), clientID: r.ClientId, seqNum: r.Sequence, read: r.Command}
+		if len(a.reads) == 0 {
+			ctx.Send(ctx.Self(), &flushReads{})
+		}
+		a.reads = append(a.reads, a.nextID)
+		return
+	}
 	data, err := proto.Marshal(&pb.KVEntry{ClientId: r.ClientId, Sequence: r.Sequence, Command: r.Command})
 	if err != nil {
 		a.answer(ctx, ctx.Sender(), &pb.ClientResponse{ClientId: r.ClientId, Sequence: r.Sequence,
@@ -226,6 +252,8 @@ func (a *fsmActor) step(ctx actor.Context, ev fsm.Event) {
 			a.apply(ctx, x)
 		case fsm.Reply:
 			a.reply(ctx, x)
+		case fsm.ReadReady:
+			a.readReady(ctx, x)
 		case fsm.SetTimer:
 			a.setTimer(ctx, x)
 		}
@@ -272,6 +300,47 @@ func (a *fsmActor) reply(ctx actor.Context, x fsm.Reply) {
 		resp.Error = x.Err.Error()
 	}
 	a.answer(ctx, w.replyTo, resp)
+}
+
+// readReady hands a confirmed read to the state actor, which has applied
+// at least its index, or tells the client why it was not served.
+func (a *fsmActor) readReady(ctx actor.Context, x fsm.ReadReady) {
+	w, ok := a.waiters[x.ID]
+	if !ok {
+		return
+	}
+	delete(a.waiters, x.ID)
+	switch x.Err {
+	case nil:
+		ctx.Send(a.cfg.State, &state.ReadRequest{Index: x.Index, Command: w.read, ReplyTo: w.replyTo, ClientID: w.clientID, SeqNum: w.seqNum})
+	case fsm.ErrNotLeader:
+		a.answer(ctx, w.replyTo, &pb.ClientResponse{ClientId: w.clientID, Sequence: w.seqNum,
+			Status: pb.ClientStatus_CLIENT_STATUS_NOT_LEADER, LeaderId: x.Leader, LeaderAddress: a.cfg.Peers[x.Leader]})
+	default: // not confirmed: nothing was read, so the client may retry
+		a.answer(ctx, w.replyTo, &pb.ClientResponse{ClientId: w.clientID, Sequence: w.seqNum,
+			Status: pb.ClientStatus_CLIENT_STATUS_UNAVAILABLE, Error: x.Err.Error()})
+	}
+}
+
+// transfer starts a leadership transfer (thesis §3.10) if this node leads.
+func (a *fsmActor) transfer(ctx actor.Context, m *pb.TransferRequest) {
+	resp := &pb.TransferResponse{}
+	switch {
+	case a.node == nil:
+		resp.Error = "the node is starting; retry shortly"
+	case a.node.Status().Role != fsm.Leader:
+		st := a.node.Status()
+		resp.Error = fmt.Sprintf("node %d is not the leader; ask the leader (node %d)", a.cfg.Raft.ID, st.Leader)
+		resp.LeaderId, resp.LeaderAddress = st.Leader, a.cfg.Peers[st.Leader]
+	case m.To == a.cfg.Raft.ID || m.To != 0 && a.cfg.Peers[m.To] == "":
+		resp.Error = fmt.Sprintf("node %d is not another member of the cluster", m.To)
+	default:
+		a.step(ctx, fsm.TransferLeadership{To: m.To})
+		resp.Ok = true
+	}
+	if ctx.Sender() != nil {
+		ctx.Send(ctx.Sender(), resp)
+	}
 }
 
 func (a *fsmActor) answer(ctx actor.Context, to *actor.PID, resp *pb.ClientResponse) {

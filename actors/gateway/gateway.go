@@ -76,6 +76,12 @@ func (g *gatewayActor) Receive(ctx actor.Context) {
 		g.respond(ctx, st)
 	case *pb.CrashRequest:
 		g.respond(ctx, g.crash(m))
+	case *pb.TransferRequest:
+		if m.ClusterId != g.cfg.ClusterID {
+			g.respond(ctx, &pb.TransferResponse{Error: g.wrongCluster(m.ClusterId)})
+			return
+		}
+		ctx.RequestWithCustomSender(g.cfg.FSM, m, ctx.Sender())
 	}
 }
 

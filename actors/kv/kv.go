@@ -96,6 +96,18 @@ func (s *Store) Apply(e *pb.Entry) *pb.ClientResponse {
 	return resp
 }
 
+// Read answers a read-only command (a Get) from the current state, without
+// the log: the caller must have made sure, by ReadIndex (thesis §6.4), that
+// the state is recent enough. Other commands are refused.
+func (s *Store) Read(c *pb.KVCommand) *pb.ClientResponse {
+	get := c.GetGet()
+	if get == nil {
+		return &pb.ClientResponse{Status: pb.ClientStatus_CLIENT_STATUS_INVALID, Error: "kv: only get can be served as a read"}
+	}
+	v, ok := s.data[get.Key]
+	return &pb.ClientResponse{Status: pb.ClientStatus_CLIENT_STATUS_OK, Found: ok, Value: v, Index: s.applied}
+}
+
 func (s *Store) execute(c *pb.KVCommand) *pb.ClientResponse {
 	ok := &pb.ClientResponse{Status: pb.ClientStatus_CLIENT_STATUS_OK}
 	switch op := c.GetOp().(type) {

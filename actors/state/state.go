@@ -29,6 +29,20 @@ type StateMachine interface {
 	Apply(e *pb.Entry) *pb.ClientResponse
 	// Applied is the index of the last entry applied.
 	Applied() uint64
+	// Read answers a read-only command from the current state.
+	Read(cmd *pb.KVCommand) *pb.ClientResponse
+}
+
+// ReadRequest asks for a linearizable read, already confirmed by ReadIndex
+// (thesis §6.4): the state machine answers ReplyTo once it has applied
+// Index. The fsm sends it only after the state reported Applied >= Index,
+// so it is answered at once; a state restarted since then (behind Index)
+// answers UNAVAILABLE and the client retries.
+type ReadRequest struct {
+	Index            uint64
+	Command          *pb.KVCommand
+	ReplyTo          *actor.PID
+	ClientID, SeqNum uint64
 }
 
 // ApplyRequest hands committed entries, in index order, to the state actor.
@@ -90,6 +104,17 @@ func (a *stateActor) Receive(ctx actor.Context) {
 		a.apply(ctx, m)
 		if ctx.Sender() != nil {
 			ctx.Send(ctx.Sender(), &AppliedInfo{Index: a.sm.Applied()})
+		}
+	case *ReadRequest:
+		var resp *pb.ClientResponse
+		if a.sm.Applied() < m.Index {
+			resp = &pb.ClientResponse{Status: pb.ClientStatus_CLIENT_STATUS_UNAVAILABLE, Error: "the state machine is catching up after a restart; retry"}
+		} else {
+			resp = a.sm.Read(m.Command)
+		}
+		resp.ClientId, resp.Sequence = m.ClientID, m.SeqNum
+		if m.ReplyTo != nil {
+			ctx.Send(m.ReplyTo, resp)
 		}
 	case *AppliedQuery:
 		if ctx.Sender() != nil {

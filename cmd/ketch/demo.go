@@ -20,11 +20,12 @@ import (
 
 const demoHelp = `commands:
   put KEY VALUE        write through the leader
-  get KEY              linearizable read (through the log)
+  get KEY              linearizable read (ReadIndex: no log write)
   delete KEY
   cas KEY OLD NEW      compare-and-swap ("-" as OLD means "must not exist")
   status               every node's role, term, indexes and children
   crash ID ACTOR       make node ID's ACTOR (store|state|fsm|sender) panic
+  transfer [ID]        hand leadership to node ID (default: the most up-to-date)
   stop ID              stop node ID (as if its machine died)
   start ID             start node ID again from its data dir
   help, quit
@@ -254,6 +255,22 @@ func (d *demo) do(f []string) error {
 			return err
 		}
 		fmt.Fprintf(d.out, "node %d: %s crashed; its supervisor restarts it (see status)\n", id, f[2])
+	case "transfer":
+		var to uint64
+		if len(f) == 2 {
+			id, err := nodeID(f[1])
+			if err != nil {
+				return err
+			}
+			to = id
+		} else if len(f) > 2 {
+			return fmt.Errorf("transfer takes at most one argument; try help")
+		}
+		from, now, err := d.cl.Transfer(ctx, to)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(d.out, "leadership moved from node %d to node %d\n", from, now)
 	case "stop":
 		if err := need(1); err != nil {
 			return err

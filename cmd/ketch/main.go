@@ -8,6 +8,7 @@
 //	ketch cas    --cluster HOST:PORT,... KEY OLD NEW
 //	ketch status --cluster HOST:PORT,... [--json]
 //	ketch crash  --cluster HOST:PORT,... --node ID --actor store|state|fsm|sender
+//	ketch transfer --cluster HOST:PORT,... [--to ID]
 //
 // Exit codes: 0 success; 1 a negative answer (get: not found; cas: the
 // current value differed); 2 any other failure, with a one-line reason on
@@ -54,6 +55,7 @@ usage:
   ketch cas    --cluster HOST:PORT,... KEY OLD NEW
   ketch status --cluster HOST:PORT,... [--json]
   ketch crash  --cluster HOST:PORT,... --node ID --actor store|state|fsm|sender
+  ketch transfer --cluster HOST:PORT,... [--to ID]
 
 Run 'ketch COMMAND -h' for a command's flags.
 `
@@ -79,6 +81,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdStatus(rest, stdout, stderr)
 	case "crash":
 		return cmdCrash(rest, stdout, stderr)
+	case "transfer":
+		return cmdTransfer(rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
@@ -404,4 +408,30 @@ func cmdCrash(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	return fail(stderr, "crash: no node with id %d answered among %v", *id, addrs)
+}
+
+func cmdTransfer(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("transfer", stderr)
+	cf := addClientFlags(fs)
+	to := fs.Uint64("to", 0, "the node to hand leadership to (default: the most up-to-date one)")
+	*cf.timeout = 5 * time.Second
+	if err := fs.Parse(args); err != nil {
+		return exitFailure
+	}
+	if fs.NArg() > 0 {
+		return fail(stderr, "transfer: unexpected arguments %v", fs.Args())
+	}
+	cl, _, err := cf.open(stderr)
+	if err != nil {
+		return fail(stderr, "%v", err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), *cf.timeout)
+	defer cancel()
+	from, now, err := cl.Transfer(ctx, *to)
+	if err != nil {
+		return fail(stderr, "transfer: %v", err)
+	}
+	fmt.Fprintf(stdout, "leadership moved from node %d to node %d\n", from, now)
+	return exitOK
 }
