@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 	"time"
 
@@ -53,7 +54,9 @@ type Config struct {
 	// ClusterID must match the nodes' --cluster-id. Default "ketch".
 	ClusterID string
 	// ListenHost is where the client's own actor system listens for
-	// answers. Default 127.0.0.1.
+	// answers; the nodes must be able to reach it. Default: the local
+	// address this machine uses to reach the first cluster address
+	// (127.0.0.1 for a cluster on loopback).
 	ListenHost string
 	// AttemptTimeout bounds one attempt at one node; when it passes, the
 	// client tries the next node with the same sequence number. It bounds
@@ -76,7 +79,7 @@ func (c *Config) validate() error {
 		c.ClusterID = DefaultClusterID
 	}
 	if c.ListenHost == "" {
-		c.ListenHost = "127.0.0.1"
+		c.ListenHost = listenHostFor(c.Cluster[0])
 	}
 	if c.AttemptTimeout == 0 {
 		c.AttemptTimeout = 300 * time.Millisecond
@@ -88,6 +91,22 @@ func (c *Config) validate() error {
 		c.Logger = slog.Default()
 	}
 	return nil
+}
+
+// listenHostFor returns the local address that routes to addr, so that a
+// node there can answer: a UDP "connection" picks the route without
+// sending anything. It falls back to 127.0.0.1.
+func listenHostFor(addr string) string {
+	conn, err := net.Dial("udp", addr)
+	if err != nil {
+		return "127.0.0.1"
+	}
+	defer conn.Close()
+	host, _, err := net.SplitHostPort(conn.LocalAddr().String())
+	if err != nil {
+		return "127.0.0.1"
+	}
+	return host
 }
 
 // Client talks to one ketch cluster.
