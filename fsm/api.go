@@ -24,8 +24,10 @@ var (
 	// appended; Reply.Leader names the transfer's target. Retry shortly.
 	ErrTransferring = errors.New("leadership transfer in progress; retry shortly")
 	// ErrReadNotConfirmed: a ReadIndex read could not be confirmed before
-	// this node lost leadership (or stopped hearing from a quorum). Nothing
-	// was read; the read may be retried anywhere.
+	// this node lost leadership (or stopped hearing from a quorum), or, for
+	// a read a follower forwarded (Config.FollowerReads), the leader it
+	// asked refused or did not answer in time, or the follower stopped
+	// following it. Nothing was read; the read may be retried anywhere.
 	ErrReadNotConfirmed = errors.New("leadership lost before the read was confirmed; retry")
 )
 
@@ -127,6 +129,41 @@ type Config struct {
 	// thesis §4.2.3, §6.2), except from a candidate a leadership transfer
 	// started.
 	DisableCheckQuorum bool
+	// FollowerReads lets a follower that knows its leader serve ReadIndex
+	// reads itself (thesis §6.4, last paragraph): it asks the leader for a
+	// read index with a ReadIndexRequest message and answers ReadReady once
+	// its own state machine has applied that index. Reads the leader does
+	// not confirm fail with ErrReadNotConfirmed when this node stops
+	// following that leader, and within two election timeouts at the latest
+	// (the HeartbeatTimer, unused on followers otherwise, bounds the wait).
+	// Off by default until every driver's message validation accepts the
+	// ReadIndexRequest and ReadIndexResponse bodies; off, a follower answers
+	// reads with ErrNotLeader and a leader hint.
+	FollowerReads bool
+	// LeaseReads lets the leader serve ReadIndex reads without a heartbeat
+	// round while it holds a lease (thesis §6.4.1). Off by default; it
+	// requires check-quorum (Validate refuses DisableCheckQuorum) and time
+	// from the driver: a monotonic clock reading in Timeout.Now (every
+	// HeartbeatTimer firing) and ReadIndex.Now. Without time, reads take the
+	// ReadIndex path. The lease lasts ElectionTimeout / (1 + MaxClockDrift)
+	// on the leader's clock from the sending of the latest heartbeat a
+	// quorum acknowledged, and holds only if no node's clock runs more than
+	// MaxClockDrift faster than another's over an election timeout, and
+	// timers fire no earlier than asked. With it on, a node grants no vote
+	// until its first election timeout after it starts.
+	//
+	// A driver reads its monotonic clock just before it calls Step, for
+	// every Timeout and ReadIndex (e.g. time.Since(start) + 1, never 0).
+	// Timeout.Now may be earlier than the Step (the lease then starts
+	// earlier than the heartbeat's sending, which is safe), but ReadIndex.Now
+	// must not be: a time taken when the read arrived in the mailbox could
+	// let a leader deposed since serve it under an expired lease.
+	LeaseReads bool
+	// MaxClockDrift bounds the relative clock rates of any two nodes, as a
+	// fraction: over any interval, no node's clock advances more than
+	// (1 + MaxClockDrift) times as far as another's. Used only by
+	// LeaseReads. Zero takes the default, 0.1 (10%); it must be in [0, 1].
+	MaxClockDrift float64
 
 	// bugs are seeded faults for the simulator; see bugs.go.
 	bugs bugSet
@@ -139,6 +176,7 @@ const (
 	DefaultMaxInflight       = 64
 	DefaultMaxMsgBytes       = 1 << 20
 	DefaultRetransmitRounds  = 4
+	DefaultMaxClockDrift     = 0.1
 )
 
 func (c *Config) setDefaults() {
@@ -156,6 +194,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.RetransmitRounds == 0 {
 		c.RetransmitRounds = DefaultRetransmitRounds
+	}
+	if c.MaxClockDrift == 0 {
+		c.MaxClockDrift = DefaultMaxClockDrift
 	}
 }
 
@@ -191,6 +232,14 @@ func (c *Config) Validate() error {
 	}
 	if c.Rand == nil {
 		return errors.New("fsm: a Rand source for election jitter is required")
+	}
+	if !(c.MaxClockDrift >= 0 && c.MaxClockDrift <= 1) {
+		return fmt.Errorf("fsm: MaxClockDrift %v must be a fraction in [0, 1]", c.MaxClockDrift)
+	}
+	if c.LeaseReads && c.DisableCheckQuorum {
+		// thesis §6.4.1: a lease holds only because followers that heard
+		// from the leader refuse votes for an election timeout.
+		return errors.New("fsm: LeaseReads needs check-quorum; turn DisableCheckQuorum off or LeaseReads off")
 	}
 	return nil
 }
@@ -233,6 +282,10 @@ type Message struct{ Msg *pb.RaftMessage }
 type Timeout struct {
 	Timer Timer
 	Gen   uint64
+	// Now is the driver's monotonic clock when the timer fired (any fixed
+	// origin, e.g. time.Since(start)), or 0 for none. Only Config.LeaseReads
+	// uses it: a HeartbeatTimer firing with a time starts a lease round.
+	Now time.Duration
 }
 
 // Propose asks the node to append commands to the log.
@@ -247,10 +300,18 @@ type Applied struct{ Index uint64 }
 
 // ReadIndex asks for linearizable reads (thesis §6.4). Each ID is chosen
 // by the caller and comes back in one ReadReady. All the reads of one event
-// share one heartbeat round. On a node that is not leader every read is
-// answered at once with ErrNotLeader and a leader hint; followers do not
-// forward reads (the actor layer may forward the client's request).
-type ReadIndex struct{ IDs []uint64 }
+// share one heartbeat round. With Config.FollowerReads, a follower that
+// knows its leader asks it for a read index and answers once it has applied
+// that index itself. Otherwise, on a node that is not leader every read is
+// answered at once with ErrNotLeader and a leader hint (the actor layer may
+// forward the client's request).
+type ReadIndex struct {
+	IDs []uint64
+	// Now is the driver's monotonic clock (the same one as Timeout.Now),
+	// or 0 for none. With Config.LeaseReads, a leader that holds a lease
+	// at Now serves the reads without a heartbeat round (thesis §6.4.1).
+	Now time.Duration
+}
 
 // TransferLeadership asks the leader to hand leadership to member To, or
 // with To = 0 to the voter with the most up-to-date log (thesis §3.10). The
@@ -324,10 +385,12 @@ type SetTimer struct {
 }
 
 // ReadReady answers a read of a ReadIndex event. With Err nil the read is
-// linearizable at Index: this node was leader of its term after the read
-// arrived (a quorum answered a heartbeat round started after it), its
-// term's no-op had committed, and the state machine has reported Applied
-// >= Index, so the read may be served from the local state machine now.
+// linearizable at Index: this node, or the leader a follower asked (Config.
+// FollowerReads), was leader of its term after the read arrived (a quorum
+// answered a heartbeat round started after it), its term's no-op had
+// committed, and this node's state machine has reported Applied >= Index, so
+// the read may be served from the local state machine now. A lease read
+// (Config.LeaseReads) replaces the heartbeat round with the leader's lease.
 // Otherwise Err is ErrNotLeader (Leader hints at the leader, 0 if unknown)
 // or ErrReadNotConfirmed, and nothing was read.
 type ReadReady struct {

@@ -44,6 +44,16 @@ const (
 	// prevote-bumps-term: a node receiving a pre-vote adopts its term, as
 	// for a real vote, which pre-vote exists to prevent (thesis §9.6).
 	bugPreVoteBumpsTerm
+	// follower-read-unapplied: a follower serves a forwarded read as soon
+	// as the leader answers, at what its state machine has applied, before
+	// that reaches the read index (thesis §6.4, last paragraph).
+	bugFollowerReadUnapplied
+	// lease-from-check: the leader renews its lease from the time its
+	// check-quorum tick found a quorum active, instead of from the sending of
+	// a heartbeat a quorum echoed; the answers that tick counted may be an
+	// election timeout old, or late, so the lease outlives what followers
+	// promised (thesis §6.4.1).
+	bugLeaseFromCheck
 )
 
 var bugNames = []struct {
@@ -59,6 +69,8 @@ var bugNames = []struct {
 	{"read-before-noop", bugReadBeforeNoop},
 	{"read-without-quorum", bugReadWithoutQuorum},
 	{"prevote-bumps-term", bugPreVoteBumpsTerm},
+	{"follower-read-unapplied", bugFollowerReadUnapplied},
+	{"lease-from-check", bugLeaseFromCheck},
 }
 
 // BugNames lists the bugs PlantBug knows, in a fixed order.

@@ -99,6 +99,14 @@ var ruleChecks = map[string]struct {
 		"TestPreVoteChangesNoTerm (thesis §9.6)",
 		func(t *testing.T, cfg Config) []string { return preVoteBumps(t, cfg) }, 2,
 	},
+	"follower-read-unapplied": {
+		"TestFollowerServesReadOnceApplied (thesis §6.4, last paragraph)",
+		func(t *testing.T, cfg Config) []string { return followerReadUnapplied(t, cfg) }, 1,
+	},
+	"lease-from-check": {
+		"TestLeaseCountsFromSending (thesis §6.4.1)",
+		func(t *testing.T, cfg Config) []string { return leaseFromCheck(t, cfg) }, 1,
+	},
 }
 
 // bugs.go: "a checker that never fails proves nothing". Every seeded bug

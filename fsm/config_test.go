@@ -36,6 +36,11 @@ func TestConfigValidate(t *testing.T) {
 		{"negative MaxInflight", func(c *Config) { c.MaxInflight = -1 }, "MaxInflight"},
 		{"negative MaxMsgBytes", func(c *Config) { c.MaxMsgBytes = -1 }, "MaxMsgBytes"},
 		{"negative RetransmitRounds", func(c *Config) { c.RetransmitRounds = -1 }, "RetransmitRounds"},
+		// thesis §6.4.1: a lease rests on followers refusing votes.
+		{"lease reads without check-quorum", func(c *Config) { c.LeaseReads = true }, "check-quorum"},
+		{"lease reads with check-quorum", func(c *Config) { c.LeaseReads, c.DisableCheckQuorum = true, false }, ""},
+		{"negative MaxClockDrift", func(c *Config) { c.MaxClockDrift = -0.1 }, "MaxClockDrift"},
+		{"MaxClockDrift above 1", func(c *Config) { c.MaxClockDrift = 1.5 }, "MaxClockDrift"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

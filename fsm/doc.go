@@ -14,11 +14,11 @@
 //	          events                                actions
 //	  Start ─────────────┐                  ┌──▶ Persist{Seq, HardState, Entries} ─▶ store
 //	  Message (peer) ────┤                  ├──▶ Send{Msg}                          ─▶ sender
-//	  Timeout{Timer,Gen}─┤   ┌──────────┐   ├──▶ Apply{Entries, Refs}               ─▶ state
+//	  Timeout{…,Now} ────┤   ┌──────────┐   ├──▶ Apply{Entries, Refs}               ─▶ state
 //	  Propose ───────────┼──▶│   Node   │───┼──▶ Reply{ID, Err, Leader}            ─▶ client
 //	  Persisted{Seq} ────┤   └──────────┘   ├──▶ SetTimer{Timer, After, Gen}        ─▶ timers
 //	  Applied{Index} ────┤                  └──▶ ReadReady{ID, Index, Err, Leader}  ─▶ client
-//	  ReadIndex{IDs} ────┤
+//	  ReadIndex{IDs,Now}─┤
 //	  TransferLeadership{To}
 //
 // One Step settles the rules common to every role (pre-votes, leader
@@ -54,8 +54,41 @@
 // machine reported Applied >= the read index. Then ReadReady{ID, Index}
 // says the read may be served from the local state machine. A non-leader
 // answers ReadReady{Err: ErrNotLeader, Leader: hint} at once; reads waiting
-// when leadership is lost fail with ErrReadNotConfirmed. Followers do not
-// forward reads: the actor layer can forward the client's request.
+// when leadership is lost fail with ErrReadNotConfirmed.
+//
+// # Follower reads (followerread.go, thesis §6.4 last paragraph)
+//
+// With Config.FollowerReads (off by default), a follower that knows its
+// leader sends it ReadIndexRequest{context} instead of answering
+// ErrNotLeader. The leader queues the request with its own reads (same
+// no-op and read-round rules) and answers ReadIndexResponse{context, index}
+// without waiting for its own state machine; the follower answers
+// ReadReady{ID, index} once its state machine reported Applied >= index.
+// A refusal (the receiver is not leader of that term), a new term or
+// leader, or the follower's own election fails the reads still waiting for
+// the answer with ErrReadNotConfirmed, and the HeartbeatTimer (unused on
+// non-leaders otherwise) fails every forwarded read after one to two
+// election timeouts, so lost messages never leave a read hanging.
+//
+// # Lease reads (lease.go, thesis §6.4.1)
+//
+// With Config.LeaseReads (off by default; requires check-quorum) and time
+// from the driver (Timeout.Now on every timer firing, ReadIndex.Now on
+// reads; a monotonic clock, any origin, 0 meaning none), each timed
+// heartbeat is a read round whose sending time the leader remembers. Once a
+// quorum echoed a round sent at t, the leader holds a lease until
+// t + ElectionTimeout / (1 + MaxClockDrift) on its clock, and serves reads at
+// once at the commit index (its term's no-op committed). Why it is safe:
+// each follower that echoed the round heard the leader at or after t and,
+// with check-quorum, refuses votes and pre-votes until its election timer
+// fires, at least ElectionTimeout later on its own clock (a node that
+// starts refuses them until its first election timeout too, so a crash
+// does not shorten that). A majority of those refusals blocks any other
+// election. The clock-drift bound: no node's clock may run more than
+// (1 + MaxClockDrift) times as fast as another's (default 0.1), and timers
+// must not fire early; a driver that cannot promise that must leave
+// LeaseReads off. A leadership transfer ends leases for the rest of the
+// term, since its election ignores leader stickiness.
 //
 // # Leadership transfer (transfer.go, thesis §3.10)
 //

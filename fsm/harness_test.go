@@ -237,6 +237,10 @@ func raftMsg(from, to, term uint64, body any) *pb.RaftMessage {
 		m.Body = &pb.RaftMessage_AppendEntriesResponse{AppendEntriesResponse: b}
 	case *pb.TimeoutNow:
 		m.Body = &pb.RaftMessage_TimeoutNow{TimeoutNow: b}
+	case *pb.ReadIndexRequest:
+		m.Body = &pb.RaftMessage_ReadIndexRequest{ReadIndexRequest: b}
+	case *pb.ReadIndexResponse:
+		m.Body = &pb.RaftMessage_ReadIndexResponse{ReadIndexResponse: b}
 	default:
 		panic("raftMsg: unknown body")
 	}

@@ -59,6 +59,24 @@ type Node struct {
 	transferee    uint64
 	transferTicks int
 
+	// Follower reads (followerread.go): reads forwarded to the leader, the
+	// last request context used, and the ticks of the HeartbeatTimer that
+	// bounds how long they may wait.
+	fwdReads []forwardedRead
+	fwdCtx   uint64
+	fwdTick  uint64
+
+	// Lease reads (lease.go): the driver's time of the current Step (0 when
+	// it gave none), the leader's timed read rounds, whether a transfer
+	// ended leases for this term, and whether this node has yet to see its
+	// first election timeout since it started (it grants no votes until
+	// then, so a restart cannot shorten a lease it acknowledged).
+	now         time.Duration
+	leaseRounds []leaseRound
+	leaseEnded  bool
+	startQuiet  bool
+	bugCheckAt  time.Duration // lease-from-check: the last good check
+
 	// Pre-candidate state: the refusals of its pre-vote (the grants are in
 	// votes).
 	refusals map[uint64]bool
@@ -88,8 +106,11 @@ type pendingProposal struct {
 
 // pendingRead is a ReadIndex read waiting on the leader.
 type pendingRead struct {
-	id    uint64
-	round uint64 // the read round that must be confirmed by a quorum
+	id uint64
+	// from is the follower that forwarded the read (0: a local read) and
+	// ctx its ReadIndexRequest's context.
+	from, ctx uint64
+	round     uint64 // the read round that must be confirmed by a quorum
 	// index is the read index: the commit index once this term's no-op
 	// has committed (set is false until then).
 	index uint64
@@ -132,6 +153,11 @@ func New(cfg Config, r Restore) (*Node, error) {
 	// commit starts there rather than at 0.
 	n.commit, n.applied, n.stateAt = r.Applied, r.Applied, r.Applied
 	n.durable = n.log.lastIndex()
+	// thesis §6.4.1: with leases, a node may have acknowledged a leader's
+	// heartbeat just before it crashed; it grants no vote before its first
+	// election timeout, as if it had just heard from that leader.
+	n.startQuiet = cfg.LeaseReads
+
 	return n, nil
 }
 
@@ -155,6 +181,7 @@ func (n *Node) Step(ev Event) []Action {
 	case Message:
 		n.stepMessage(e.Msg)
 	case Timeout:
+		n.now = max(e.Now, 0)
 		if e.Timer < Timer(len(n.timerGen)) && e.Gen == n.timerGen[e.Timer] {
 			n.timeout(e.Timer)
 		}
@@ -165,6 +192,7 @@ func (n *Node) Step(ev Event) []Action {
 	case Applied:
 		n.stateAt = max(n.stateAt, e.Index)
 	case ReadIndex:
+		n.now = max(e.Now, 0)
 		n.readIndex(e.IDs)
 	case TransferLeadership:
 		n.transferLeadership(e.To)
@@ -173,6 +201,8 @@ func (n *Node) Step(ev Event) []Action {
 	}
 	n.maybeApply()
 	n.serveReads()
+	n.serveForwarded()
+	n.now = 0
 	return n.flush()
 }
 
@@ -216,7 +246,19 @@ func (n *Node) stepMessage(m *pb.RaftMessage) {
 			}, true)
 		case m.GetRequestVote() != nil:
 			n.send(m.From, &pb.RequestVoteResponse{}, true)
+		case m.GetReadIndexRequest() != nil:
+			n.send(m.From, &pb.ReadIndexResponse{Context: m.GetReadIndexRequest().GetContext(), Rejected: true}, true)
 		}
+		return
+	}
+	// thesis §6.4: read index requests and answers mean the same in every
+	// role.
+	switch {
+	case m.GetReadIndexRequest() != nil:
+		n.handleReadIndexRequest(m)
+		return
+	case m.GetReadIndexResponse() != nil:
+		n.handleReadIndexResponse(m)
 		return
 	}
 	switch n.role {
@@ -234,6 +276,7 @@ func (n *Node) stepMessage(m *pb.RaftMessage) {
 func (n *Node) timeout(t Timer) {
 	switch t {
 	case ElectionTimer:
+		n.startQuiet = false
 		// Raft §5.2: a follower that hears from no leader, or a candidate
 		// whose election did not finish, starts a new election; with
 		// pre-vote, it first asks whether it could win (thesis §9.6).
@@ -248,6 +291,8 @@ func (n *Node) timeout(t Timer) {
 	case HeartbeatTimer:
 		if n.role == Leader {
 			n.heartbeat()
+		} else {
+			n.expireForwarded()
 		}
 	}
 }
@@ -290,6 +335,7 @@ func (n *Node) becomeFollower(term, leader uint64) {
 	n.role = Follower
 	n.leader = leader
 	n.votes, n.refusals = nil, nil
+	n.dropForwarded(false)
 	n.resetElectionTimer()
 }
 
@@ -300,6 +346,7 @@ func (n *Node) becomeFollower(term, leader uint64) {
 func (n *Node) becomePreCandidate() {
 	n.role = PreCandidate
 	n.leader = 0
+	n.dropForwarded(false)
 	n.votes = map[uint64]bool{n.id: true}
 	n.refusals = map[uint64]bool{}
 	for _, p := range n.peers {
@@ -331,6 +378,7 @@ func (n *Node) becomeCandidate(transfer bool) {
 	n.term++
 	n.vote = n.id
 	n.leader = 0
+	n.dropForwarded(false)
 	n.hsDirty = true
 	n.voteDirty = true
 	n.votes = map[uint64]bool{}
@@ -346,9 +394,11 @@ func (n *Node) becomeCandidate(transfer bool) {
 func (n *Node) becomeLeader() {
 	n.role = Leader
 	n.leader = n.id
+	n.dropForwarded(true) // the HeartbeatTimer is the leader's now
 	n.votes, n.refusals = nil, nil
 	n.round = 0
 	n.readRound, n.reads = 0, nil
+	n.leaseRounds, n.leaseEnded, n.bugCheckAt = nil, false, 0
 	n.transferee, n.transferTicks = 0, 0
 	if n.checkQuorum() {
 		// thesis §6.2: the leader checks every election timeout that a
@@ -459,6 +509,10 @@ func (n *Node) sendTerm(to, term uint64, body any, needsDurable bool) {
 		m.Body = &pb.RaftMessage_AppendEntries{AppendEntries: b}
 	case *pb.AppendEntriesResponse:
 		m.Body = &pb.RaftMessage_AppendEntriesResponse{AppendEntriesResponse: b}
+	case *pb.ReadIndexRequest:
+		m.Body = &pb.RaftMessage_ReadIndexRequest{ReadIndexRequest: b}
+	case *pb.ReadIndexResponse:
+		m.Body = &pb.RaftMessage_ReadIndexResponse{ReadIndexResponse: b}
 	default:
 		panic(fmt.Sprintf("fsm: cannot send %T", body))
 	}
@@ -563,7 +617,7 @@ func (n *Node) inLease() bool {
 	case Leader:
 		return true
 	case Follower:
-		return n.leader != 0
+		return n.leader != 0 || n.startQuiet
 	}
 	return false
 }

@@ -2,6 +2,8 @@ package fsm
 
 import (
 	"slices"
+
+	pb "github.com/ketch-raft/ketch/messages"
 )
 
 // readIndex registers linearizable reads (thesis §6.4). The leader takes
@@ -15,15 +17,33 @@ func (n *Node) readIndex(ids []uint64) {
 	if len(ids) == 0 {
 		return
 	}
+	if n.role == Follower && n.leader != 0 && n.cfg.FollowerReads {
+		n.forwardReads(ids)
+		return
+	}
 	if n.role != Leader {
 		for _, id := range ids {
 			n.acts = append(n.acts, ReadReady{ID: id, Err: ErrNotLeader, Leader: n.leader})
 		}
 		return
 	}
+	if n.leaseRead(ids) {
+		return
+	}
+	rs := make([]pendingRead, len(ids))
+	for i, id := range ids {
+		rs[i] = pendingRead{id: id}
+	}
+	n.registerReads(rs)
+}
+
+// registerReads queues reads, local or forwarded by a follower, on a new
+// read round and sends the round to every follower.
+func (n *Node) registerReads(rs []pendingRead) {
 	n.readRound++
-	for _, id := range ids {
-		r := pendingRead{id: id, round: n.readRound}
+	n.noteRound()
+	for _, r := range rs {
+		r.round = n.readRound
 		if n.noopCommitted() || n.bug(bugReadBeforeNoop) {
 			r.index, r.set = n.commit, true
 		}
@@ -48,7 +68,35 @@ func (n *Node) serveReads() {
 	if n.role != Leader || len(n.reads) == 0 {
 		return
 	}
-	// The highest read round a quorum, this node included, has confirmed.
+	confirmed := n.confirmedRound()
+	noop := n.noopCommitted()
+	k := 0
+	for _, r := range n.reads {
+		if !r.set && noop {
+			// thesis §6.4 step 1: the read index is the commit index once
+			// the no-op has committed; a later index is also safe.
+			r.index, r.set = n.commit, true
+		}
+		switch {
+		case !r.set || (r.round > confirmed && !n.bug(bugReadWithoutQuorum)):
+		case r.from != 0:
+			// A follower's read: it waits for its own state machine
+			// (thesis §6.4, last paragraph).
+			n.send(r.from, &pb.ReadIndexResponse{Context: r.ctx, Index: r.index}, false)
+			continue
+		case n.stateAt >= r.index:
+			n.acts = append(n.acts, ReadReady{ID: r.id, Index: r.index})
+			continue
+		}
+		n.reads[k] = r
+		k++
+	}
+	n.reads = n.reads[:k]
+}
+
+// confirmedRound is the highest read round a quorum, this node included,
+// has echoed (thesis §6.4 step 2).
+func (n *Node) confirmedRound() uint64 {
 	acks := make([]uint64, 0, len(n.cfg.Members))
 	acks = append(acks, n.readRound)
 	for _, p := range n.peers {
@@ -63,28 +111,18 @@ func (n *Node) serveReads() {
 		}
 		return 0
 	})
-	confirmed := acks[n.quorum()-1]
-	noop := n.noopCommitted()
-	k := 0
-	for ; k < len(n.reads); k++ {
-		r := &n.reads[k]
-		if !r.set && noop {
-			// thesis §6.4 step 1: the read index is the commit index once
-			// the no-op has committed; a later index is also safe.
-			r.index, r.set = n.commit, true
-		}
-		if !r.set || (r.round > confirmed && !n.bug(bugReadWithoutQuorum)) || n.stateAt < r.index {
-			break
-		}
-		n.acts = append(n.acts, ReadReady{ID: r.id, Index: r.index})
-	}
-	n.reads = n.reads[k:]
+	return acks[n.quorum()-1]
 }
 
 // abandonReads fails every waiting read when leadership is lost: it could
 // not be confirmed.
 func (n *Node) abandonReads() {
 	for _, r := range n.reads {
+		if r.from != 0 {
+			// Sent once the new term (if any) is durable.
+			n.send(r.from, &pb.ReadIndexResponse{Context: r.ctx, Rejected: true}, true)
+			continue
+		}
 		n.acts = append(n.acts, ReadReady{ID: r.id, Err: ErrReadNotConfirmed})
 	}
 	n.reads = nil

@@ -247,6 +247,12 @@ func (n *Node) sendEntries(p, prev uint64, ents []*pb.Entry) {
 // progress for RetransmitRounds is assumed lost and restarted as a probe.
 func (n *Node) heartbeat() {
 	n.round++
+	if n.leaseOn() {
+		// thesis §6.4.1: every timed heartbeat is a read round, so its
+		// echoes extend the lease from the time it was sent.
+		n.readRound++
+		n.noteRound()
+	}
 	last := n.log.lastIndex()
 	for _, p := range n.peers {
 		pr := n.progress[p]

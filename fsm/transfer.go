@@ -25,6 +25,9 @@ func (n *Node) leaderTick() {
 			n.becomeFollower(n.term, 0)
 			return
 		}
+		if n.bug(bugLeaseFromCheck) && n.leaseOn() {
+			n.bugCheckAt = n.now
+		}
 	}
 	if n.transferee != 0 {
 		// thesis §3.10: a transfer that has not finished within an
@@ -59,6 +62,10 @@ func (n *Node) transferLeadership(to uint64) {
 		return
 	}
 	n.transferee = to
+	// thesis §3.10, §6.4.1: voters ignore leader stickiness for the
+	// target's election, so leases end for the rest of this term (a late
+	// TimeoutNow may still start that election after the transfer ends).
+	n.leaseEnded = true
 	if n.checkQuorum() {
 		// The election timer already ticks every election timeout; the
 		// transfer ends at the second tick, after (ET, 2*ET].

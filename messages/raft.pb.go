@@ -224,6 +224,8 @@ type RaftMessage struct {
 	//	*RaftMessage_AppendEntries
 	//	*RaftMessage_AppendEntriesResponse
 	//	*RaftMessage_TimeoutNow
+	//	*RaftMessage_ReadIndexRequest
+	//	*RaftMessage_ReadIndexResponse
 	Body          isRaftMessage_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -339,6 +341,24 @@ func (x *RaftMessage) GetTimeoutNow() *TimeoutNow {
 	return nil
 }
 
+func (x *RaftMessage) GetReadIndexRequest() *ReadIndexRequest {
+	if x != nil {
+		if x, ok := x.Body.(*RaftMessage_ReadIndexRequest); ok {
+			return x.ReadIndexRequest
+		}
+	}
+	return nil
+}
+
+func (x *RaftMessage) GetReadIndexResponse() *ReadIndexResponse {
+	if x != nil {
+		if x, ok := x.Body.(*RaftMessage_ReadIndexResponse); ok {
+			return x.ReadIndexResponse
+		}
+	}
+	return nil
+}
+
 type isRaftMessage_Body interface {
 	isRaftMessage_Body()
 }
@@ -363,6 +383,14 @@ type RaftMessage_TimeoutNow struct {
 	TimeoutNow *TimeoutNow `protobuf:"bytes,14,opt,name=timeout_now,json=timeoutNow,proto3,oneof"`
 }
 
+type RaftMessage_ReadIndexRequest struct {
+	ReadIndexRequest *ReadIndexRequest `protobuf:"bytes,15,opt,name=read_index_request,json=readIndexRequest,proto3,oneof"`
+}
+
+type RaftMessage_ReadIndexResponse struct {
+	ReadIndexResponse *ReadIndexResponse `protobuf:"bytes,16,opt,name=read_index_response,json=readIndexResponse,proto3,oneof"`
+}
+
 func (*RaftMessage_RequestVote) isRaftMessage_Body() {}
 
 func (*RaftMessage_RequestVoteResponse) isRaftMessage_Body() {}
@@ -372,6 +400,10 @@ func (*RaftMessage_AppendEntries) isRaftMessage_Body() {}
 func (*RaftMessage_AppendEntriesResponse) isRaftMessage_Body() {}
 
 func (*RaftMessage_TimeoutNow) isRaftMessage_Body() {}
+
+func (*RaftMessage_ReadIndexRequest) isRaftMessage_Body() {}
+
+func (*RaftMessage_ReadIndexResponse) isRaftMessage_Body() {}
 
 // RequestVote is sent by a candidate to gather votes (Raft §5.2, Figure 2).
 type RequestVote struct {
@@ -733,6 +765,121 @@ func (*TimeoutNow) Descriptor() ([]byte, []int) {
 	return file_raft_proto_rawDescGZIP(), []int{7}
 }
 
+// ReadIndexRequest is sent by a follower that was asked for linearizable
+// reads to the leader it knows (thesis §6.4, last paragraph). The leader runs
+// it through its own ReadIndex (its term's no-op committed, one heartbeat
+// round confirmed by a quorum) and answers with the read index.
+type ReadIndexRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Chosen by the follower, unique among its requests (across restarts, with
+	// overwhelming probability); echoed in the response.
+	Context       uint64 `protobuf:"varint,1,opt,name=context,proto3" json:"context,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadIndexRequest) Reset() {
+	*x = ReadIndexRequest{}
+	mi := &file_raft_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadIndexRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadIndexRequest) ProtoMessage() {}
+
+func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
+func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
+	return file_raft_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ReadIndexRequest) GetContext() uint64 {
+	if x != nil {
+		return x.Context
+	}
+	return 0
+}
+
+// ReadIndexResponse answers a ReadIndexRequest. The follower may serve the
+// reads of `context` once its own state machine has applied `index`.
+type ReadIndexResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Context uint64                 `protobuf:"varint,1,opt,name=context,proto3" json:"context,omitempty"`
+	// The read index, valid when `rejected` is false.
+	Index uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	// The receiver is not (or no longer) leader of the request's term: the
+	// reads fail and may be retried.
+	Rejected      bool `protobuf:"varint,3,opt,name=rejected,proto3" json:"rejected,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadIndexResponse) Reset() {
+	*x = ReadIndexResponse{}
+	mi := &file_raft_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadIndexResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadIndexResponse) ProtoMessage() {}
+
+func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
+func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
+	return file_raft_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ReadIndexResponse) GetContext() uint64 {
+	if x != nil {
+		return x.Context
+	}
+	return 0
+}
+
+func (x *ReadIndexResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *ReadIndexResponse) GetRejected() bool {
+	if x != nil {
+		return x.Rejected
+	}
+	return false
+}
+
 // RaftBatch carries every message queued for one peer in one remote send.
 type RaftBatch struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -743,7 +890,7 @@ type RaftBatch struct {
 
 func (x *RaftBatch) Reset() {
 	*x = RaftBatch{}
-	mi := &file_raft_proto_msgTypes[8]
+	mi := &file_raft_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -755,7 +902,7 @@ func (x *RaftBatch) String() string {
 func (*RaftBatch) ProtoMessage() {}
 
 func (x *RaftBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[8]
+	mi := &file_raft_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -768,7 +915,7 @@ func (x *RaftBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftBatch.ProtoReflect.Descriptor instead.
 func (*RaftBatch) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{8}
+	return file_raft_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RaftBatch) GetMessages() []*RaftMessage {
@@ -791,7 +938,7 @@ const file_raft_proto_rawDesc = "" +
 	"\x04data\x18\x04 \x01(\fR\x04data\"3\n" +
 	"\tHardState\x12\x12\n" +
 	"\x04term\x18\x01 \x01(\x04R\x04term\x12\x12\n" +
-	"\x04vote\x18\x02 \x01(\x04R\x04vote\"\xd3\x03\n" +
+	"\x04vote\x18\x02 \x01(\x04R\x04vote\"\xee\x04\n" +
 	"\vRaftMessage\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x12\n" +
@@ -804,7 +951,9 @@ const file_raft_proto_rawDesc = "" +
 	"\x0eappend_entries\x18\f \x01(\v2\x17.ketch.v1.AppendEntriesH\x00R\rappendEntries\x12Y\n" +
 	"\x17append_entries_response\x18\r \x01(\v2\x1f.ketch.v1.AppendEntriesResponseH\x00R\x15appendEntriesResponse\x127\n" +
 	"\vtimeout_now\x18\x0e \x01(\v2\x14.ketch.v1.TimeoutNowH\x00R\n" +
-	"timeoutNowB\x06\n" +
+	"timeoutNow\x12J\n" +
+	"\x12read_index_request\x18\x0f \x01(\v2\x1a.ketch.v1.ReadIndexRequestH\x00R\x10readIndexRequest\x12M\n" +
+	"\x13read_index_response\x18\x10 \x01(\v2\x1b.ketch.v1.ReadIndexResponseH\x00R\x11readIndexResponseB\x06\n" +
 	"\x04body\"\x8e\x01\n" +
 	"\vRequestVote\x12$\n" +
 	"\x0elast_log_index\x18\x01 \x01(\x04R\flastLogIndex\x12\"\n" +
@@ -832,7 +981,13 @@ const file_raft_proto_rawDesc = "" +
 	"\n" +
 	"read_round\x18\a \x01(\x04R\treadRound\"\f\n" +
 	"\n" +
-	"TimeoutNow\">\n" +
+	"TimeoutNow\",\n" +
+	"\x10ReadIndexRequest\x12\x18\n" +
+	"\acontext\x18\x01 \x01(\x04R\acontext\"_\n" +
+	"\x11ReadIndexResponse\x12\x18\n" +
+	"\acontext\x18\x01 \x01(\x04R\acontext\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12\x1a\n" +
+	"\brejected\x18\x03 \x01(\bR\brejected\">\n" +
 	"\tRaftBatch\x121\n" +
 	"\bmessages\x18\x01 \x03(\v2\x15.ketch.v1.RaftMessageR\bmessages*S\n" +
 	"\tEntryType\x12\x1a\n" +
@@ -853,7 +1008,7 @@ func file_raft_proto_rawDescGZIP() []byte {
 }
 
 var file_raft_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_raft_proto_goTypes = []any{
 	(EntryType)(0),                // 0: ketch.v1.EntryType
 	(*Entry)(nil),                 // 1: ketch.v1.Entry
@@ -864,22 +1019,26 @@ var file_raft_proto_goTypes = []any{
 	(*AppendEntries)(nil),         // 6: ketch.v1.AppendEntries
 	(*AppendEntriesResponse)(nil), // 7: ketch.v1.AppendEntriesResponse
 	(*TimeoutNow)(nil),            // 8: ketch.v1.TimeoutNow
-	(*RaftBatch)(nil),             // 9: ketch.v1.RaftBatch
+	(*ReadIndexRequest)(nil),      // 9: ketch.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),     // 10: ketch.v1.ReadIndexResponse
+	(*RaftBatch)(nil),             // 11: ketch.v1.RaftBatch
 }
 var file_raft_proto_depIdxs = []int32{
-	0, // 0: ketch.v1.Entry.type:type_name -> ketch.v1.EntryType
-	4, // 1: ketch.v1.RaftMessage.request_vote:type_name -> ketch.v1.RequestVote
-	5, // 2: ketch.v1.RaftMessage.request_vote_response:type_name -> ketch.v1.RequestVoteResponse
-	6, // 3: ketch.v1.RaftMessage.append_entries:type_name -> ketch.v1.AppendEntries
-	7, // 4: ketch.v1.RaftMessage.append_entries_response:type_name -> ketch.v1.AppendEntriesResponse
-	8, // 5: ketch.v1.RaftMessage.timeout_now:type_name -> ketch.v1.TimeoutNow
-	1, // 6: ketch.v1.AppendEntries.entries:type_name -> ketch.v1.Entry
-	3, // 7: ketch.v1.RaftBatch.messages:type_name -> ketch.v1.RaftMessage
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	0,  // 0: ketch.v1.Entry.type:type_name -> ketch.v1.EntryType
+	4,  // 1: ketch.v1.RaftMessage.request_vote:type_name -> ketch.v1.RequestVote
+	5,  // 2: ketch.v1.RaftMessage.request_vote_response:type_name -> ketch.v1.RequestVoteResponse
+	6,  // 3: ketch.v1.RaftMessage.append_entries:type_name -> ketch.v1.AppendEntries
+	7,  // 4: ketch.v1.RaftMessage.append_entries_response:type_name -> ketch.v1.AppendEntriesResponse
+	8,  // 5: ketch.v1.RaftMessage.timeout_now:type_name -> ketch.v1.TimeoutNow
+	9,  // 6: ketch.v1.RaftMessage.read_index_request:type_name -> ketch.v1.ReadIndexRequest
+	10, // 7: ketch.v1.RaftMessage.read_index_response:type_name -> ketch.v1.ReadIndexResponse
+	1,  // 8: ketch.v1.AppendEntries.entries:type_name -> ketch.v1.Entry
+	3,  // 9: ketch.v1.RaftBatch.messages:type_name -> ketch.v1.RaftMessage
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_raft_proto_init() }
@@ -893,6 +1052,8 @@ func file_raft_proto_init() {
 		(*RaftMessage_AppendEntries)(nil),
 		(*RaftMessage_AppendEntriesResponse)(nil),
 		(*RaftMessage_TimeoutNow)(nil),
+		(*RaftMessage_ReadIndexRequest)(nil),
+		(*RaftMessage_ReadIndexResponse)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -900,7 +1061,7 @@ func file_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raft_proto_rawDesc), len(file_raft_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -93,6 +93,7 @@ type fsmActor struct {
 	log     *slog.Logger
 
 	epoch   uint64
+	born    time.Time // start of the monotonic clock handed to the fsm
 	node    *fsm.Node // nil until the store and state have answered
 	loaded  *logstore.Loaded
 	applied *uint64
@@ -144,7 +145,7 @@ func (a *fsmActor) Receive(ctx actor.Context) {
 		}
 	case *timeout:
 		if a.node != nil && m.epoch == a.epoch {
-			a.step(ctx, fsm.Timeout{Timer: m.timer, Gen: m.gen})
+			a.step(ctx, fsm.Timeout{Timer: m.timer, Gen: m.gen, Now: a.now()})
 		}
 	case *pb.RaftBatch:
 		for _, msg := range m.Messages {
@@ -158,7 +159,10 @@ func (a *fsmActor) Receive(ctx actor.Context) {
 		if a.node != nil && len(a.reads) > 0 {
 			ids := a.reads
 			a.reads = nil
-			a.step(ctx, fsm.ReadIndex{IDs: ids})
+			// The clock is read now, as the event is stepped, never when
+			// the reads arrived: an earlier reading could let a deposed
+			// leader serve under a lease that has already run out.
+			a.step(ctx, fsm.ReadIndex{IDs: ids, Now: a.now()})
 		}
 	case *pb.TransferRequest:
 		a.transfer(ctx, m)
@@ -173,6 +177,7 @@ func (a *fsmActor) start(ctx actor.Context) {
 	// The epoch only has to differ from the previous incarnation's; the
 	// clock gives that without shared state.
 	a.epoch = uint64(time.Now().UnixNano())
+	a.born = time.Now()
 	a.waiters = map[uint64]waiter{}
 	ctx.Request(a.cfg.Store, &logstore.LoadRequest{})
 	ctx.Request(a.cfg.State, &state.AppliedQuery{})
@@ -365,6 +370,10 @@ func (a *fsmActor) stopTimers() {
 		}
 	}
 }
+
+// now is the fsm's monotonic clock (never 0, which means "no time"): the
+// fsm uses it only for lease reads (thesis §6.4.1).
+func (a *fsmActor) now() time.Duration { return time.Since(a.born) + 1 }
 
 // logRoleChange logs elections and leadership changes once each, at Info.
 func (a *fsmActor) logRoleChange(st fsm.Status) {

@@ -56,6 +56,8 @@ func validatePeer(m *pb.RaftMessage, clusterID string, self uint64, members map[
 	case *pb.RaftMessage_RequestVoteResponse:
 	case *pb.RaftMessage_AppendEntriesResponse:
 	case *pb.RaftMessage_TimeoutNow: // thesis §3.10: start an election now
+	case *pb.RaftMessage_ReadIndexRequest: // thesis §6.4: a follower's read
+	case *pb.RaftMessage_ReadIndexResponse:
 	case *pb.RaftMessage_AppendEntries:
 		ae := b.AppendEntries
 		if ae.PrevLogTerm > m.Term {

@@ -33,6 +33,8 @@ func TestValidatePeer(t *testing.T) {
 		{"valid vote", &pb.RaftMessage{ClusterId: "c", From: 3, To: 1, Term: 2, Body: &pb.RaftMessage_RequestVote{RequestVote: &pb.RequestVote{LastLogIndex: 4, LastLogTerm: 2}}}, ""},
 		{"valid timeout now", &pb.RaftMessage{ClusterId: "c", From: 2, To: 1, Term: 3, Body: &pb.RaftMessage_TimeoutNow{TimeoutNow: &pb.TimeoutNow{}}}, ""},
 		{"valid pre-vote", &pb.RaftMessage{ClusterId: "c", From: 3, To: 1, Term: 4, Body: &pb.RaftMessage_RequestVote{RequestVote: &pb.RequestVote{LastLogIndex: 4, LastLogTerm: 3, PreVote: true}}}, ""},
+		{"valid read index request", &pb.RaftMessage{ClusterId: "c", From: 2, To: 1, Term: 3, Body: &pb.RaftMessage_ReadIndexRequest{ReadIndexRequest: &pb.ReadIndexRequest{Context: 7}}}, ""},
+		{"valid read index response", &pb.RaftMessage{ClusterId: "c", From: 2, To: 1, Term: 3, Body: &pb.RaftMessage_ReadIndexResponse{ReadIndexResponse: &pb.ReadIndexResponse{Context: 7, Index: 9}}}, ""},
 		{"nil", nil, "empty"},
 		{"other cluster", with(ae(0, 0), func(m *pb.RaftMessage) { m.ClusterId = "other" }), "another cluster"},
 		{"not for us", with(ae(0, 0), func(m *pb.RaftMessage) { m.To = 2 }), "addressed to node 2"},

@@ -81,6 +81,11 @@ type Config struct {
 	// in 10s); past it the node fail-stops.
 	MaxRestarts   int
 	RestartWindow time.Duration
+	// LeaseReads serves reads on the leader without a heartbeat round
+	// while its lease holds (thesis §6.4.1). Safe only while clocks run at
+	// rates within fsm.DefaultMaxClockDrift of each other and timers fire
+	// on time; off by default. Reads are linearizable either way.
+	LeaseReads bool
 	// UnsafeNoSync turns fsync off: acknowledged writes can be lost on
 	// power failure. For benchmarks of the rest of the path only.
 	UnsafeNoSync bool
@@ -221,6 +226,7 @@ func Start(cfg Config) (*Node, error) {
 			Raft: fsm.Config{
 				ID: cfg.ID, ClusterID: cfg.ClusterID, Members: members,
 				ElectionTimeout: cfg.ElectionTimeout, HeartbeatInterval: cfg.HeartbeatInterval,
+				FollowerReads: true, LeaseReads: cfg.LeaseReads,
 			},
 			Peers: addrs,
 			Store: pid("store"), State: pid("state"), Sender: pid("sender"),

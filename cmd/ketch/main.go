@@ -47,7 +47,7 @@ const (
 const usage = `ketch — Raft consensus built the Erlang/OTP way
 
 usage:
-  ketch node   --id ID --listen HOST:PORT --peers ID=HOST:PORT,... --data DIR [--cluster-id NAME] [--chaos] [--log-level LEVEL]
+  ketch node   --id ID --listen HOST:PORT --peers ID=HOST:PORT,... --data DIR [--cluster-id NAME] [--chaos] [--lease-reads] [--log-level LEVEL]
   ketch demo   [--data DIR]
   ketch put    --cluster HOST:PORT,... KEY VALUE
   ketch get    --cluster HOST:PORT,... KEY
@@ -126,6 +126,7 @@ func cmdNode(args []string, stderr io.Writer) int {
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	election := fs.Duration("election-timeout", 300*time.Millisecond, "base election timeout (randomized up to twice this)")
 	heartbeat := fs.Duration("heartbeat", 50*time.Millisecond, "leader heartbeat interval")
+	leaseReads := fs.Bool("lease-reads", false, "serve reads under a leader lease, without a heartbeat round (assumes clock drift under 10%)")
 	if err := fs.Parse(args); err != nil {
 		return exitFailure
 	}
@@ -142,7 +143,7 @@ func cmdNode(args []string, stderr io.Writer) int {
 	}
 	n, err := node.Start(node.Config{
 		ID: *id, Listen: *listen, Peers: peerMap, DataDir: *data, ClusterID: *clusterID, Chaos: *chaos,
-		ElectionTimeout: *election, HeartbeatInterval: *heartbeat,
+		ElectionTimeout: *election, HeartbeatInterval: *heartbeat, LeaseReads: *leaseReads,
 		Logger: newLogger(stderr, level),
 	})
 	if err != nil {

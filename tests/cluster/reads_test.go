@@ -2,8 +2,12 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/ketch-raft/ketch/actors/client"
+	"github.com/ketch-raft/ketch/actors/node"
 )
 
 // Reads are served by ReadIndex (thesis §6.4): they see every write that
@@ -69,5 +73,62 @@ func TestTransferLeadership(t *testing.T) {
 	// To the most up-to-date voter.
 	if _, now2, err := cl.Transfer(ctx, 0); err != nil || now2 == now {
 		t.Fatalf("transfer to any: now %d (was %d), %v", now2, now, err)
+	}
+}
+
+// A follower serves a read itself once the leader has confirmed the read
+// index and the follower has applied up to it (thesis §6.4).
+func TestFollowerServesReads(t *testing.T) {
+	c := New(t, 3, false, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := c.Client().Put(ctx, "k", []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	leader, err := c.Leader(5 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	follower := leader%3 + 1
+	// A client that knows only the follower: its first attempt goes there.
+	for i := range 20 {
+		cl, err := client.New(client.Config{Cluster: []string{c.Addrs[follower]}, AttemptTimeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := cl.Get(ctx, "k")
+		cl.Close()
+		if err != nil || string(v) != "v1" {
+			t.Fatalf("read %d through follower %d: %q, %v", i, follower, v, err)
+		}
+	}
+	if err := c.Client().Put(ctx, "k", []byte("v2")); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := client.New(client.Config{Cluster: []string{c.Addrs[follower]}, AttemptTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if v, err := cl.Get(ctx, "k"); err != nil || string(v) != "v2" {
+		t.Fatalf("a follower read after a completed write saw %q, %v", v, err)
+	}
+}
+
+// With lease reads on (thesis §6.4.1), reads still see every completed
+// write.
+func TestLeaseReads(t *testing.T) {
+	c := New(t, 3, false, func(cfg *node.Config) { cfg.LeaseReads = true })
+	cl := c.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for i := range 30 {
+		val := fmt.Sprint(i)
+		if err := cl.Put(ctx, "k", []byte(val)); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := cl.Get(ctx, "k"); err != nil || string(v) != val {
+			t.Fatalf("lease read after write %d: %q, %v", i, v, err)
+		}
 	}
 }

@@ -147,7 +147,7 @@ func (s *Sim) deliver(ev *event) {
 
 func isReply(m *pb.RaftMessage) bool {
 	switch m.Body.(type) {
-	case *pb.RaftMessage_RequestVoteResponse, *pb.RaftMessage_AppendEntriesResponse:
+	case *pb.RaftMessage_RequestVoteResponse, *pb.RaftMessage_AppendEntriesResponse, *pb.RaftMessage_ReadIndexResponse:
 		return true
 	}
 	return false
@@ -204,6 +204,17 @@ func cloneMsg(m *pb.RaftMessage) *pb.RaftMessage {
 		}}
 	case *pb.RaftMessage_TimeoutNow:
 		c.Body = &pb.RaftMessage_TimeoutNow{TimeoutNow: &pb.TimeoutNow{}}
+	case *pb.RaftMessage_ReadIndexRequest:
+		c.Body = &pb.RaftMessage_ReadIndexRequest{ReadIndexRequest: &pb.ReadIndexRequest{
+			Context: b.ReadIndexRequest.GetContext(),
+		}}
+	case *pb.RaftMessage_ReadIndexResponse:
+		r := b.ReadIndexResponse
+		c.Body = &pb.RaftMessage_ReadIndexResponse{ReadIndexResponse: &pb.ReadIndexResponse{
+			Context:  r.GetContext(),
+			Index:    r.GetIndex(),
+			Rejected: r.GetRejected(),
+		}}
 	default:
 		return proto.Clone(m).(*pb.RaftMessage)
 	}

@@ -34,6 +34,10 @@ type simNode struct {
 	mirror logChain
 
 	timerGen [2]uint64 // the live generation of each fsm.Timer
+	// rate is how fast the node's clock runs against virtual time, within
+	// 1 ± maxDrift: timers it sets last After/rate, and the times it is
+	// given (Timeout.Now, ReadIndex.Now) are clock(s.now).
+	rate float64
 
 	// Observations of this incarnation, for the invariants.
 	status        fsm.Status // Status() after the last step
@@ -49,6 +53,12 @@ type simNode struct {
 
 func newSimNode(idx int, cfg fsm.Config) *simNode {
 	return &simNode{idx: idx, id: cfg.ID, cfg: cfg, disk: newDisk(), mirror: newChain()}
+}
+
+// clock is the node's monotonic clock at virtual time now; it starts at 1s
+// so that it is never 0 (no time).
+func (n *simNode) clock(now time.Duration) time.Duration {
+	return time.Second + time.Duration(float64(now)*n.rate)
 }
 
 // forget drops what the node's incarnation knew: everything but the disk.
@@ -244,7 +254,7 @@ func (s *Sim) onSetTimer(n *simNode, t fsm.SetTimer) {
 		return
 	}
 	n.timerGen[t.Timer] = t.Gen
-	s.push(event{at: s.after(max(t.After, 0)), kind: evTimer, node: n.idx, inc: n.inc, a: uint64(t.Timer), b: t.Gen})
+	s.push(event{at: s.after(time.Duration(float64(max(t.After, 0)) / n.rate)), kind: evTimer, node: n.idx, inc: n.inc, a: uint64(t.Timer), b: t.Gen})
 }
 
 // staleTimerOdds: one superseded timer in this many still fires, as when a
@@ -261,7 +271,7 @@ func (s *Sim) fireTimer(ev *event) {
 	if ev.b != n.timerGen[t] && s.rng.IntN(staleTimerOdds) != 0 {
 		return
 	}
-	s.step(n, fsm.Timeout{Timer: t, Gen: ev.b})
+	s.step(n, fsm.Timeout{Timer: t, Gen: ev.b, Now: n.clock(s.now)})
 }
 
 // ----------------------------------------------------------- state machine

@@ -32,13 +32,19 @@ type read struct {
 // proposals.
 const readOdds = 3
 
-// issueRead has client ci send a read to the node it believes leads.
+// issueRead has client ci send a read to the node it believes leads, or
+// half the time to any node: followers serve reads too (thesis §6.4, last
+// paragraph).
 func (s *Sim) issueRead(ci int) {
 	c := &s.clients[ci]
-	s.reads = append(s.reads, read{client: ci, node: c.target, minIndex: s.maxAcked})
+	target := c.target
+	if s.rng.IntN(2) == 0 {
+		target = s.rng.IntN(len(s.nodes))
+	}
+	s.reads = append(s.reads, read{client: ci, node: target, minIndex: s.maxAcked})
 	s.stats.Reads++
 	id := uint64(len(s.reads))
-	s.push(event{at: s.after(s.between(100*time.Microsecond, 3*time.Millisecond)), kind: evRead, node: c.target, a: id})
+	s.push(event{at: s.after(s.between(100*time.Microsecond, 3*time.Millisecond)), kind: evRead, node: target, a: id})
 }
 
 // readArrives steps a ReadIndex on the node, or loses the read if the node
@@ -50,7 +56,9 @@ func (s *Sim) readArrives(ev *event) {
 		s.trace.add(record{at: s.now, kind: recReadLost, node: n.id, a: ev.a})
 		return
 	}
-	s.step(n, fsm.ReadIndex{IDs: []uint64{ev.a}})
+	s.readNow = ev.a
+	s.step(n, fsm.ReadIndex{IDs: []uint64{ev.a}, Now: n.clock(s.now)})
+	s.readNow = 0
 }
 
 // onReadReady checks a read's answer.
@@ -77,7 +85,14 @@ func (s *Sim) onReadReady(n *simNode, r fsm.ReadReady) {
 			return
 		}
 		s.stats.ReadsOK++
-		s.clients[rd.client].heard(n.idx, s.now)
+		if r.ID == s.readNow {
+			s.stats.LeaseOK++ // served in the step that asked: by lease
+		}
+		if n.fsm.Status().Role == fsm.Leader {
+			s.clients[rd.client].heard(n.idx, s.now)
+		} else {
+			s.stats.FollowerOK++
+		}
 	case errors.Is(r.Err, fsm.ErrNotLeader):
 		c := &s.clients[rd.client]
 		if r.Leader != 0 && r.Leader != n.id && r.Leader <= uint64(len(s.nodes)) {

@@ -146,6 +146,8 @@ type Stats struct {
 	GaveUp      uint64 // answered ErrNotLeader maxTries times
 	Reads       uint64 // reads issued by clients
 	ReadsOK     uint64 // of which served (ReadReady without error)
+	FollowerOK  uint64 // of which served by a node that was not leader
+	LeaseOK     uint64 // of which served at once, under a leader lease
 	Transfers   uint64 // leadership transfers the nemesis asked for
 	MaxAcked    uint64 // highest index acknowledged
 	Leaders     int    // terms that had a leader
@@ -156,6 +158,9 @@ type Stats struct {
 	// with it the frequent elections that drive the cluster into states
 	// such as Figure 8 (pre-vote and check-quorum make them rare).
 	BaseElections bool
+	// LeaseReads: this seed runs with Config.LeaseReads (only with
+	// check-quorum, so never with BaseElections).
+	LeaseReads bool
 	// Converged is how long after the heal the liveness condition held;
 	// negative when it did not.
 	Converged time.Duration
@@ -197,11 +202,13 @@ const (
 // Sim is the state of one run: the cluster, its environment and what the
 // invariant checks remember. Nothing in it is shared with other runs.
 type Sim struct {
-	opts  Options
-	seed  uint64
-	rng   *rand.Rand // the one source of randomness of the run
-	now   time.Duration
-	queue agenda
+	opts Options
+	seed uint64
+	rng  *rand.Rand // the one source of randomness of the run
+	now  time.Duration
+	// readNow is the read whose ReadIndex is being stepped, 0 outside.
+	readNow uint64
+	queue   agenda
 
 	nodes   []*simNode
 	members []uint64
@@ -275,6 +282,8 @@ func newSim(seed uint64, opts Options) (*Sim, error) {
 	}
 
 	s.stats.BaseElections = s.rng.IntN(2) == 0
+	// thesis §6.4.1: half the seeds with check-quorum serve lease reads.
+	s.stats.LeaseReads = !s.stats.BaseElections && s.rng.IntN(2) == 0
 
 	s.maxDown = (n - 1) / 2
 	for i := range n {
@@ -297,13 +306,22 @@ func newSim(seed uint64, opts Options) (*Sim, error) {
 
 			DisablePreVote:     s.stats.BaseElections,
 			DisableCheckQuorum: s.stats.BaseElections,
+			// thesis §6.4: followers serve reads with a read index from
+			// the leader; clients send reads to followers too.
+			FollowerReads: true,
+			LeaseReads:    s.stats.LeaseReads,
+			// Node clocks run at rates within ±maxDrift of real time, so
+			// one runs at most (1+maxDrift)/(1-maxDrift) ≈ 1.094 times as
+			// fast as another: within the default MaxClockDrift of 0.1.
 		}
 		if opts.Bug != "" {
 			if err := fsm.PlantBug(&cfg, opts.Bug); err != nil {
 				return s, err
 			}
 		}
-		s.nodes = append(s.nodes, newSimNode(i, cfg))
+		sn := newSimNode(i, cfg)
+		sn.rate = 1 + maxDrift*(2*s.rng.Float64()-1)
+		s.nodes = append(s.nodes, sn)
 	}
 	for i := range opts.Clients {
 		s.clients = append(s.clients, client{target: s.rng.IntN(n)})
@@ -313,6 +331,9 @@ func newSim(seed uint64, opts Options) (*Sim, error) {
 	s.push(event{at: s.chaosEnd, kind: evHeal})
 	return s, nil
 }
+
+// maxDrift bounds how far a node's clock rate strays from real time.
+const maxDrift = 0.045
 
 // clusterID is stamped on every message of the simulated cluster.
 const clusterID = "sim"

@@ -350,6 +350,10 @@ func msgName(m *pb.RaftMessage) string {
 		return "AppendEntriesResponse"
 	case *pb.RaftMessage_TimeoutNow:
 		return "TimeoutNow"
+	case *pb.RaftMessage_ReadIndexRequest:
+		return "ReadIndexRequest"
+	case *pb.RaftMessage_ReadIndexResponse:
+		return "ReadIndexResponse"
 	}
 	return fmt.Sprintf("%T", m.Body)
 }
