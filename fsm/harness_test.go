@@ -225,26 +225,7 @@ func stepSettled(t *testing.T, n *Node, ev Event) []Action {
 
 // raftMsg wraps body in an envelope from -> to at term.
 func raftMsg(from, to, term uint64, body any) *pb.RaftMessage {
-	m := &pb.RaftMessage{ClusterId: testClusterID, From: from, To: to, Term: term}
-	switch b := body.(type) {
-	case *pb.RequestVote:
-		m.Body = &pb.RaftMessage_RequestVote{RequestVote: b}
-	case *pb.RequestVoteResponse:
-		m.Body = &pb.RaftMessage_RequestVoteResponse{RequestVoteResponse: b}
-	case *pb.AppendEntries:
-		m.Body = &pb.RaftMessage_AppendEntries{AppendEntries: b}
-	case *pb.AppendEntriesResponse:
-		m.Body = &pb.RaftMessage_AppendEntriesResponse{AppendEntriesResponse: b}
-	case *pb.TimeoutNow:
-		m.Body = &pb.RaftMessage_TimeoutNow{TimeoutNow: b}
-	case *pb.ReadIndexRequest:
-		m.Body = &pb.RaftMessage_ReadIndexRequest{ReadIndexRequest: b}
-	case *pb.ReadIndexResponse:
-		m.Body = &pb.RaftMessage_ReadIndexResponse{ReadIndexResponse: b}
-	default:
-		panic("raftMsg: unknown body")
-	}
-	return m
+	return pb.NewRaftMessage(testClusterID, from, to, term, body)
 }
 
 // appendMsg is an AppendEntries event.

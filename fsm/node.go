@@ -497,25 +497,7 @@ func (n *Node) send(to uint64, body any, needsDurable bool) {
 // sendTerm is send with the envelope's term given: pre-votes and granted
 // pre-votes carry a term the sender is not in (thesis §9.6).
 func (n *Node) sendTerm(to, term uint64, body any, needsDurable bool) {
-	m := &pb.RaftMessage{ClusterId: n.cfg.ClusterID, From: n.id, To: to, Term: term}
-	switch b := body.(type) {
-	case *pb.TimeoutNow:
-		m.Body = &pb.RaftMessage_TimeoutNow{TimeoutNow: b}
-	case *pb.RequestVote:
-		m.Body = &pb.RaftMessage_RequestVote{RequestVote: b}
-	case *pb.RequestVoteResponse:
-		m.Body = &pb.RaftMessage_RequestVoteResponse{RequestVoteResponse: b}
-	case *pb.AppendEntries:
-		m.Body = &pb.RaftMessage_AppendEntries{AppendEntries: b}
-	case *pb.AppendEntriesResponse:
-		m.Body = &pb.RaftMessage_AppendEntriesResponse{AppendEntriesResponse: b}
-	case *pb.ReadIndexRequest:
-		m.Body = &pb.RaftMessage_ReadIndexRequest{ReadIndexRequest: b}
-	case *pb.ReadIndexResponse:
-		m.Body = &pb.RaftMessage_ReadIndexResponse{ReadIndexResponse: b}
-	default:
-		panic(fmt.Sprintf("fsm: cannot send %T", body))
-	}
+	m := pb.NewRaftMessage(n.cfg.ClusterID, n.id, to, term, body)
 	if needsDurable {
 		n.toHold = append(n.toHold, m)
 		return

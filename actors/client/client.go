@@ -16,8 +16,6 @@ package client
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -123,11 +121,9 @@ type Client struct {
 	// client neither follows such a hint nor picks the node in turn until
 	// downFor has passed, or it would wait out another attempt timeout.
 	down     map[string]time.Time
-	sessions []*session
+	sessions SessionPool
 	waiting  map[waitKey]chan *pb.ClientResponse
 }
-
-type session struct{ id, seq uint64 }
 
 type waitKey struct{ client, seq uint64 }
 
@@ -214,13 +210,13 @@ func (c *Client) Do(ctx context.Context, cmd *pb.KVCommand) (*pb.ClientResponse,
 		ctx, cancel = context.WithTimeout(ctx, c.cfg.Timeout)
 		defer cancel()
 	}
-	s := c.takeSession()
-	defer c.putSession(s)
-	s.seq++
-	req := &pb.ClientRequest{ClusterId: c.cfg.ClusterID, ClientId: s.id, Sequence: s.seq, Command: cmd}
+	s := c.sessions.Get()
+	defer c.sessions.Put(s)
+	s.Seq++
+	req := &pb.ClientRequest{ClusterId: c.cfg.ClusterID, ClientId: s.ID, Sequence: s.Seq, Command: cmd}
 
 	ch := make(chan *pb.ClientResponse, 1)
-	key := waitKey{s.id, s.seq}
+	key := waitKey{s.ID, s.Seq}
 	c.mu.Lock()
 	c.waiting[key] = ch
 	c.mu.Unlock()
@@ -270,29 +266,6 @@ func (c *Client) Do(ctx context.Context, cmd *pb.KVCommand) (*pb.ClientResponse,
 		}
 		backoff = min(2*backoff, 100*time.Millisecond)
 	}
-}
-
-func (c *Client) takeSession() *session {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if n := len(c.sessions); n > 0 {
-		s := c.sessions[n-1]
-		c.sessions = c.sessions[:n-1]
-		return s
-	}
-	var b [8]byte
-	for {
-		_, _ = rand.Read(b[:])
-		if id := binary.LittleEndian.Uint64(b[:]); id != 0 {
-			return &session{id: id}
-		}
-	}
-}
-
-func (c *Client) putSession(s *session) {
-	c.mu.Lock()
-	c.sessions = append(c.sessions, s)
-	c.mu.Unlock()
 }
 
 // target is the node to try next: the known leader, or the next in turn

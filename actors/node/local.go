@@ -2,13 +2,12 @@ package node
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/ketch-raft/ketch/actors/client"
 	pb "github.com/ketch-raft/ketch/messages"
 )
 
@@ -40,11 +39,9 @@ type Local struct {
 	reply *actor.PID
 
 	mu       sync.Mutex
-	sessions []*session
+	sessions client.SessionPool
 	waiting  map[waitKey]chan *pb.ClientResponse
 }
-
-type session struct{ id, seq uint64 }
 
 type waitKey struct{ client, seq uint64 }
 
@@ -78,10 +75,10 @@ func (l *Local) receive(ctx actor.Context) {
 // (ErrNotLeader or ErrNotApplied, with the response), or ctx ends (the
 // command may still be applied).
 func (l *Local) Do(ctx context.Context, cmd *pb.KVCommand) (*pb.ClientResponse, error) {
-	s := l.takeSession()
-	defer l.putSession(s)
-	s.seq++
-	key := waitKey{s.id, s.seq}
+	s := l.sessions.Get()
+	defer l.sessions.Put(s)
+	s.Seq++
+	key := waitKey{s.ID, s.Seq}
 	ch := make(chan *pb.ClientResponse, 1)
 	l.mu.Lock()
 	l.waiting[key] = ch
@@ -93,7 +90,7 @@ func (l *Local) Do(ctx context.Context, cmd *pb.KVCommand) (*pb.ClientResponse, 
 	}()
 
 	gw := actor.NewPID(l.n.system.Address(), GatewayID)
-	req := &pb.ClientRequest{ClusterId: l.n.cfg.ClusterID, ClientId: s.id, Sequence: s.seq, Command: cmd}
+	req := &pb.ClientRequest{ClusterId: l.n.cfg.ClusterID, ClientId: s.ID, Sequence: s.Seq, Command: cmd}
 	l.n.system.Root.RequestWithCustomSender(gw, req, l.reply)
 	select {
 	case r := <-ch:
@@ -108,27 +105,4 @@ func (l *Local) Do(ctx context.Context, cmd *pb.KVCommand) (*pb.ClientResponse, 
 	case <-ctx.Done():
 		return nil, fmt.Errorf("node %d: no answer: %w", l.n.cfg.ID, context.Cause(ctx))
 	}
-}
-
-func (l *Local) takeSession() *session {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if k := len(l.sessions); k > 0 {
-		s := l.sessions[k-1]
-		l.sessions = l.sessions[:k-1]
-		return s
-	}
-	var b [8]byte
-	for {
-		_, _ = rand.Read(b[:])
-		if id := binary.LittleEndian.Uint64(b[:]); id != 0 {
-			return &session{id: id}
-		}
-	}
-}
-
-func (l *Local) putSession(s *session) {
-	l.mu.Lock()
-	l.sessions = append(l.sessions, s)
-	l.mu.Unlock()
 }
