@@ -72,6 +72,12 @@ type waiter struct {
 // heartbeat round confirms them all (thesis §6.4).
 type flushReads struct{}
 
+// flushProposals is flushReads for writes: sent to self when the first
+// proposal of a batch arrives, it steps every proposal queued before it as
+// one fsm.Propose, so a burst of client writes costs one Persist and one
+// AppendEntries per follower instead of one each (the mailbox is the batch).
+type flushProposals struct{}
+
 // Props returns the props of an fsm actor.
 func Props(cfg Config) *actor.Props {
 	if cfg.Logger == nil {
@@ -102,7 +108,8 @@ type fsmActor struct {
 	waiters map[uint64]waiter
 	nextID  uint64
 
-	reads []uint64 // reads waiting for the next flushReads
+	reads     []uint64       // reads waiting for the next flushReads
+	proposals []fsm.Proposal // writes waiting for the next flushProposals
 
 	rejected uint64 // peer messages refused at the boundary
 	lastWarn time.Time
@@ -163,6 +170,12 @@ func (a *fsmActor) Receive(ctx actor.Context) {
 			// the reads arrived: an earlier reading could let a deposed
 			// leader serve under a lease that has already run out.
 			a.step(ctx, fsm.ReadIndex{IDs: ids, Now: a.now()})
+		}
+	case *flushProposals:
+		if a.node != nil && len(a.proposals) > 0 {
+			ps := a.proposals
+			a.proposals = nil
+			a.step(ctx, fsm.Propose{Proposals: ps})
 		}
 	case *pb.TransferRequest:
 		a.transfer(ctx, m)
@@ -242,7 +255,10 @@ func (a *fsmActor) clientRequest(ctx actor.Context, r *pb.ClientRequest) {
 	}
 	a.nextID++
 	a.waiters[a.nextID] = waiter{replyTo: ctx.Sender(), clientID: r.ClientId, seqNum: r.Sequence}
-	a.step(ctx, fsm.Propose{Proposals: []fsm.Proposal{{ID: a.nextID, Data: data}}})
+	if len(a.proposals) == 0 {
+		ctx.Send(ctx.Self(), &flushProposals{})
+	}
+	a.proposals = append(a.proposals, fsm.Proposal{ID: a.nextID, Data: data})
 }
 
 // step runs one event through the fsm and carries out its actions in order.
