@@ -289,6 +289,11 @@ func (a *storeActor) start() {
 		panic("logstore: invariant: open returned neither a Store nor an error")
 	}
 	a.store = s
+	if r, ok := s.(interface{ Recovered() Recovery }); ok && r.Recovered() != (Recovery{}) {
+		rec := r.Recovered()
+		a.log.Warn("store opened after an unclean stop: acknowledged writes replayed from the journal, a torn unacknowledged write dropped if any",
+			"replayed_records", rec.Records, "torn_bytes", rec.TornBytes)
+	}
 	a.log.Info("store opened", "fenced_epochs", len(a.sp.fenced))
 }
 

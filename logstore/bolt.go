@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -34,6 +35,11 @@ type BoltOptions struct {
 	// count on — and can break Raft's safety. Only for benchmarks and
 	// throwaway test clusters. Default false; nothing else turns fsync off.
 	UnsafeNoSync bool
+	// JournalFileBytes is the size past which the write-ahead journal
+	// starts a new file and moves the full one into the bbolt file in the
+	// background (see journal.go). Larger means fewer, bigger checkpoints
+	// and more to replay after a crash. Zero means DefaultJournalFileBytes.
+	JournalFileBytes int64
 }
 
 // Layout of the bbolt file.
@@ -55,12 +61,59 @@ var (
 // file about half the size.
 const appendFillPercent = 1.0
 
-// BoltStore is a Store in one bbolt file. It is safe for concurrent use
-// (bbolt serializes writers), though the store actor is its only user.
+// BoltStore is a Store in one bbolt file with a write-ahead journal in
+// front of it (journal.go): Write appends one record to the journal and
+// fdatasyncs it once, and a background checkpointer moves full journal
+// files into bbolt. It is safe for concurrent use, though the store actor
+// is its only user.
 type BoltStore struct {
 	db   *bolt.DB
 	path string
+	opts BoltOptions
+
+	mu        sync.Mutex // serializes Write, Load and Close
+	closed    bool
+	j         *journalWriter
+	last      uint64   // last index of the log: bbolt plus the journal
+	unflushed [][]byte // payloads of the current journal file's records, not yet in bbolt
+	ckpt      chan checkpoint
+	done      chan struct{} // closed when the checkpointer has exited
+
+	errMu sync.Mutex
+	bgErr error // the checkpointer's first failure; every later call fails
+
+	recovered Recovery
 }
+
+// Recovery is what OpenBolt found in the journal.
+type Recovery struct {
+	// Records is how many journal records were replayed into bbolt: writes
+	// acknowledged before the process stopped without a clean Close.
+	Records int
+	// TornBytes is the size of a torn record dropped from the journal's
+	// end: a write whose fdatasync had not returned, so it was never
+	// acknowledged. Zero after a clean shutdown.
+	TornBytes int64
+}
+
+// Recovered reports what opening the store replayed and dropped.
+func (s *BoltStore) Recovered() Recovery { return s.recovered }
+
+// checkpoint is work for the checkpointer: move records (payloads, up to
+// record lastSeq) into bbolt, then remove the journal file that held them. A
+// checkpoint with ack set is answered when done; with no updates it only
+// waits for the ones before it.
+type checkpoint struct {
+	records [][]byte
+	lastSeq uint64
+	file    string
+	ack     chan error
+}
+
+// maxQueuedCheckpoints bounds the full journal files waiting for the
+// checkpointer; a writer faster than bbolt waits for it rather than
+// holding ever more of the log in memory.
+const maxQueuedCheckpoints = 2
 
 var _ Store = (*BoltStore)(nil)
 
@@ -107,7 +160,162 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("logstore: cannot initialize data file %s (check the disk and the file's permissions): %w", path, err)
 	}
-	return &BoltStore{db: db, path: path}, nil
+	if opts.JournalFileBytes <= 0 {
+		opts.JournalFileBytes = DefaultJournalFileBytes
+	}
+	s := &BoltStore{db: db, path: path, opts: opts}
+	// The journal is read only now that bbolt's lock is held: another
+	// process using this data dir would have failed the Open above.
+	if err := s.recover(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	s.ckpt = make(chan checkpoint, maxQueuedCheckpoints)
+	s.done = make(chan struct{})
+	go s.checkpointer()
+	return s, nil
+}
+
+// recover replays the journal records bbolt does not have yet into bbolt,
+// removes the journal files and starts a fresh one.
+func (s *BoltStore) recover() error {
+	var seq uint64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get(keyJournalSeq); v != nil {
+			if len(v) != 8 {
+				return s.corrupt("the journal sequence number is not 8 bytes", nil)
+			}
+			seq = binary.BigEndian.Uint64(v)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	files, err := journalFiles(s.path)
+	if err != nil {
+		return fmt.Errorf("logstore: cannot list the journal of %s: %w", s.path, err)
+	}
+	var replay [][]byte
+	lastSeq, next := seq, uint64(0)
+	for i, f := range files {
+		recs, _, torn, err := readJournal(f, i == len(files)-1)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
+				return fmt.Errorf("logstore: cannot read journal file %s: %w", f.path, err)
+			}
+			return s.corrupt("the journal is damaged: "+err.Error(), nil)
+		}
+		s.recovered.TornBytes += torn
+		for _, r := range recs {
+			if next != 0 && r.seq != next {
+				return s.corrupt(fmt.Sprintf("journal record %d is missing (file %s starts at %d)", next, f.path, r.seq), nil)
+			}
+			next = r.seq + 1
+			if r.seq <= seq {
+				continue // already in bbolt
+			}
+			if r.seq != lastSeq+1 {
+				return s.corrupt(fmt.Sprintf("journal record %d is missing; bbolt holds records up to %d", lastSeq+1, seq), nil)
+			}
+			replay = append(replay, r.payload)
+			lastSeq = r.seq
+			s.recovered.Records++
+		}
+	}
+	if len(replay) > 0 {
+		if err := s.writeBolt(replay, lastSeq); err != nil {
+			if errors.Is(err, ErrInvalidUpdate) {
+				return s.corrupt("the journal does not continue the log in bbolt", err)
+			}
+			return err
+		}
+	}
+	for _, f := range files {
+		if err := os.Remove(f.path); err != nil {
+			return fmt.Errorf("logstore: cannot remove replayed journal file %s: %w", f.path, err)
+		}
+	}
+	err = s.db.View(func(tx *bolt.Tx) error {
+		s.last, err = s.lastIndex(tx.Bucket(bucketEntries))
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	s.j, err = createJournal(s.path, lastSeq+1, s.opts.UnsafeNoSync)
+	if err != nil {
+		return fmt.Errorf("logstore: cannot create journal file next to %s (check the disk and the directory's permissions): %w", s.path, err)
+	}
+	return nil
+}
+
+// checkpointer moves full journal files into bbolt, in order, one
+// transaction each, until the channel is closed.
+func (s *BoltStore) checkpointer() {
+	defer close(s.done)
+	for c := range s.ckpt {
+		err := s.bgError()
+		if err == nil && len(c.records) > 0 {
+			err = s.writeBolt(c.records, c.lastSeq)
+			if err == nil && c.file != "" {
+				// bbolt now holds the records: the file is not needed, and
+				// if its removal is lost in a crash, recovery skips records
+				// at or below the sequence number bbolt holds.
+				if rerr := os.Remove(c.file); rerr != nil {
+					err = fmt.Errorf("logstore: cannot remove checkpointed journal file %s: %w", c.file, rerr)
+				}
+			}
+			if err != nil {
+				s.errMu.Lock()
+				if s.bgErr == nil {
+					s.bgErr = err
+				}
+				s.errMu.Unlock()
+			}
+		}
+		if c.ack != nil {
+			c.ack <- s.bgError()
+		}
+	}
+}
+
+func (s *BoltStore) bgError() error {
+	s.errMu.Lock()
+	defer s.errMu.Unlock()
+	return s.bgErr
+}
+
+// rotate closes the current journal file, hands what it holds to the
+// checkpointer and starts the next file. Caller holds mu.
+func (s *BoltStore) rotate() error {
+	if s.j.next == s.j.first {
+		return nil // empty: nothing to move
+	}
+	old := s.j
+	nj, err := createJournal(s.path, old.next, s.opts.UnsafeNoSync)
+	if err != nil {
+		return fmt.Errorf("logstore: cannot start a new journal file next to %s: %w", s.path, err)
+	}
+	if err := old.close(); err != nil {
+		_ = nj.close()
+		return err
+	}
+	s.j = nj
+	s.ckpt <- checkpoint{records: s.unflushed, lastSeq: old.next - 1, file: old.name}
+	s.unflushed = nil
+	return nil
+}
+
+// flushAll moves everything journaled into bbolt and waits until it is
+// there. Caller holds mu.
+func (s *BoltStore) flushAll() error {
+	if err := s.rotate(); err != nil {
+		return err
+	}
+	ack := make(chan error, 1)
+	s.ckpt <- checkpoint{ack: ack}
+	return <-ack
 }
 
 // openError turns a bbolt Open error into a one-line error for the operator.
@@ -161,6 +369,14 @@ func (s *BoltStore) corrupt(detail string, cause error) error {
 // checks that the entries are exactly 1..n: each key 8 bytes, no gap, each
 // value decodes, each entry's index equals its key.
 func (s *BoltStore) Load() (State, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return State{}, s.closedError("load")
+	}
+	if err := s.flushAll(); err != nil {
+		return State{}, s.wrapTxError("load", err)
+	}
 	var st State
 	err := s.db.View(func(tx *bolt.Tx) error {
 		meta, ents := tx.Bucket(bucketMeta), tx.Bucket(bucketEntries)
@@ -211,12 +427,46 @@ func (s *BoltStore) Load() (State, error) {
 	return st, nil
 }
 
-// Write applies updates in one read-write transaction, committed with one
-// fsync, after checking them against the stored last index.
+// Write makes updates durable with one journal record and one fdatasync
+// (journal.go), after checking them against the log's last index; bbolt
+// receives them later, in the background.
 func (s *BoltStore) Write(updates []Update) error {
 	if len(updates) == 0 {
 		return nil
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return s.closedError("write")
+	}
+	if err := s.bgError(); err != nil {
+		return s.wrapTxError("write", err)
+	}
+	last, err := checkUpdates(s.last, updates)
+	if err != nil {
+		return err
+	}
+	payload, err := s.j.append(updates)
+	if err != nil {
+		return s.wrapTxError("write", err)
+	}
+	s.last = last
+	s.unflushed = append(s.unflushed, payload)
+	if s.j.size >= s.opts.JournalFileBytes {
+		if err := s.rotate(); err != nil {
+			return s.wrapTxError("write", err)
+		}
+	}
+	return nil
+}
+
+// writeBolt applies journal records to bbolt in one read-write
+// transaction (synced unless UnsafeNoSync), recording that bbolt now holds
+// the journal up to record seq. The records' fields are the very bytes
+// bbolt stores; an entry at or below the last index truncates the log
+// there first (Update's semantics), one past it is appended, and anything
+// else fails with ErrInvalidUpdate.
+func (s *BoltStore) writeBolt(records [][]byte, seq uint64) error {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		meta, ents := tx.Bucket(bucketMeta), tx.Bucket(bucketEntries)
 		if meta == nil || ents == nil {
@@ -226,55 +476,44 @@ func (s *BoltStore) Write(updates []Update) error {
 		if err != nil {
 			return err
 		}
-		if _, err := checkUpdates(last, updates); err != nil {
-			return err
-		}
 		ents.FillPercent = appendFillPercent
-
-		// bbolt requires keys and values to stay valid until the commit,
-		// so they are carved out of one buffer that is never overwritten.
-		size := 0
-		for _, u := range updates {
-			for _, e := range u.Entries {
-				size += 8 + proto.Size(e)
+		// bbolt requires keys and values to stay valid until the commit:
+		// values are slices of the records, keys are carved out of one
+		// buffer that is never reallocated.
+		n := 0
+		for _, r := range records {
+			n += len(r) / 32 // a guess at the entries; the buffer is replaced, never grown in place, when it is wrong
+		}
+		keys := make([]byte, 0, 8*max(n, 64))
+		for _, r := range records {
+			err := walkRecord(r, func(op recordOp) error {
+				if op.hardState {
+					return meta.Put(keyHardState, op.value)
+				}
+				switch {
+				case op.index == 0 || op.index > last+1:
+					return fmt.Errorf("%w: journal entry %d would leave a gap after last index %d", ErrInvalidUpdate, op.index, last)
+				case op.index <= last:
+					if err := truncateFrom(ents, op.index); err != nil {
+						return err
+					}
+				}
+				if len(keys)+8 > cap(keys) {
+					keys = make([]byte, 0, cap(keys)*2)
+				}
+				off := len(keys)
+				keys = binary.BigEndian.AppendUint64(keys, op.index)
+				last = op.index
+				return ents.Put(keys[off:off+8], op.value)
+			})
+			if err != nil {
+				return err
 			}
 		}
-		buf := make([]byte, 0, size)
-		for _, u := range updates {
-			if u.HardState != nil {
-				v, err := proto.Marshal(u.HardState)
-				if err != nil {
-					return err
-				}
-				if err := meta.Put(keyHardState, v); err != nil {
-					return err
-				}
-			}
-			if len(u.Entries) == 0 {
-				continue
-			}
-			if first := u.Entries[0].Index; first <= last {
-				if err := truncateFrom(ents, first); err != nil {
-					return err
-				}
-			}
-			for _, e := range u.Entries {
-				off := len(buf)
-				buf = binary.BigEndian.AppendUint64(buf, e.Index)
-				buf, err = proto.MarshalOptions{}.MarshalAppend(buf, e)
-				if err != nil {
-					return err
-				}
-				if err := ents.Put(buf[off:off+8], buf[off+8:]); err != nil {
-					return err
-				}
-			}
-			last = u.Entries[len(u.Entries)-1].Index
-		}
-		return nil
+		return meta.Put(keyJournalSeq, binary.BigEndian.AppendUint64(nil, seq))
 	})
 	if err != nil {
-		return s.wrapTxError("write", err)
+		return s.wrapTxError("checkpoint", err)
 	}
 	return nil
 }
@@ -317,9 +556,34 @@ func (s *BoltStore) wrapTxError(op string, err error) error {
 	return fmt.Errorf("logstore: %s on data file %s failed (check the disk and free space; the node restarts from what is on disk): %w", op, s.path, err)
 }
 
-// Close closes the file and releases its lock.
+func (s *BoltStore) closedError(op string) error {
+	return &storeError{msg: fmt.Sprintf("logstore: %s on data file %s after Close", op, s.path), kind: ErrClosed}
+}
+
+// Close moves the journal into bbolt (a clean shutdown leaves everything in
+// the bbolt file and no journal), closes the files and releases the lock.
+// Closing twice is a no-op.
 func (s *BoltStore) Close() error {
-	if err := s.db.Close(); err != nil {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	err := s.flushAll()
+	close(s.ckpt)
+	<-s.done
+	if cerr := s.j.close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		// Everything is in bbolt: the empty journal file can go.
+		err = os.Remove(s.j.name)
+	}
+	if cerr := s.db.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return fmt.Errorf("logstore: closing data file %s: %w", s.path, err)
 	}
 	return nil

@@ -6,14 +6,20 @@
 //
 // Store is the durable log: Load returns everything on disk, Write applies a
 // list of Updates (a hard state and/or a suffix of the log, with the
-// semantics of the fsm's Persist action) in one transaction with one fsync,
-// Close releases it. Two implementations:
+// semantics of the fsm's Persist action) atomically with one fsync, Close
+// releases it. Two implementations:
 //
 //   - BoltStore (OpenBolt): one bbolt file with an "entries" bucket, keyed
 //     by the big-endian uint64 index, holding proto-marshalled Entry values,
 //     and a "meta" bucket whose "hardstate" key holds the proto-marshalled
-//     HardState. Opened with options tuned for append-and-truncate and a
-//     bounded wait for the file lock.
+//     HardState; in front of it a write-ahead journal (journal.go). A bbolt
+//     commit costs two fdatasyncs (data pages, then the meta page), so Write
+//     instead appends the batch to the journal as one checksummed record
+//     and fdatasyncs once; full journal files (1 MiB by default) are moved
+//     into bbolt in the background, in one synced transaction each, and
+//     deleted. OpenBolt replays what bbolt lacks and drops a torn last
+//     record (a write never acknowledged); a clean Close leaves everything
+//     in bbolt and no journal.
 //   - MemoryStore (NewMemory): the same semantics in memory, for tests.
 //
 // # The store actor
@@ -29,8 +35,9 @@
 //
 // # What it must never do
 //
-//   - Report a write durable before the fsync of the transaction holding it
-//     returned, or report a later write of an epoch after losing an earlier
+//   - Report a write durable before the fsync of the journal record (or
+//     transaction) holding it returned, or report a later write of an
+//     epoch after losing an earlier
 //     one (Raft's votes and acknowledgements are promises about the disk).
 //   - Return stale, partial or undecodable data as good: a corrupt file
 //     (undecodable value, gap, key that disagrees with its entry) is an

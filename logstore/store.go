@@ -40,7 +40,7 @@ type Store interface {
 	// Load returns the whole durable state. A store that was never written
 	// returns a nil HardState and no entries.
 	Load() (State, error)
-	// Write applies updates in order, in one transaction with one fsync
+	// Write applies updates in order, atomically and with one fsync
 	// (group commit), and returns only once they are durable. Updates are
 	// validated first; an invalid one fails the whole call with an error
 	// wrapping ErrInvalidUpdate and nothing is written. After any other
