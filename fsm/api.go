@@ -110,6 +110,13 @@ type Config struct {
 	// MaxMsgBytes bounds the entry bytes packed into one AppendEntries (a
 	// single larger entry is still sent alone). Default 1 MiB.
 	MaxMsgBytes int
+	// LogCacheEntries is how many applied entries the node keeps in memory
+	// beyond those it still needs (not yet durable, committed or applied).
+	// Older entries are dropped from memory (only their terms are kept)
+	// and, when a follower lags that far behind, read back from the store
+	// with a Fetch action, so a slow or dead follower does not make the
+	// leader's memory grow. Default 8192.
+	LogCacheEntries int
 	// RetransmitRounds is how many heartbeat intervals a pipelined follower
 	// may go without acknowledging progress before the leader assumes the
 	// in-flight messages were lost and probes again. Default 4.
@@ -176,6 +183,7 @@ const (
 	DefaultMaxInflight       = 64
 	DefaultMaxMsgBytes       = 1 << 20
 	DefaultRetransmitRounds  = 4
+	DefaultLogCacheEntries   = 8192
 	DefaultMaxClockDrift     = 0.1
 )
 
@@ -194,6 +202,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.RetransmitRounds == 0 {
 		c.RetransmitRounds = DefaultRetransmitRounds
+	}
+	if c.LogCacheEntries == 0 {
+		c.LogCacheEntries = DefaultLogCacheEntries
 	}
 	if c.MaxClockDrift == 0 {
 		c.MaxClockDrift = DefaultMaxClockDrift
@@ -227,8 +238,8 @@ func (c *Config) Validate() error {
 	if c.HeartbeatInterval >= c.ElectionTimeout {
 		return fmt.Errorf("fsm: heartbeat interval %v must be below the election timeout %v", c.HeartbeatInterval, c.ElectionTimeout)
 	}
-	if c.MaxInflight < 1 || c.MaxMsgBytes < 1 || c.RetransmitRounds < 1 {
-		return errors.New("fsm: MaxInflight, MaxMsgBytes and RetransmitRounds must be positive")
+	if c.MaxInflight < 1 || c.MaxMsgBytes < 1 || c.RetransmitRounds < 1 || c.LogCacheEntries < 1 {
+		return errors.New("fsm: MaxInflight, MaxMsgBytes, RetransmitRounds and LogCacheEntries must be positive")
 	}
 	if c.Rand == nil {
 		return errors.New("fsm: a Rand source for election jitter is required")
@@ -298,6 +309,14 @@ type Persisted struct{ Seq uint64 }
 // Applied reports the state machine's applied index.
 type Applied struct{ Index uint64 }
 
+// Fetched answers a Fetch: the entries the store holds from Lo on (as
+// many as it read, at least one when the store has index Lo), or none if
+// the read failed. Term and Peer are the Fetch's.
+type Fetched struct {
+	Peer, Term, Lo uint64
+	Entries        []*pb.Entry
+}
+
 // ReadIndex asks for linearizable reads (thesis §6.4). Each ID is chosen
 // by the caller and comes back in one ReadReady. All the reads of one event
 // share one heartbeat round. With Config.FollowerReads, a follower that
@@ -327,6 +346,7 @@ func (Timeout) isEvent()   {}
 func (Propose) isEvent()   {}
 func (Persisted) isEvent() {}
 func (Applied) isEvent()   {}
+func (Fetched) isEvent()   {}
 
 func (ReadIndex) isEvent()          {}
 func (TransferLeadership) isEvent() {}
@@ -402,6 +422,18 @@ type ReadReady struct {
 
 func (ReadReady) isAction() {}
 
+// Fetch asks the driver to read durable entries Lo..Hi-1 from the store,
+// at most MaxBytes of them (but at least one), and step Fetched with them.
+// The leader needs them for follower Peer, which lags behind what the
+// node keeps in memory (Config.LogCacheEntries). Every entry asked for is
+// committed and durable, so the store's copy is the log's.
+type Fetch struct {
+	Peer, Term, Lo, Hi uint64
+	MaxBytes           int
+}
+
+func (Fetch) isAction() {}
+
 func (Persist) isAction()  {}
 func (Send) isAction()     {}
 func (Apply) isAction()    {}
@@ -421,6 +453,10 @@ type Status struct {
 	Commit    uint64
 	Applied   uint64 // the last index handed to Apply
 	Durable   uint64 // the last log index known durable on this node
+	// InMemory is how many log entries the node holds in memory: the
+	// tail that is not yet applied, plus up to Config.LogCacheEntries
+	// (and half as many again, as it compacts in steps) applied ones.
+	InMemory uint64
 	// Transferee is the target of the leadership transfer under way, 0
 	// when none is.
 	Transferee uint64

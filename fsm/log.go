@@ -2,6 +2,8 @@ package fsm
 
 import (
 	"fmt"
+	"slices"
+	"sort"
 
 	pb "github.com/ketch-raft/ketch/messages"
 	"google.golang.org/protobuf/proto"
@@ -12,13 +14,22 @@ import (
 // are shared with actions, so the log never writes into a backing array a
 // caller may hold: a truncation copies before it appends.
 //
-// offset is the index before entries[0]: 0 until snapshots compact the log
-// (a later issue), when it becomes the last compacted index.
+// Only the tail is in memory: entries[0] is index offset+1. Entries at or
+// below offset were compacted away (they are committed, applied and
+// durable, and the store still has them; see Node.maybeCompact), but their
+// terms are kept, as runs, so that term() answers for every index: the
+// consistency check of AppendEntries and the election rule need terms,
+// never old contents.
 type raftLog struct {
-	offset     uint64
-	offsetTerm uint64
-	entries    []*pb.Entry
+	offset  uint64
+	entries []*pb.Entry
+	// runs holds the terms of indexes 1..offset: runs[k] says that from
+	// index runs[k].first on (until the next run) entries have term
+	// runs[k].term. Terms only change at elections, so it stays short.
+	runs []termRun
 }
+
+type termRun struct{ first, term uint64 }
 
 func (l *raftLog) lastIndex() uint64 { return l.offset + uint64(len(l.entries)) }
 
@@ -28,12 +39,35 @@ func (l *raftLog) lastTerm() uint64 { return l.term(l.lastIndex()) }
 // hold it (index 0 is the empty prefix, whose term is 0).
 func (l *raftLog) term(i uint64) uint64 {
 	switch {
-	case i == l.offset:
-		return l.offsetTerm
-	case i < l.offset || i > l.lastIndex():
+	case i == 0 || i > l.lastIndex():
 		return 0
+	case i > l.offset:
+		return l.entries[i-l.offset-1].Term
 	}
-	return l.entries[i-l.offset-1].Term
+	// The last run that starts at or before i.
+	k := sort.Search(len(l.runs), func(k int) bool { return l.runs[k].first > i }) - 1
+	return l.runs[k].term
+}
+
+// compact drops entries up to and including index i from memory, keeping
+// their terms. The caller guarantees they are committed and durable.
+func (l *raftLog) compact(i uint64) {
+	if i <= l.offset {
+		return
+	}
+	if i > l.lastIndex() {
+		panic(fmt.Sprintf("invariant: compacting to %d beyond the last index %d", i, l.lastIndex()))
+	}
+	drop := l.entries[:i-l.offset]
+	for _, e := range drop {
+		if n := len(l.runs); n == 0 || l.runs[n-1].term != e.Term {
+			l.runs = append(l.runs, termRun{first: e.Index, term: e.Term})
+		}
+	}
+	// A fresh array, so the dropped entries can be collected (the old
+	// array may still be referenced by actions, which is fine).
+	l.entries = slices.Clone(l.entries[i-l.offset:])
+	l.offset = i
 }
 
 // slice returns entries lo..hi-1; the result cannot be appended into the log.

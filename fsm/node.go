@@ -167,7 +167,7 @@ func (n *Node) Status() Status {
 		ID: n.id, Role: n.role, Term: n.term, Vote: n.vote, Leader: n.leader,
 		LastIndex: n.log.lastIndex(), LastTerm: n.log.lastTerm(),
 		Commit: n.commit, Applied: n.applied, Durable: n.durable,
-		Transferee: n.transferee,
+		Transferee: n.transferee, InMemory: uint64(len(n.log.entries)),
 	}
 }
 
@@ -191,6 +191,8 @@ func (n *Node) Step(ev Event) []Action {
 		n.persisted(e.Seq)
 	case Applied:
 		n.stateAt = max(n.stateAt, e.Index)
+	case Fetched:
+		n.fetched(e)
 	case ReadIndex:
 		n.now = max(e.Now, 0)
 		n.readIndex(e.IDs)
@@ -202,6 +204,7 @@ func (n *Node) Step(ev Event) []Action {
 	n.maybeApply()
 	n.serveReads()
 	n.serveForwarded()
+	n.maybeCompact()
 	n.now = 0
 	return n.flush()
 }
@@ -559,6 +562,20 @@ func (n *Node) maybeApply() {
 	n.proposals = n.proposals[k:]
 	n.applied = n.commit
 	n.acts = append(n.acts, a)
+}
+
+// maybeCompact drops from memory the entries the node no longer needs
+// there, keeping Config.LogCacheEntries of them: only entries that are
+// committed, durable and reported applied by the state machine, so they
+// are never truncated, never persisted again and never handed to Apply
+// again. It compacts in steps of half the cache, not on every entry.
+func (n *Node) maybeCompact() {
+	keep := uint64(n.cfg.LogCacheEntries)
+	upTo := min(n.stateAt, n.durable, n.commit)
+	if upTo <= n.log.offset+keep+keep/2 {
+		return
+	}
+	n.log.compact(upTo - keep)
 }
 
 // abandonProposals answers every proposal still waiting when leadership is

@@ -21,6 +21,11 @@ type progress struct {
 	// inflight holds the last index of each unacknowledged AppendEntries
 	// sent in replicate state, ascending.
 	inflight []uint64
+	// fetching: a Fetch for this follower is out (its next entries are no
+	// longer in memory); fetchRound is the heartbeat round it was issued
+	// in, so that a lost one is issued again.
+	fetching   bool
+	fetchRound uint64
 	// stallRound is the heartbeat round since which the follower has had
 	// unacknowledged entries without acknowledging any progress.
 	stallRound uint64

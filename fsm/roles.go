@@ -1,6 +1,8 @@
 package fsm
 
 import (
+	"fmt"
+
 	pb "github.com/ketch-raft/ketch/messages"
 )
 
@@ -213,6 +215,15 @@ func (n *Node) leaderAppend(ps []Proposal) {
 func (n *Node) sendAppend(p uint64) {
 	pr := n.progress[p]
 	last := n.log.lastIndex()
+	if pr.next <= n.log.offset && (!pr.replicate && !pr.probeSent || pr.replicate && len(pr.inflight) < n.cfg.MaxInflight) {
+		// The follower needs entries this node keeps only on disk: ask the
+		// store for them (one read at a time); fetched sends them.
+		if !pr.fetching {
+			pr.fetching, pr.fetchRound = true, n.round
+			n.acts = append(n.acts, Fetch{Peer: p, Term: n.term, Lo: pr.next, Hi: n.log.offset + 1, MaxBytes: n.cfg.MaxMsgBytes})
+		}
+		return
+	}
 	if !pr.replicate {
 		if pr.probeSent {
 			return
@@ -230,6 +241,45 @@ func (n *Node) sendAppend(p uint64) {
 		pr.next += uint64(len(ents))
 		pr.inflight = append(pr.inflight, pr.next-1)
 	}
+}
+
+// fetched sends a follower the entries a Fetch read from the store, as
+// sendAppend would have had they been in memory, and carries on. A stale
+// answer (another term, or the follower's next index has moved) is
+// dropped, and sendAppend decides again what the follower needs.
+func (n *Node) fetched(f Fetched) {
+	pr := n.progress[f.Peer]
+	if n.role != Leader || f.Term != n.term || pr == nil || !pr.fetching {
+		return
+	}
+	pr.fetching = false
+	ents := f.Entries
+	if len(ents) > 0 && ents[0].Index == f.Lo && f.Lo == pr.next {
+		// Only what is still compacted: newer entries come from memory.
+		for k, e := range ents {
+			if e.Index != f.Lo+uint64(k) || e.Index > n.log.offset {
+				ents = ents[:k]
+				break
+			}
+			if e.Term != n.log.term(e.Index) {
+				panic(fmt.Sprintf("invariant: the store returned entry %d of term %d where the log has term %d", e.Index, e.Term, n.log.term(e.Index)))
+			}
+		}
+		switch {
+		case len(ents) == 0:
+		case !pr.replicate && !pr.probeSent:
+			pr.probeSent = true
+			n.sendEntries(f.Peer, pr.next-1, ents)
+		case pr.replicate && len(pr.inflight) < n.cfg.MaxInflight:
+			if len(pr.inflight) == 0 {
+				pr.stallRound = n.round
+			}
+			n.sendEntries(f.Peer, pr.next-1, ents)
+			pr.next += uint64(len(ents))
+			pr.inflight = append(pr.inflight, pr.next-1)
+		}
+	}
+	n.sendAppend(f.Peer)
 }
 
 func (n *Node) sendEntries(p, prev uint64, ents []*pb.Entry) {
@@ -256,6 +306,9 @@ func (n *Node) heartbeat() {
 	last := n.log.lastIndex()
 	for _, p := range n.peers {
 		pr := n.progress[p]
+		if pr.fetching && n.round-pr.fetchRound >= uint64(n.cfg.RetransmitRounds) {
+			pr.fetching = false // the Fetch or its answer was lost
+		}
 		switch {
 		case !pr.replicate:
 			pr.probeSent = false // the probe or its answer may be lost

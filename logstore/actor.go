@@ -75,6 +75,23 @@ type Loaded struct {
 	Err   error
 }
 
+// ReadEntries asks the store actor for durable entries Lo..Hi-1, at most
+// MaxBytes of them (at least one); it answers EntriesRead to the sender.
+// The fsm actor sends it for an fsm.Fetch; Tag is echoed back for it.
+type ReadEntries struct {
+	Lo, Hi   uint64
+	MaxBytes int
+	Tag      any
+}
+
+// EntriesRead answers ReadEntries. When Err is not nil Entries is empty and
+// the store actor crashes right after sending it, as for a failed Load.
+type EntriesRead struct {
+	Entries []*pb.Entry
+	Tag     any
+	Err     error
+}
+
 // Crash makes the store actor panic with Reason, as if its disk had failed,
 // for fault-injection tests: writes it accepted but had not yet synced are
 // lost and their epochs fenced. The node forwards it only when started with
@@ -258,6 +275,14 @@ func (a *storeActor) Receive(ctx actor.Context) {
 	case *LoadRequest:
 		a.flush(ctx) // a Load sees every write queued before it
 		a.load(ctx)
+	case *ReadEntries:
+		ents, err := a.store.Entries(m.Lo, m.Hi, m.MaxBytes)
+		if ctx.Sender() != nil {
+			ctx.Respond(&EntriesRead{Entries: ents, Tag: m.Tag, Err: err})
+		}
+		if err != nil {
+			panic(fmt.Errorf("logstore: store actor: reading entries %d..%d failed: %w", m.Lo, m.Hi-1, err))
+		}
 	case *Crash:
 		panic(fmt.Errorf("logstore: store actor crashed on request: %s", m.Reason))
 	case *actor.Restarting:

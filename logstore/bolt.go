@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -78,6 +79,7 @@ type BoltStore struct {
 	unflushed [][]byte // payloads of the current journal file's records, not yet in bbolt
 	ckpt      chan checkpoint
 	done      chan struct{} // closed when the checkpointer has exited
+	boltLast  atomic.Uint64 // last index in bbolt, after the latest checkpoint
 
 	errMu sync.Mutex
 	bgErr error // the checkpointer's first failure; every later call fails
@@ -243,6 +245,7 @@ func (s *BoltStore) recover() error {
 	if err != nil {
 		return err
 	}
+	s.boltLast.Store(s.last)
 	s.j, err = createJournal(s.path, lastSeq+1, s.opts.UnsafeNoSync)
 	if err != nil {
 		return fmt.Errorf("logstore: cannot create journal file next to %s (check the disk and the directory's permissions): %w", s.path, err)
@@ -467,6 +470,7 @@ func (s *BoltStore) Write(updates []Update) error {
 // there first (Update's semantics), one past it is appended, and anything
 // else fails with ErrInvalidUpdate.
 func (s *BoltStore) writeBolt(records [][]byte, seq uint64) error {
+	var newLast uint64
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		meta, ents := tx.Bucket(bucketMeta), tx.Bucket(bucketEntries)
 		if meta == nil || ents == nil {
@@ -510,12 +514,71 @@ func (s *BoltStore) writeBolt(records [][]byte, seq uint64) error {
 				return err
 			}
 		}
+		newLast = last
 		return meta.Put(keyJournalSeq, binary.BigEndian.AppendUint64(nil, seq))
 	})
 	if err != nil {
 		return s.wrapTxError("checkpoint", err)
 	}
+	s.boltLast.Store(newLast)
 	return nil
+}
+
+// Entries reads entries lo..hi-1 from bbolt, first moving the journal into
+// it if the range reaches past what bbolt holds. Each value is checked as
+// Load checks it.
+func (s *BoltStore) Entries(lo, hi uint64, maxBytes int) ([]*pb.Entry, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, s.closedError("read")
+	}
+	lo = max(lo, 1)
+	hi = min(hi, s.last+1)
+	if lo >= hi {
+		return nil, nil
+	}
+	if hi-1 > s.boltLast.Load() {
+		if err := s.flushAll(); err != nil {
+			return nil, s.wrapTxError("read", err)
+		}
+	}
+	var out []*pb.Entry
+	err := s.db.View(func(tx *bolt.Tx) error {
+		ents := tx.Bucket(bucketEntries)
+		if ents == nil {
+			return s.corrupt("a bucket is missing", nil)
+		}
+		c := ents.Cursor()
+		size := 0
+		want := lo
+		for k, v := c.Seek(binary.BigEndian.AppendUint64(nil, lo)); k != nil && want < hi; k, v = c.Next() {
+			if len(k) != 8 || binary.BigEndian.Uint64(k) != want || v == nil {
+				return s.corrupt(fmt.Sprintf("entry %d is missing or malformed", want), nil)
+			}
+			e := &pb.Entry{}
+			if err := proto.Unmarshal(v, e); err != nil {
+				return s.corrupt(fmt.Sprintf("entry %d does not decode", want), err)
+			}
+			if e.Index != want {
+				return s.corrupt(fmt.Sprintf("key %d holds an entry with index %d", want, e.Index), nil)
+			}
+			size += len(v)
+			if len(out) > 0 && size > maxBytes {
+				break
+			}
+			out = append(out, e)
+			want++
+		}
+		if want < hi && len(out) == 0 {
+			return s.corrupt(fmt.Sprintf("entry %d is missing", want), nil)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, s.wrapTxError("read", err)
+	}
+	return out, nil
 }
 
 // lastIndex is the index of the last stored entry, 0 if there is none.

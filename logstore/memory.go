@@ -67,5 +67,23 @@ func (m *MemoryStore) Write(updates []Update) error {
 	return nil
 }
 
+// Entries returns copies of entries lo..hi-1, at least one and at most
+// maxBytes of data beyond the first.
+func (m *MemoryStore) Entries(lo, hi uint64, maxBytes int) ([]*pb.Entry, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []*pb.Entry
+	size := 0
+	for i := max(lo, 1); i < hi && i <= uint64(len(m.entries)); i++ {
+		e := m.entries[i-1]
+		size += proto.Size(e)
+		if len(out) > 0 && size > maxBytes {
+			break
+		}
+		out = append(out, proto.Clone(e).(*pb.Entry))
+	}
+	return out, nil
+}
+
 // Close does nothing; see MemoryStore.
 func (m *MemoryStore) Close() error { return nil }

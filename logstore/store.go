@@ -47,6 +47,11 @@ type Store interface {
 	// error the Store's on-disk state is what the last successful Write
 	// left, and the caller should Close it and open it again.
 	Write(updates []Update) error
+	// Entries returns durable entries lo..hi-1 in order, stopping once
+	// their data passes maxBytes (but returning at least one). It returns
+	// fewer, or none, when the log ends before hi. The fsm reads entries
+	// it no longer keeps in memory this way (fsm.Fetch).
+	Entries(lo, hi uint64, maxBytes int) ([]*pb.Entry, error)
 	// Close releases the store (the file and its lock).
 	Close() error
 }

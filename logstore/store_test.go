@@ -435,3 +435,42 @@ func TestBoltSyncsByDefault(t *testing.T) {
 		t.Error("UnsafeNoSync did not turn fsync off")
 	}
 }
+
+func TestStoreEntries(t *testing.T) {
+	for _, kind := range storeKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			s, reopen := kind.open(t)
+			want := cat(ents(1, 30, 1), ents(31, 40, 2))
+			mustWrite(t, s, Update{Entries: ents(1, 50, 1)}, Update{Entries: ents(31, 40, 2)})
+			for _, tc := range []struct {
+				lo, hi   uint64
+				maxBytes int
+				n        int
+			}{
+				{1, 41, 1 << 20, 40},
+				{5, 9, 1 << 20, 4},
+				{35, 100, 1 << 20, 6}, // the log ends at 40
+				{41, 50, 1 << 20, 0},
+				{3, 41, 1, 1}, // at least one
+				{3, 41, 3 * proto.Size(ent(3, 1)), 3},
+			} {
+				got, err := s.Entries(tc.lo, tc.hi, tc.maxBytes)
+				if err != nil {
+					t.Fatalf("Entries(%d, %d): %v", tc.lo, tc.hi, err)
+				}
+				if len(got) != tc.n {
+					t.Fatalf("Entries(%d, %d, %d) = %d entries, want %d", tc.lo, tc.hi, tc.maxBytes, len(got), tc.n)
+				}
+				for i, e := range got {
+					if !proto.Equal(e, want[tc.lo-1+uint64(i)]) {
+						t.Errorf("Entries(%d, %d)[%d] = %v, want %v", tc.lo, tc.hi, i, e, want[tc.lo-1+uint64(i)])
+					}
+				}
+			}
+			s = reopen(s)
+			if got, err := s.Entries(31, 32, 1<<20); err != nil || len(got) != 1 || got[0].Term != 2 {
+				t.Errorf("after reopening, Entries(31, 32) = %v, %v", got, err)
+			}
+		})
+	}
+}

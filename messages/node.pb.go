@@ -733,9 +733,12 @@ type NodeStatus struct {
 	Commit    uint64                 `protobuf:"varint,6,opt,name=commit,proto3" json:"commit,omitempty"`
 	Applied   uint64                 `protobuf:"varint,7,opt,name=applied,proto3" json:"applied,omitempty"`
 	// Per child actor (store, state, fsm, sender): restarts and last crash.
-	Children      map[string]*ChildStatus `protobuf:"bytes,8,rep,name=children,proto3" json:"children,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Address       string                  `protobuf:"bytes,9,opt,name=address,proto3" json:"address,omitempty"`
-	Error         string                  `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	Children map[string]*ChildStatus `protobuf:"bytes,8,rep,name=children,proto3" json:"children,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Address  string                  `protobuf:"bytes,9,opt,name=address,proto3" json:"address,omitempty"`
+	Error    string                  `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	// Log entries the fsm holds in memory (the rest it reads back from the
+	// store when a lagging follower needs them); bounded by the log cache.
+	LogInMemory   uint64 `protobuf:"varint,11,opt,name=log_in_memory,json=logInMemory,proto3" json:"log_in_memory,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -838,6 +841,13 @@ func (x *NodeStatus) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *NodeStatus) GetLogInMemory() uint64 {
+	if x != nil {
+		return x.LogInMemory
+	}
+	return 0
 }
 
 type ChildStatus struct {
@@ -1171,7 +1181,7 @@ const file_node_proto_rawDesc = "" +
 	"\acommand\x18\x03 \x01(\v2\x13.ketch.v1.KVCommandR\acommand\".\n" +
 	"\rStatusRequest\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\x01 \x01(\tR\tclusterId\"\xf1\x02\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\"\x95\x03\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
@@ -1185,7 +1195,8 @@ const file_node_proto_rawDesc = "" +
 	"\bchildren\x18\b \x03(\v2\".ketch.v1.NodeStatus.ChildrenEntryR\bchildren\x12\x18\n" +
 	"\aaddress\x18\t \x01(\tR\aaddress\x12\x14\n" +
 	"\x05error\x18\n" +
-	" \x01(\tR\x05error\x1aR\n" +
+	" \x01(\tR\x05error\x12\"\n" +
+	"\rlog_in_memory\x18\v \x01(\x04R\vlogInMemory\x1aR\n" +
 	"\rChildrenEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12+\n" +
 	"\x05value\x18\x02 \x01(\v2\x15.ketch.v1.ChildStatusR\x05value:\x028\x01\"H\n" +

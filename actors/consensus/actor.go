@@ -72,6 +72,11 @@ type waiter struct {
 // heartbeat round confirms them all (thesis §6.4).
 type flushReads struct{}
 
+// fetchTag rides on a ReadEntries to the store and back, so the answer
+// reaches the fsm as the Fetched of the Fetch that asked for it (and of
+// this incarnation).
+type fetchTag struct{ epoch, peer, term, lo uint64 }
+
 // flushProposals is flushReads for writes: sent to self when the first
 // proposal of a batch arrives, it steps every proposal queued before it as
 // one fsm.Propose, so a burst of client writes costs one Persist and one
@@ -138,6 +143,10 @@ func (a *fsmActor) Receive(ctx actor.Context) {
 			a.maybeInit(ctx)
 		} else {
 			a.step(ctx, fsm.Applied{Index: m.Index})
+		}
+	case *logstore.EntriesRead:
+		if f, ok := m.Tag.(fetchTag); ok && a.node != nil && f.epoch == a.epoch && m.Err == nil {
+			a.step(ctx, fsm.Fetched{Peer: f.peer, Term: f.term, Lo: f.lo, Entries: m.Entries})
 		}
 	case *logstore.Durable:
 		if a.node != nil && m.Epoch == a.epoch {
@@ -277,6 +286,9 @@ func (a *fsmActor) step(ctx actor.Context, ev fsm.Event) {
 			a.readReady(ctx, x)
 		case fsm.SetTimer:
 			a.setTimer(ctx, x)
+		case fsm.Fetch:
+			ctx.Request(a.cfg.Store, &logstore.ReadEntries{Lo: x.Lo, Hi: x.Hi, MaxBytes: x.MaxBytes,
+				Tag: fetchTag{epoch: a.epoch, peer: x.Peer, term: x.Term, lo: x.Lo}})
 		}
 	}
 	if len(a.outbound) > 0 {

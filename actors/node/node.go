@@ -86,6 +86,10 @@ type Config struct {
 	// rates within fsm.DefaultMaxClockDrift of each other and timers fire
 	// on time; off by default. Reads are linearizable either way.
 	LeaseReads bool
+	// LogCacheEntries is how many applied log entries the fsm keeps in
+	// memory (fsm.Config.LogCacheEntries, default 8192); older ones stay
+	// on disk only, so memory does not grow with the log.
+	LogCacheEntries int
 	// UnsafeNoSync turns fsync off: acknowledged writes can be lost on
 	// power failure. For benchmarks of the rest of the path only.
 	UnsafeNoSync bool
@@ -227,6 +231,7 @@ func Start(cfg Config) (*Node, error) {
 				ID: cfg.ID, ClusterID: cfg.ClusterID, Members: members,
 				ElectionTimeout: cfg.ElectionTimeout, HeartbeatInterval: cfg.HeartbeatInterval,
 				FollowerReads: true, LeaseReads: cfg.LeaseReads,
+				LogCacheEntries: cfg.LogCacheEntries,
 			},
 			Peers: addrs,
 			Store: pid("store"), State: pid("state"), Sender: pid("sender"),
@@ -249,7 +254,7 @@ func Start(cfg Config) (*Node, error) {
 		})},
 	}
 	// Validate the raft config now, so a bad one is a startup error.
-	rc := fsm.Config{ID: cfg.ID, Members: members, ElectionTimeout: cfg.ElectionTimeout, HeartbeatInterval: cfg.HeartbeatInterval, Rand: nopRand{}}
+	rc := fsm.Config{ID: cfg.ID, Members: members, ElectionTimeout: cfg.ElectionTimeout, HeartbeatInterval: cfg.HeartbeatInterval, LogCacheEntries: cfg.LogCacheEntries, Rand: nopRand{}}
 	if err := rc.Validate(); err != nil {
 		n.shutdownSystem()
 		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
@@ -293,6 +298,7 @@ func (n *Node) Status() *pb.NodeStatus {
 	st := &pb.NodeStatus{Id: n.cfg.ID, Address: n.cfg.Listen, Role: "starting", Applied: n.applied.Load(), Children: map[string]*pb.ChildStatus{}}
 	if r := n.raft.Load(); r != nil {
 		st.Role, st.Term, st.Leader, st.LastIndex, st.Commit = r.Role.String(), r.Term, r.Leader, r.LastIndex, r.Commit
+		st.LogInMemory = r.InMemory
 	}
 	sup := n.sup.Status()
 	if sup.State != supervisor.Running {

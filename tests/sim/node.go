@@ -131,6 +131,8 @@ func (s *Sim) step(n *simNode, ev fsm.Event) {
 			s.onSetTimer(n, a)
 		case fsm.ReadReady:
 			s.onReadReady(n, a)
+		case fsm.Fetch:
+			s.onFetch(n, a)
 		default:
 			s.fail("fsm-contract", "n%d returned an action of unknown type %T", n.id, a)
 		}
@@ -177,6 +179,48 @@ func (s *Sim) onPersist(n *simNode, p fsm.Persist) {
 	if n.syncing == 0 {
 		s.startFsync(n)
 	}
+}
+
+// onFetch checks a Fetch against the fsm's contract (only durable entries
+// it has compacted away, for a peer, in its current term) and schedules the
+// disk's answer, 0.1-2 ms of virtual time later.
+func (s *Sim) onFetch(n *simNode, f fsm.Fetch) {
+	st := n.fsm.Status()
+	switch {
+	case st.Role != fsm.Leader || f.Term != st.Term:
+		s.fail("fsm-contract", "n%d emitted a Fetch for term %d as %v of term %d", n.id, f.Term, st.Role, st.Term)
+	case f.Peer == n.id || f.Peer == 0 || f.Peer > uint64(len(s.nodes)):
+		s.fail("fsm-contract", "n%d emitted a Fetch for peer %d", n.id, f.Peer)
+	case f.Lo == 0 || f.Lo >= f.Hi || f.Hi-1 > uint64(len(n.disk.entries)) || f.Hi-1 > st.Commit:
+		s.fail("fsm-contract", "n%d fetches [%d,%d) but its disk ends at %d and it committed %d", n.id, f.Lo, f.Hi, len(n.disk.entries), st.Commit)
+	case f.MaxBytes < 1:
+		s.fail("fsm-contract", "n%d fetches with MaxBytes %d", n.id, f.MaxBytes)
+	}
+	if s.violation != nil {
+		return
+	}
+	s.push(event{at: s.after(s.between(100*time.Microsecond, 2*time.Millisecond)), kind: evFetch, node: n.idx, inc: n.inc, fetch: &f})
+}
+
+// fetchDone answers a Fetch from the disk as it is now, with copies.
+func (s *Sim) fetchDone(ev *event) {
+	n := s.nodes[ev.node]
+	if !n.up || n.inc != ev.inc {
+		return
+	}
+	f := ev.fetch
+	var ents []*pb.Entry
+	size := 0
+	for i := f.Lo; i < f.Hi && i <= uint64(len(n.disk.entries)); i++ {
+		e := copyEntry(n.disk.entries[i-1])
+		size += len(e.Data) + 16
+		if len(ents) > 0 && size > f.MaxBytes {
+			break
+		}
+		ents = append(ents, e)
+	}
+	s.stats.Fetches += uint64(len(ents))
+	s.step(n, fsm.Fetched{Peer: f.Peer, Term: f.Term, Lo: f.Lo, Entries: ents})
 }
 
 // startFsync begins an fsync covering every Persist queued so far (a group

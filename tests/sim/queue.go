@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"github.com/ketch-raft/ketch/fsm"
 	"time"
 
 	pb "github.com/ketch-raft/ketch/messages"
@@ -22,6 +23,7 @@ const (
 	evStopClients                    // the clients stop proposing
 	evCheckLiveness                  // poll the liveness condition
 	evRead                           // client read a reaches node `node`
+	evFetch                          // node's store answers the Fetch in `fetch`
 )
 
 // event is one entry of the simulator's agenda.
@@ -32,9 +34,10 @@ type event struct {
 	node int // node index (client index for evClientTick)
 	// inc is the node's incarnation when the event was scheduled. Timers,
 	// fsyncs and apply reports die with the incarnation that asked for them.
-	inc  uint32
-	a, b uint64 // kind-specific arguments
-	msg  *pb.RaftMessage
+	inc   uint32
+	a, b  uint64 // kind-specific arguments
+	msg   *pb.RaftMessage
+	fetch *fsm.Fetch
 }
 
 // agenda is a binary min-heap of events ordered by (at, seq), so that two

@@ -161,6 +161,11 @@ type Stats struct {
 	// LeaseReads: this seed runs with Config.LeaseReads (only with
 	// check-quorum, so never with BaseElections).
 	LeaseReads bool
+	// LogCache is the fsm's LogCacheEntries: 0 (the default, 8192) or a
+	// tiny cache, so that leaders fetch old entries from the disk for
+	// lagging followers all the time.
+	LogCache int
+	Fetches  uint64 // entries read back from disk for lagging followers
 	// Converged is how long after the heal the liveness condition held;
 	// negative when it did not.
 	Converged time.Duration
@@ -284,6 +289,9 @@ func newSim(seed uint64, opts Options) (*Sim, error) {
 	s.stats.BaseElections = s.rng.IntN(2) == 0
 	// thesis §6.4.1: half the seeds with check-quorum serve lease reads.
 	s.stats.LeaseReads = !s.stats.BaseElections && s.rng.IntN(2) == 0
+	if s.rng.IntN(2) == 0 {
+		s.stats.LogCache = 1 + s.rng.IntN(12)
+	}
 
 	s.maxDown = (n - 1) / 2
 	for i := range n {
@@ -308,8 +316,9 @@ func newSim(seed uint64, opts Options) (*Sim, error) {
 			DisableCheckQuorum: s.stats.BaseElections,
 			// thesis §6.4: followers serve reads with a read index from
 			// the leader; clients send reads to followers too.
-			FollowerReads: true,
-			LeaseReads:    s.stats.LeaseReads,
+			FollowerReads:   true,
+			LeaseReads:      s.stats.LeaseReads,
+			LogCacheEntries: s.stats.LogCache,
 			// Node clocks run at rates within ±maxDrift of real time, so
 			// one runs at most (1+maxDrift)/(1-maxDrift) ≈ 1.094 times as
 			// fast as another: within the default MaxClockDrift of 0.1.
@@ -394,6 +403,8 @@ func (s *Sim) dispatch(ev *event) {
 		s.proposeArrives(ev)
 	case evRead:
 		s.readArrives(ev)
+	case evFetch:
+		s.fetchDone(ev)
 	case evClientTick:
 		s.clientTick(ev.node)
 	case evNemesis:

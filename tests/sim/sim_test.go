@@ -70,6 +70,7 @@ func TestSimulation(t *testing.T) {
 		total.FollowerOK += r.Stats.FollowerOK
 		total.LeaseOK += r.Stats.LeaseOK
 		total.Transfers += r.Stats.Transfers
+		total.Fetches += r.Stats.Fetches
 	}
 	fmt.Printf("sim: seeds=%d steps=%d violations=%d\n", len(results), steps, len(failed))
 	const maxListed = 50
@@ -81,9 +82,9 @@ func TestSimulation(t *testing.T) {
 		fmt.Printf("sim: %s\n", r.Summary())
 	}
 	fmt.Printf("sim: digest=%s\n", runDigest(results))
-	t.Logf("%d seeds in %v on %d CPUs: %d steps (%.0f steps/s), %v virtual, %d crashes, %d partition changes, %d of %d proposals acknowledged, %d of %d reads served (%d by followers, %d under a lease), %d leadership transfers asked",
+	t.Logf("%d seeds in %v on %d CPUs: %d steps (%.0f steps/s), %v virtual, %d crashes, %d partition changes, %d of %d proposals acknowledged, %d of %d reads served (%d by followers, %d under a lease), %d leadership transfers asked, %d entries fetched from disk for lagging followers",
 		len(results), elapsed.Round(time.Millisecond), runtime.GOMAXPROCS(0), steps, float64(steps)/elapsed.Seconds(),
-		total.Virtual.Round(time.Second), total.Crashes, total.Partitions, total.Acked, total.Proposals, total.ReadsOK, total.Reads, total.FollowerOK, total.LeaseOK, total.Transfers)
+		total.Virtual.Round(time.Second), total.Crashes, total.Partitions, total.Acked, total.Proposals, total.ReadsOK, total.Reads, total.FollowerOK, total.LeaseOK, total.Transfers, total.Fetches)
 
 	switch {
 	case *flagBug == "" && len(failed) > 0:
@@ -262,9 +263,9 @@ func statsLine(r *Result) string {
 	if s.Converged >= 0 {
 		conv = fmtTime(s.Converged)
 	}
-	return fmt.Sprintf("seed=%d nodes=%d intensity=%.2f steps=%d virtual=%s chaos=%s messages=%d dropped=%d crashes=%d partitions=%d proposals=%d acked=%d unknown=%d lost=%d gave-up=%d reads=%d reads-ok=%d follower-reads-ok=%d lease-reads-ok=%d transfers=%d max-acked-index=%d leaders=%d max-msg-bytes=%d max-inflight=%d base-elections=%v lease-reads=%v converged-after-heal=%s",
+	return fmt.Sprintf("seed=%d nodes=%d intensity=%.2f steps=%d virtual=%s chaos=%s messages=%d dropped=%d crashes=%d partitions=%d proposals=%d acked=%d unknown=%d lost=%d gave-up=%d reads=%d reads-ok=%d follower-reads-ok=%d lease-reads-ok=%d transfers=%d max-acked-index=%d leaders=%d max-msg-bytes=%d max-inflight=%d base-elections=%v lease-reads=%v log-cache=%d fetched=%d converged-after-heal=%s",
 		r.Seed, r.Nodes, r.Intensity, r.Steps, fmtTime(s.Virtual), fmtTime(s.Chaos), s.Messages, s.Dropped, s.Crashes, s.Partitions,
-		s.Proposals, s.Acked, s.Unknown, s.Lost, s.GaveUp, s.Reads, s.ReadsOK, s.FollowerOK, s.LeaseOK, s.Transfers, s.MaxAcked, s.Leaders, s.MaxMsgBytes, s.MaxInflight, s.BaseElections, s.LeaseReads, conv)
+		s.Proposals, s.Acked, s.Unknown, s.Lost, s.GaveUp, s.Reads, s.ReadsOK, s.FollowerOK, s.LeaseOK, s.Transfers, s.MaxAcked, s.Leaders, s.MaxMsgBytes, s.MaxInflight, s.BaseElections, s.LeaseReads, s.LogCache, s.Fetches, conv)
 }
 
 func btoi(b bool) int {
