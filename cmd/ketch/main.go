@@ -279,7 +279,11 @@ type statusJSON struct {
 	Applied   uint64               `json:"applied"`
 	Children  map[string]childJSON `json:"children"`
 	Address   string               `json:"address"`
-	Error     string               `json:"error,omitempty"`
+	// LogInMemory: log entries the node's fsm holds in memory (bounded by
+	// its log cache); added after the first release, so not in the
+	// original contract, but never renamed.
+	LogInMemory uint64 `json:"log_in_memory"`
+	Error       string `json:"error,omitempty"`
 }
 
 type childJSON struct {
@@ -337,7 +341,8 @@ func toJSON(st *pb.NodeStatus, addr string, err error) statusJSON {
 	s := statusJSON{Address: addr, Children: map[string]childJSON{}, Role: "unreachable"}
 	if st != nil {
 		s = statusJSON{ID: st.Id, Role: st.Role, Term: st.Term, Leader: st.Leader, LastIndex: st.LastIndex,
-			Commit: st.Commit, Applied: st.Applied, Address: addr, Error: st.Error, Children: map[string]childJSON{}}
+			Commit: st.Commit, Applied: st.Applied, Address: addr, Error: st.Error, Children: map[string]childJSON{},
+			LogInMemory: st.LogInMemory}
 		for name, c := range st.Children {
 			s.Children[name] = childJSON{Restarts: c.Restarts, LastCrash: c.LastCrash}
 		}
