@@ -215,32 +215,45 @@ func (n *Node) leaderAppend(ps []Proposal) {
 func (n *Node) sendAppend(p uint64) {
 	pr := n.progress[p]
 	last := n.log.lastIndex()
-	if pr.next <= n.log.offset && (!pr.replicate && !pr.probeSent || pr.replicate && len(pr.inflight) < n.cfg.MaxInflight) {
-		// The follower needs entries this node keeps only on disk: ask the
-		// store for them (one read at a time); fetched sends them.
-		if !pr.fetching {
-			pr.fetching, pr.fetchRound = true, n.round
-			n.acts = append(n.acts, Fetch{Peer: p, Term: n.term, Lo: pr.next, Hi: n.log.offset + 1, MaxBytes: n.cfg.MaxMsgBytes})
-		}
-		return
-	}
-	if !pr.replicate {
-		if pr.probeSent {
+	// A probe goes out even with no entries; a pipeline only with some.
+	for n.canSend(pr) && (!pr.replicate || pr.next <= last) {
+		if pr.next <= n.log.offset {
+			// The follower needs entries this node keeps only on disk: ask
+			// the store for them (one read at a time); fetched sends them.
+			if !pr.fetching {
+				pr.fetching, pr.fetchRound = true, n.round
+				n.acts = append(n.acts, Fetch{Peer: p, Term: n.term, Lo: pr.next, Hi: n.log.offset + 1, MaxBytes: n.cfg.MaxMsgBytes})
+			}
 			return
 		}
+		n.sendChunk(p, pr, n.log.sliceBytes(pr.next, last+1, n.cfg.MaxMsgBytes))
+	}
+}
+
+// canSend reports whether flow control lets the leader send follower pr
+// another AppendEntries: in probe state when no probe is out, in
+// replicate state while the in-flight window has room.
+func (n *Node) canSend(pr *progress) bool {
+	if pr.replicate {
+		return len(pr.inflight) < n.cfg.MaxInflight
+	}
+	return !pr.probeSent
+}
+
+// sendChunk sends follower p the entries that start at its next index
+// and records it in its progress: a probe is out, or the pipeline
+// advanced by one message.
+func (n *Node) sendChunk(p uint64, pr *progress, ents []*pb.Entry) {
+	n.sendEntries(p, pr.next-1, ents)
+	if !pr.replicate {
 		pr.probeSent = true
-		n.sendEntries(p, pr.next-1, n.log.sliceBytes(pr.next, last+1, n.cfg.MaxMsgBytes))
 		return
 	}
-	for pr.next <= last && len(pr.inflight) < n.cfg.MaxInflight {
-		ents := n.log.sliceBytes(pr.next, last+1, n.cfg.MaxMsgBytes)
-		if len(pr.inflight) == 0 {
-			pr.stallRound = n.round
-		}
-		n.sendEntries(p, pr.next-1, ents)
-		pr.next += uint64(len(ents))
-		pr.inflight = append(pr.inflight, pr.next-1)
+	if len(pr.inflight) == 0 {
+		pr.stallRound = n.round
 	}
+	pr.next += uint64(len(ents))
+	pr.inflight = append(pr.inflight, pr.next-1)
 }
 
 // fetched sends a follower the entries a Fetch read from the store, as
@@ -265,18 +278,8 @@ func (n *Node) fetched(f Fetched) {
 				panic(fmt.Sprintf("invariant: the store returned entry %d of term %d where the log has term %d", e.Index, e.Term, n.log.term(e.Index)))
 			}
 		}
-		switch {
-		case len(ents) == 0:
-		case !pr.replicate && !pr.probeSent:
-			pr.probeSent = true
-			n.sendEntries(f.Peer, pr.next-1, ents)
-		case pr.replicate && len(pr.inflight) < n.cfg.MaxInflight:
-			if len(pr.inflight) == 0 {
-				pr.stallRound = n.round
-			}
-			n.sendEntries(f.Peer, pr.next-1, ents)
-			pr.next += uint64(len(ents))
-			pr.inflight = append(pr.inflight, pr.next-1)
+		if len(ents) > 0 && n.canSend(pr) {
+			n.sendChunk(f.Peer, pr, ents)
 		}
 	}
 	n.sendAppend(f.Peer)
