@@ -201,12 +201,12 @@ func (s *BoltStore) recover() error {
 	var replay [][]byte
 	lastSeq, next := seq, uint64(0)
 	for i, f := range files {
-		recs, _, torn, err := readJournal(f, i == len(files)-1)
+		recs, torn, err := readJournal(f, i == len(files)-1)
+		if errors.Is(err, errJournalDamaged) {
+			return s.corrupt(err.Error(), nil)
+		}
 		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
-				return fmt.Errorf("logstore: cannot read journal file %s: %w", f.path, err)
-			}
-			return s.corrupt("the journal is damaged: "+err.Error(), nil)
+			return fmt.Errorf("logstore: cannot read journal file %s (check the disk and the file's permissions): %w", f.path, err)
 		}
 		s.recovered.TornBytes += torn
 		for _, r := range recs {
@@ -368,6 +368,30 @@ func (s *BoltStore) corrupt(detail string, cause error) error {
 	}
 }
 
+// decodeEntry checks one key/value of the entries bucket, which must hold
+// index want, and decodes it. proto.Unmarshal copies bytes fields, so the
+// entry does not point into bbolt's mmap, which is only valid in the tx.
+func (s *BoltStore) decodeEntry(k, v []byte, want uint64) (*pb.Entry, error) {
+	if len(k) != 8 {
+		return nil, s.corrupt(fmt.Sprintf("entry key %x is not an 8-byte index", k), nil)
+	}
+	idx := binary.BigEndian.Uint64(k)
+	if idx != want {
+		return nil, s.corrupt(fmt.Sprintf("entry %d is missing, the next key is %d", want, idx), nil)
+	}
+	if v == nil {
+		return nil, s.corrupt(fmt.Sprintf("entry %d is a bucket, not a value", idx), nil)
+	}
+	e := &pb.Entry{}
+	if err := proto.Unmarshal(v, e); err != nil {
+		return nil, s.corrupt(fmt.Sprintf("entry %d does not decode", idx), err)
+	}
+	if e.Index != idx {
+		return nil, s.corrupt(fmt.Sprintf("key %d holds an entry with index %d", idx, e.Index), nil)
+	}
+	return e, nil
+}
+
 // Load reads the hard state and every entry in one read transaction and
 // checks that the entries are exactly 1..n: each key 8 bytes, no gap, each
 // value decodes, each entry's index equals its key.
@@ -400,24 +424,9 @@ func (s *BoltStore) Load() (State, error) {
 		}
 		want := uint64(1)
 		for k, v := c.First(); k != nil; k, v = c.Next() {
-			if len(k) != 8 {
-				return s.corrupt(fmt.Sprintf("entry key %x is not an 8-byte index", k), nil)
-			}
-			idx := binary.BigEndian.Uint64(k)
-			if idx != want {
-				return s.corrupt(fmt.Sprintf("entry %d is missing, the next key is %d", want, idx), nil)
-			}
-			if v == nil {
-				return s.corrupt(fmt.Sprintf("entry %d is a bucket, not a value", idx), nil)
-			}
-			// proto.Unmarshal copies bytes fields, so the entry does not
-			// point into bbolt's mmap, which is only valid in this tx.
-			e := &pb.Entry{}
-			if err := proto.Unmarshal(v, e); err != nil {
-				return s.corrupt(fmt.Sprintf("entry %d does not decode", idx), err)
-			}
-			if e.Index != idx {
-				return s.corrupt(fmt.Sprintf("key %d holds an entry with index %d", idx, e.Index), nil)
+			e, err := s.decodeEntry(k, v, want)
+			if err != nil {
+				return err
 			}
 			st.Entries = append(st.Entries, e)
 			want++
@@ -482,13 +491,9 @@ func (s *BoltStore) writeBolt(records [][]byte, seq uint64) error {
 		}
 		ents.FillPercent = appendFillPercent
 		// bbolt requires keys and values to stay valid until the commit:
-		// values are slices of the records, keys are carved out of one
-		// buffer that is never reallocated.
-		n := 0
-		for _, r := range records {
-			n += len(r) / 32 // a guess at the entries; the buffer is replaced, never grown in place, when it is wrong
-		}
-		keys := make([]byte, 0, 8*max(n, 64))
+		// values are slices of the records, keys are carved out of slabs
+		// that are replaced when full, never grown in place.
+		var keys []byte
 		for _, r := range records {
 			err := walkRecord(r, func(op recordOp) error {
 				if op.hardState {
@@ -503,7 +508,7 @@ func (s *BoltStore) writeBolt(records [][]byte, seq uint64) error {
 					}
 				}
 				if len(keys)+8 > cap(keys) {
-					keys = make([]byte, 0, cap(keys)*2)
+					keys = make([]byte, 0, 8<<10)
 				}
 				off := len(keys)
 				keys = binary.BigEndian.AppendUint64(keys, op.index)
@@ -553,15 +558,9 @@ func (s *BoltStore) Entries(lo, hi uint64, maxBytes int) ([]*pb.Entry, error) {
 		size := 0
 		want := lo
 		for k, v := c.Seek(binary.BigEndian.AppendUint64(nil, lo)); k != nil && want < hi; k, v = c.Next() {
-			if len(k) != 8 || binary.BigEndian.Uint64(k) != want || v == nil {
-				return s.corrupt(fmt.Sprintf("entry %d is missing or malformed", want), nil)
-			}
-			e := &pb.Entry{}
-			if err := proto.Unmarshal(v, e); err != nil {
-				return s.corrupt(fmt.Sprintf("entry %d does not decode", want), err)
-			}
-			if e.Index != want {
-				return s.corrupt(fmt.Sprintf("key %d holds an entry with index %d", want, e.Index), nil)
+			e, err := s.decodeEntry(k, v, want)
+			if err != nil {
+				return err
 			}
 			size += len(v)
 			if len(out) > 0 && size > maxBytes {

@@ -111,37 +111,47 @@ type journalFile struct {
 	first uint64
 }
 
-// encodeRecord appends the record for updates, numbered seq, to buf.
-func encodeRecord(buf []byte, seq uint64, updates []Update) ([]byte, error) {
-	start := len(buf)
-	buf = append(buf, make([]byte, journalHeaderBytes)...)
-	var err error
+// encodeRecord returns the record for updates, numbered seq, in a buffer
+// of exactly its size (the payload is kept until the checkpoint). Each
+// message is sized once: the marshalling reuses the size it cached.
+func encodeRecord(seq uint64, updates []Update) ([]byte, error) {
+	var msgs []proto.Message
+	var fields []protowire.Number
 	for _, u := range updates {
 		if u.HardState != nil {
-			buf = protowire.AppendTag(buf, 1, protowire.BytesType)
-			buf = protowire.AppendVarint(buf, uint64(proto.Size(u.HardState)))
-			if buf, err = (proto.MarshalOptions{}).MarshalAppend(buf, u.HardState); err != nil {
-				return nil, err
-			}
+			msgs, fields = append(msgs, u.HardState), append(fields, 1)
 		}
 		for _, e := range u.Entries {
-			buf = protowire.AppendTag(buf, 2, protowire.BytesType)
-			buf = protowire.AppendVarint(buf, uint64(proto.Size(e)))
-			if buf, err = (proto.MarshalOptions{}).MarshalAppend(buf, e); err != nil {
-				return nil, err
-			}
+			msgs, fields = append(msgs, e), append(fields, 2)
 		}
 	}
-	payload := len(buf) - start - journalHeaderBytes
+	sizes := make([]int, len(msgs))
+	payload := 0
+	for k, m := range msgs {
+		sizes[k] = proto.Size(m)
+		payload += protowire.SizeTag(fields[k]) + protowire.SizeBytes(sizes[k])
+	}
 	if payload > maxJournalRecord {
 		return nil, fmt.Errorf("%w: a batch of %d bytes is too large for one journal record", ErrInvalidUpdate, payload)
 	}
-	h := buf[start : start+journalHeaderBytes]
-	binary.LittleEndian.PutUint32(h[0:], uint32(payload))
-	binary.LittleEndian.PutUint64(h[8:], seq)
-	crc := crc32.Update(0, crcTable, h[8:16])
-	crc = crc32.Update(crc, crcTable, buf[start+journalHeaderBytes:])
-	binary.LittleEndian.PutUint32(h[4:], crc)
+	buf := make([]byte, journalHeaderBytes, journalHeaderBytes+payload)
+	cached := proto.MarshalOptions{UseCachedSize: true}
+	var err error
+	for k, m := range msgs {
+		buf = protowire.AppendTag(buf, fields[k], protowire.BytesType)
+		buf = protowire.AppendVarint(buf, uint64(sizes[k]))
+		if buf, err = cached.MarshalAppend(buf, m); err != nil {
+			return nil, err
+		}
+	}
+	if len(buf) != journalHeaderBytes+payload {
+		panic(fmt.Sprintf("invariant: a journal record of %d bytes was sized %d", len(buf)-journalHeaderBytes, payload))
+	}
+	binary.LittleEndian.PutUint32(buf[0:], uint32(payload))
+	binary.LittleEndian.PutUint64(buf[8:], seq)
+	crc := crc32.Update(0, crcTable, buf[8:16])
+	crc = crc32.Update(crc, crcTable, buf[journalHeaderBytes:])
+	binary.LittleEndian.PutUint32(buf[4:], crc)
 	return buf, nil
 }
 
@@ -216,14 +226,18 @@ type journalRecord struct {
 	payload []byte
 }
 
+// errJournalDamaged marks readJournal's errors that are about the file's
+// content, as opposed to failing to read it.
+var errJournalDamaged = errors.New("journal damaged")
+
 // readJournal reads every record of one file. A bad record at the end of
 // the last file (last == true) is a torn write and ends the file, reported
 // as torn (its offset and the bytes dropped); any other bad record is
 // corruption.
-func readJournal(f journalFile, last bool) (recs []journalRecord, tornAt int64, tornBytes int64, err error) {
+func readJournal(f journalFile, last bool) (recs []journalRecord, tornBytes int64, err error) {
 	data, err := os.ReadFile(f.path)
 	if err != nil {
-		return nil, 0, 0, err
+		return nil, 0, err
 	}
 	off := 0
 	want := f.first
@@ -255,18 +269,18 @@ func readJournal(f journalFile, last bool) (recs []journalRecord, tornAt int64, 
 			// nothing after it was ever acknowledged. If a whole valid
 			// record follows, this is damage, not a torn write.
 			if last && !validRecordAfter(data, off) {
-				return recs, int64(off), int64(len(data) - off), nil
+				return recs, int64(len(data) - off), nil
 			}
-			return nil, 0, 0, fmt.Errorf("journal %s at byte %d: %s", f.path, off, bad)
+			return nil, 0, fmt.Errorf("%w: journal %s at byte %d: %s", errJournalDamaged, f.path, off, bad)
 		}
 		if derr := walkRecord(payload, func(recordOp) error { return nil }); derr != nil {
-			return nil, 0, 0, fmt.Errorf("journal %s at byte %d: record %d does not decode: %v", f.path, off, seq, derr)
+			return nil, 0, fmt.Errorf("%w: journal %s at byte %d: record %d does not decode: %v", errJournalDamaged, f.path, off, seq, derr)
 		}
 		recs = append(recs, journalRecord{seq: seq, payload: payload})
 		off += journalHeaderBytes + len(payload)
 		want++
 	}
-	return recs, -1, 0, nil
+	return recs, 0, nil
 }
 
 // validRecordAfter reports whether a complete record with a good checksum
@@ -316,16 +330,7 @@ func createJournal(path string, seq uint64, noSync bool) (*journalWriter, error)
 // record survives a crash. It returns the record's payload, which holds
 // copies of everything in updates (the caller may reuse those).
 func (w *journalWriter) append(updates []Update) ([]byte, error) {
-	size := journalHeaderBytes
-	for _, u := range updates {
-		if u.HardState != nil {
-			size += 12 + proto.Size(u.HardState)
-		}
-		for _, e := range u.Entries {
-			size += 12 + proto.Size(e)
-		}
-	}
-	buf, err := encodeRecord(make([]byte, 0, size), w.next, updates)
+	buf, err := encodeRecord(w.next, updates)
 	if err != nil {
 		return nil, err
 	}
