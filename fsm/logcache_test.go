@@ -99,3 +99,29 @@ func TestLeaderFetchesEntriesALaggingFollowerNeeds(t *testing.T) {
 		t.Fatalf("fetched again entries that are in memory: %v", describe(acts))
 	}
 }
+
+// A Fetch whose answer never comes (the store actor restarted) is issued
+// again after RetransmitRounds heartbeats, not left pending forever.
+func TestLostFetchIsRetried(t *testing.T) {
+	cfg := testConfig(1)
+	cfg.LogCacheEntries = 2
+	n := newNode(t, cfg, Restore{})
+	makeLeader(t, n)
+	settle(t, n)
+	for i := range 10 {
+		stepSettled(t, n, Propose{Proposals: []Proposal{{ID: uint64(i + 1)}}})
+		n.Step(appendAck(2, 1, n.term, n.log.lastIndex()))
+		n.Step(Applied{Index: n.commit})
+	}
+	n.Step(appendReject(3, 1, n.term, n.progress[3].next-1, 0, 1))
+	if got := actionsOf[Fetch](fireHeartbeat(t, n)); len(got) != 1 {
+		t.Fatalf("want a Fetch for the lagging follower, got %d", len(got))
+	}
+	fetches := 0
+	for range n.cfg.RetransmitRounds {
+		fetches += len(actionsOf[Fetch](fireHeartbeat(t, n)))
+	}
+	if fetches != 1 {
+		t.Fatalf("after %d heartbeats without an answer, %d new Fetches; want exactly 1 (retried once the round limit passed, not every heartbeat)", n.cfg.RetransmitRounds, fetches)
+	}
+}
