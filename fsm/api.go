@@ -29,6 +29,13 @@ var (
 	// asked refused or did not answer in time, or the follower stopped
 	// following it. Nothing was read; the read may be retried anywhere.
 	ErrReadNotConfirmed = errors.New("leadership lost before the read was confirmed; retry")
+	// ErrBusy: the leader holds Config.MaxUncommittedBytes of entries that
+	// have not committed yet (its followers are slow or unreachable). The
+	// proposal was not appended; retry after a pause.
+	ErrBusy = errors.New("too many uncommitted proposals; retry later")
+	// ErrTooLarge: the proposal's data exceeds Config.Limits.MaxEntryBytes.
+	// It was not appended; retrying will not help.
+	ErrTooLarge = errors.New("proposal too large")
 )
 
 // Role is the role a node plays in its current term (Raft §5.1, Figure 4).
@@ -107,9 +114,23 @@ type Config struct {
 	// MaxInflight bounds the AppendEntries in flight to one follower while
 	// it is being replicated to in pipeline. Default 64.
 	MaxInflight int
-	// MaxMsgBytes bounds the entry bytes packed into one AppendEntries (a
-	// single larger entry is still sent alone). Default 1 MiB.
+	// MaxMsgBytes bounds the entry bytes (framing included) packed into
+	// one AppendEntries; a single larger entry is still sent alone. At
+	// most Limits.AppendBudget(). Default 1 MiB.
 	MaxMsgBytes int
+	// Limits bounds what the node accepts and sends: proposals over
+	// Limits.MaxEntryBytes are refused (ErrTooLarge), AppendEntries carry
+	// at most Limits.MaxEntriesPerMessage entries, and peer messages over
+	// either bound are rejected. Zero fields take messages.DefaultLimits.
+	// Every node of a cluster must use the same Limits.
+	Limits pb.Limits
+	// MaxUncommittedBytes bounds the data of the entries a leader has
+	// appended in its term that have not committed yet (etcd-io/raft's
+	// MaxUncommittedEntriesSize). Past it, proposals are refused with
+	// ErrBusy until commits catch up, so a leader cut off from its
+	// followers does not grow without bound. A proposal is always
+	// accepted while nothing is uncommitted, however large. Default 64 MiB.
+	MaxUncommittedBytes int
 	// LogCacheEntries is how many applied entries the node keeps in memory
 	// beyond those it still needs (not yet durable, committed or applied).
 	// Older entries are dropped from memory (only their terms are kept)
@@ -185,6 +206,8 @@ const (
 	DefaultRetransmitRounds  = 4
 	DefaultLogCacheEntries   = 8192
 	DefaultMaxClockDrift     = 0.1
+	// DefaultMaxUncommittedBytes is Config.MaxUncommittedBytes's default.
+	DefaultMaxUncommittedBytes = 64 << 20
 )
 
 func (c *Config) setDefaults() {
@@ -209,6 +232,10 @@ func (c *Config) setDefaults() {
 	if c.MaxClockDrift == 0 {
 		c.MaxClockDrift = DefaultMaxClockDrift
 	}
+	c.Limits = c.Limits.WithDefaults()
+	if c.MaxUncommittedBytes == 0 {
+		c.MaxUncommittedBytes = DefaultMaxUncommittedBytes
+	}
 }
 
 // Validate reports the first problem with the configuration, after filling
@@ -217,6 +244,18 @@ func (c *Config) Validate() error {
 	c.setDefaults()
 	if c.ID == 0 {
 		return errors.New("fsm: node id must be a positive integer")
+	}
+	if len(c.ClusterID) > pb.MaxClusterIDBytes {
+		return fmt.Errorf("fsm: the cluster id is %d bytes; the limit is %d", len(c.ClusterID), pb.MaxClusterIDBytes)
+	}
+	if err := c.Limits.Validate(); err != nil {
+		return fmt.Errorf("fsm: %w", err)
+	}
+	if c.MaxMsgBytes > c.Limits.AppendBudget() {
+		return fmt.Errorf("fsm: MaxMsgBytes %d exceeds what one message may carry (%d, Limits.MaxMessageBytes less the envelope)", c.MaxMsgBytes, c.Limits.AppendBudget())
+	}
+	if c.MaxUncommittedBytes < 1 {
+		return errors.New("fsm: MaxUncommittedBytes must be positive")
 	}
 	seen := map[uint64]bool{}
 	self := false
@@ -284,8 +323,8 @@ type Event interface{ isEvent() }
 // Start is the first event a new Node gets: it arms the election timer.
 type Start struct{}
 
-// Message is a peer message that has passed validation at the boundary
-// (right cluster, addressed to this node, from a member).
+// Message is a peer message, as it came from the network: Step validates
+// it (validate.go) and answers one that fails with a Rejected action.
 type Message struct{ Msg *pb.RaftMessage }
 
 // Timeout reports that a timer set by SetTimer fired. Gen must be the
@@ -388,8 +427,9 @@ type Apply struct {
 
 // Reply settles a proposal that will not be applied through this node:
 // Err is ErrNotLeader (Leader hints at the leader, 0 if unknown),
-// ErrTransferring (not appended; Leader names the transfer's target) or
-// ErrLeadershipLost (outcome unknown).
+// ErrTransferring (not appended; Leader names the transfer's target),
+// ErrBusy or ErrTooLarge (not appended), or ErrLeadershipLost (outcome
+// unknown).
 type Reply struct {
 	ID     uint64
 	Err    error
@@ -433,6 +473,18 @@ type Fetch struct {
 }
 
 func (Fetch) isAction() {}
+
+// Rejected reports a peer message the node dropped without acting on it
+// (validate.go): Err wraps ErrNotForUs, ErrMalformed, ErrTermOutOfRange or
+// ErrImpossible and says what was wrong. From is the sender the message
+// claimed. No correct peer of the cluster sends such a message; the
+// driver counts it and logs it, rate-limited.
+type Rejected struct {
+	From uint64
+	Err  error
+}
+
+func (Rejected) isAction() {}
 
 func (Persist) isAction()  {}
 func (Send) isAction()     {}

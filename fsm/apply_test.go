@@ -337,7 +337,7 @@ func TestRestartStartsAsFollowerFromDurableState(t *testing.T) {
 			}
 			// The vote survives the restart (Raft §5.2, one vote per term).
 			if hs.Vote != 0 {
-				if voteAnswer(t, n, voteMsg(hs.Vote%3+1, 1, hs.Term, 99, 99)) {
+				if voteAnswer(t, n, voteMsg(hs.Vote%3+1, 1, hs.Term, 99, hs.Term)) {
 					t.Fatalf("restored vote for %d, yet granted %d in term %d", hs.Vote, hs.Vote%3+1, hs.Term)
 				}
 			}

@@ -1,15 +1,14 @@
 package fsm
 
-import (
-	"fmt"
-	"testing"
-)
+import "fmt"
 
 // Seeded bugs. Each switch plants one classic Raft mistake so the
 // simulator can prove it would catch it (a checker that never fails proves
-// nothing). They can be planted only from a test binary: PlantBug panics
-// anywhere else, so no flag, config file or message can turn one on in a
-// real node.
+// nothing). They are compiled only into builds with the build tag
+// ketchbugs (bugs_on.go), which only tests use: without it PlantBug does
+// not exist and bugsCompiled is false, so the compiler drops every planted
+// branch and no flag, config file or message can turn one on in a real
+// node (.ci/test checks that the ketch binary does not link "testing").
 type bugSet uint32
 
 const (
@@ -54,6 +53,9 @@ const (
 	// election timeout old, or late, so the lease outlives what followers
 	// promised (thesis §6.4.1).
 	bugLeaseFromCheck
+	// unchecked-messages: peer messages reach the role functions without
+	// validation (validate.go), as when a driver trusts the network.
+	bugUncheckedMessages
 )
 
 var bugNames = []struct {
@@ -71,6 +73,7 @@ var bugNames = []struct {
 	{"prevote-bumps-term", bugPreVoteBumpsTerm},
 	{"follower-read-unapplied", bugFollowerReadUnapplied},
 	{"lease-from-check", bugLeaseFromCheck},
+	{"unchecked-messages", bugUncheckedMessages},
 }
 
 // BugNames lists the bugs PlantBug knows, in a fixed order.
@@ -82,12 +85,8 @@ func BugNames() []string {
 	return names
 }
 
-// PlantBug turns on the named bug in cfg. It works only inside a test
-// binary and panics anywhere else.
-func PlantBug(cfg *Config, name string) error {
-	if !testing.Testing() {
-		panic("fsm: PlantBug may only be called from tests")
-	}
+// plantBug turns on the named bug in cfg.
+func plantBug(cfg *Config, name string) error {
 	for _, b := range bugNames {
 		if b.name == name {
 			cfg.bugs |= b.bug
@@ -97,4 +96,4 @@ func PlantBug(cfg *Config, name string) error {
 	return fmt.Errorf("fsm: unknown bug %q (known: %v)", name, BugNames())
 }
 
-func (n *Node) bug(b bugSet) bool { return n.cfg.bugs&b != 0 }
+func (n *Node) bug(b bugSet) bool { return bugsCompiled && n.cfg.bugs&b != 0 }

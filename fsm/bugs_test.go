@@ -1,3 +1,5 @@
+//go:build ketchbugs
+
 package fsm
 
 // The seeded bugs of bugs.go, each against the rule test it breaks.
@@ -6,6 +8,7 @@ package fsm
 // helper); it must hold on the clean fsm and fail with the bug planted.
 
 import (
+	"math"
 	"slices"
 	"testing"
 )
@@ -103,6 +106,16 @@ var ruleChecks = map[string]struct {
 		"TestFollowerServesReadOnceApplied (thesis §6.4, last paragraph)",
 		func(t *testing.T, cfg Config) []string { return followerReadUnapplied(t, cfg) }, 1,
 	},
+	"unchecked-messages": {
+		"TestMalformedMessagesAreRejected (validate.go)",
+		func(t *testing.T, cfg Config) []string {
+			n := newNode(t, cfg, restoreLog(2, 0, 1))
+			if len(actionsOf[Rejected](n.Step(appendAck(2, 1, math.MaxUint64, 0)))) == 0 {
+				return []string{"a term of 2^64-1 was not rejected"}
+			}
+			return nil
+		}, 1,
+	},
 	"lease-from-check": {
 		"TestLeaseCountsFromSending (thesis §6.4.1)",
 		func(t *testing.T, cfg Config) []string { return leaseFromCheck(t, cfg) }, 1,
@@ -153,4 +166,16 @@ func TestPlantBug(t *testing.T) {
 	if err := PlantBug(&cfg, "no-such-bug"); err == nil || cfg.bugs != 0 {
 		t.Fatalf("PlantBug of an unknown name: %v, bugs %b", err, cfg.bugs)
 	}
+}
+
+// plant returns cfg with the named seeded bug planted ("" plants none).
+func plant(t *testing.T, cfg Config, bug string) Config {
+	t.Helper()
+	if bug == "" {
+		return cfg
+	}
+	if err := PlantBug(&cfg, bug); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }

@@ -130,13 +130,6 @@ func TestInvariantViolationsPanic(t *testing.T) {
 			n.Step(Persisted{Seq: 2})
 		}, "invariant"},
 		{"unknown event", func(n *Node) { n.Step(bogusEvent{}) }, "unknown event"},
-		// Raft §5.4 (State Machine Safety): a committed entry is never
-		// overwritten; a conflict below the commit index means the cluster
-		// already broke a safety rule.
-		{"truncating committed entries", func(n *Node) {
-			stepSettled(t, n, appendMsg(2, 1, 1, 0, 0, 2, entries(1, 1, 1, 1)...))
-			n.Step(appendMsg(3, 1, 2, 1, 1, 2, entries(2, 2)...))
-		}, "invariant"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -6,6 +6,7 @@ package fsm
 // state only through Step, as the real actor does.
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -55,18 +56,6 @@ func testConfig(id uint64, members ...uint64) Config {
 func extConfig(id uint64, members ...uint64) Config {
 	cfg := testConfig(id, members...)
 	cfg.DisablePreVote, cfg.DisableCheckQuorum = false, false
-	return cfg
-}
-
-// plant returns cfg with the named seeded bug planted ("" plants none).
-func plant(t *testing.T, cfg Config, bug string) Config {
-	t.Helper()
-	if bug == "" {
-		return cfg
-	}
-	if err := PlantBug(&cfg, bug); err != nil {
-		t.Fatal(err)
-	}
 	return cfg
 }
 
@@ -183,6 +172,10 @@ func describe(acts []Action) []string {
 			out = append(out, "Reply{"+itoa(a.ID)+" "+a.Err.Error()+"}")
 		case SetTimer:
 			out = append(out, "SetTimer{"+a.Timer.String()+" gen "+itoa(a.Gen)+"}")
+		case Rejected:
+			out = append(out, "Rejected{from "+itoa(a.From)+": "+a.Err.Error()+"}")
+		default:
+			out = append(out, fmt.Sprintf("%T%+v", a, a))
 		}
 	}
 	return out

@@ -4,6 +4,7 @@ package fsm
 // control of ARCHITECTURE §4 (pipelining, batching by bytes).
 
 import (
+	"errors"
 	"slices"
 	"testing"
 
@@ -338,11 +339,12 @@ func TestLeaderIgnoresStaleRejections(t *testing.T) {
 
 // ARCHITECTURE §3 rule 5 and Raft §5.3 (matchIndex is what the leader
 // knows is replicated): an acknowledgement of entries this leader never had
-// answers no request of its own and is not counted.
+// answers no request of its own, is not counted, and is rejected.
 func TestLeaderIgnoresAckBeyondItsLog(t *testing.T) {
 	n := nodeInRole(t, testConfig(1), Leader) // log [1 2], both durable
-	if acts := n.Step(appendAck(2, 1, 3, 7)); len(acts) != 0 {
-		t.Fatalf("ack of index 7 caused %v", describe(acts))
+	acts := n.Step(appendAck(2, 1, 3, 7))
+	if r := actionsOf[Rejected](acts); len(r) != 1 || len(acts) != 1 || !errors.Is(r[0].Err, ErrImpossible) || r[0].From != 2 {
+		t.Fatalf("ack of index 7 caused %v, want only a Rejected from 2", describe(acts))
 	}
 	if pr := n.progress[2]; pr.match != 0 || n.Status().Commit != 0 {
 		t.Fatalf("progress %+v commit %d after an ack beyond the log", *pr, n.Status().Commit)
@@ -416,12 +418,14 @@ func TestLeaderPipelinesWithinInflightWindow(t *testing.T) {
 }
 
 // ARCHITECTURE §4: the leader packs unsent entries into AppendEntries of at
-// most MaxMsgBytes of entries, but always at least one entry, so an entry
-// larger than the limit still goes out (alone).
+// most MaxMsgBytes of entries (framing included), but always at least one
+// entry, so an entry larger than the limit still goes out (alone).
 func TestLeaderSplitsEntriesByMaxMsgBytes(t *testing.T) {
 	small := string(make([]byte, 20))
 	big := string(make([]byte, 500))
-	size := proto.Size(&pb.Entry{Index: 2, Term: 1, Type: pb.EntryType_ENTRY_TYPE_NORMAL, Data: []byte(small)})
+	// An entry's share of a message: its encoding, framed as one element
+	// of AppendEntries.entries (a tag byte and a length byte).
+	size := proto.Size(&pb.Entry{Index: 2, Term: 1, Type: pb.EntryType_ENTRY_TYPE_NORMAL, Data: []byte(small)}) + 2
 	tests := []struct {
 		name     string
 		maxBytes int

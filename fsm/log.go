@@ -6,6 +6,7 @@ import (
 	"sort"
 
 	pb "github.com/ketch-raft/ketch/messages"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -81,14 +82,21 @@ func (l *raftLog) slice(lo, hi uint64) []*pb.Entry {
 	return l.entries[lo-l.offset-1 : hi-l.offset-1 : hi-l.offset-1]
 }
 
-// sliceBytes returns entries from lo up to hi-1 whose data adds up to at
-// most maxBytes, but always at least one entry when lo < hi.
-func (l *raftLog) sliceBytes(lo, hi uint64, maxBytes int) []*pb.Entry {
-	ents := l.slice(lo, hi)
+// sliceBytes returns entries from lo up to hi-1, at most maxEntries of
+// them, whose encodings (framing included) add up to at most maxBytes, but
+// always at least one entry when lo < hi.
+func (l *raftLog) sliceBytes(lo, hi uint64, maxBytes, maxEntries int) []*pb.Entry {
+	return limitEntries(l.slice(lo, hi), maxBytes, maxEntries)
+}
+
+// limitEntries is the longest prefix of ents, at most maxEntries long,
+// whose encodings as repeated AppendEntries.entries add up to at most
+// maxBytes; at least one entry when ents is not empty.
+func limitEntries(ents []*pb.Entry, maxBytes, maxEntries int) []*pb.Entry {
 	size := 0
 	for i, e := range ents {
-		size += proto.Size(e)
-		if i > 0 && size > maxBytes {
+		size += protowire.SizeTag(3) + protowire.SizeBytes(proto.Size(e))
+		if i > 0 && (size > maxBytes || i >= maxEntries) {
 			return ents[:i:i]
 		}
 	}

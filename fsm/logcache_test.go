@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"errors"
 	"testing"
 
 	pb "github.com/ketch-raft/ketch/messages"
@@ -36,11 +37,15 @@ func TestLogCacheCompactsAppliedEntriesAndKeepsTerms(t *testing.T) {
 	if m := sentTo(acts, 2); len(m) != 1 || !m[0].GetAppendEntriesResponse().Success {
 		t.Fatalf("AppendEntries over compacted entries: %v", describe(acts))
 	}
-	// A conflicting term at a compacted (committed) index is a safety
-	// violation, and the fsm says so rather than truncating.
-	mustPanic(t, "invariant: truncating committed entries", func() {
-		n.Step(appendMsg(2, 1, 3, 15, 2, 30, entries(16, 3)...))
-	})
+	// A conflicting term at a compacted (committed) index cannot come
+	// from a correct leader: the fsm rejects the message and keeps its log.
+	acts = n.Step(appendMsg(2, 1, 3, 15, 2, 30, entries(16, 3)...))
+	if r := actionsOf[Rejected](acts); len(r) != 1 || !errors.Is(r[0].Err, ErrImpossible) || len(sent(acts)) != 0 || len(actionsOf[Persist](acts)) != 0 {
+		t.Fatalf("AppendEntries replacing a compacted entry: %v, want a Rejected and no answer or write", describe(acts))
+	}
+	if got := n.log.term(16); got != 2 {
+		t.Fatalf("term(16) = %d after the rejected message, want 2", got)
+	}
 }
 
 func TestLeaderFetchesEntriesALaggingFollowerNeeds(t *testing.T) {

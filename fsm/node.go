@@ -50,6 +50,10 @@ type Node struct {
 	peers     []uint64 // members other than this node, sorted
 	round     uint64   // heartbeat rounds in this term
 	proposals []pendingProposal
+	// uncommitted is the data (plus pb.EntryOverhead each) of the entries
+	// this leader appended in its term that have not committed yet,
+	// bounded by Config.MaxUncommittedBytes.
+	uncommitted int
 	// ReadIndex (thesis §6.4): the latest read round of this term and the
 	// reads waiting, in arrival order (rounds and indexes never decrease).
 	readRound uint64
@@ -132,6 +136,9 @@ func New(cfg Config, r Restore) (*Node, error) {
 	}
 	slices.Sort(n.peers)
 	if hs := r.HardState; hs != nil {
+		if hs.Term >= MaxTerm {
+			return nil, fmt.Errorf("fsm: restored term %d is out of range (at most %d); the store is corrupt", hs.Term, uint64(MaxTerm-1))
+		}
 		n.term, n.vote = hs.Term, hs.Vote
 	}
 	prevTerm := uint64(0)
@@ -179,7 +186,9 @@ func (n *Node) Step(ev Event) []Action {
 	case Start:
 		n.resetElectionTimer()
 	case Message:
-		n.stepMessage(e.Msg)
+		if n.bug(bugUncheckedMessages) && e.Msg != nil || n.checkMessage(e.Msg) {
+			n.stepMessage(e.Msg)
+		}
 	case Timeout:
 		n.now = max(e.Now, 0)
 		if e.Timer < Timer(len(n.timerGen)) && e.Gen == n.timerGen[e.Timer] {
@@ -318,7 +327,25 @@ func (n *Node) propose(ps []Proposal) {
 		}
 		return
 	}
-	n.leaderAppend(ps)
+	var accepted []Proposal
+	pending := n.uncommitted
+	for _, p := range ps {
+		size := entrySize(p.Data)
+		switch {
+		case len(p.Data) > n.cfg.Limits.MaxEntryBytes:
+			n.acts = append(n.acts, Reply{ID: p.ID, Err: ErrTooLarge, Leader: n.id})
+		case pending > 0 && pending+size > n.cfg.MaxUncommittedBytes:
+			// Backpressure: the followers are not keeping up (or not
+			// reachable); refuse rather than queue without bound.
+			n.acts = append(n.acts, Reply{ID: p.ID, Err: ErrBusy, Leader: n.id})
+		default:
+			pending += size
+			accepted = append(accepted, p)
+		}
+	}
+	if len(accepted) > 0 {
+		n.leaderAppend(accepted)
+	}
 }
 
 // ---------------------------------------------------------- role changes
@@ -347,6 +374,10 @@ func (n *Node) becomeFollower(term, leader uint64) {
 // nor vote, so that a node that cannot win never disrupts the cluster.
 // Nothing is persisted, so nothing waits for the store.
 func (n *Node) becomePreCandidate() {
+	if n.term+1 >= MaxTerm {
+		n.termExhausted()
+		return
+	}
 	n.role = PreCandidate
 	n.leader = 0
 	n.dropForwarded(false)
@@ -377,6 +408,10 @@ func (n *Node) maybeWinPreVote() {
 // the pre-vote and its RequestVotes say so, so voters grant despite leader
 // stickiness.
 func (n *Node) becomeCandidate(transfer bool) {
+	if n.term+1 >= MaxTerm {
+		n.termExhausted()
+		return
+	}
 	n.role = Candidate
 	n.term++
 	n.vote = n.id
@@ -392,6 +427,15 @@ func (n *Node) becomeCandidate(transfer bool) {
 	n.resetElectionTimer()
 }
 
+// termExhausted: the next term would reach MaxTerm, which no node accepts,
+// so this node cannot campaign. Only forged messages from a member can have
+// pushed a term this far (each raises it by at most MaxTermGap); the node
+// stays a follower and says why, every election timeout.
+func (n *Node) termExhausted() {
+	n.acts = append(n.acts, Rejected{Err: fmt.Errorf("%w: this node's term %d cannot grow further (the limit is %d); it will not campaign", ErrTermOutOfRange, n.term, uint64(MaxTerm))})
+	n.resetElectionTimer()
+}
+
 // becomeLeader takes over the term (Raft §5.2) and appends a no-op so that
 // entries of earlier terms commit through it (Raft §5.4.2, §8).
 func (n *Node) becomeLeader() {
@@ -403,6 +447,7 @@ func (n *Node) becomeLeader() {
 	n.readRound, n.reads = 0, nil
 	n.leaseRounds, n.leaseEnded, n.bugCheckAt = nil, false, 0
 	n.transferee, n.transferTicks = 0, 0
+	n.uncommitted = 0
 	if n.checkQuorum() {
 		// thesis §6.2: the leader checks every election timeout that a
 		// quorum still answers it.
@@ -472,10 +517,14 @@ func (n *Node) appendEntries(ents ...*pb.Entry) {
 	first := n.log.lastIndex() + 1
 	for i, e := range ents {
 		e.Index, e.Term = first+uint64(i), n.term
+		n.uncommitted += entrySize(e.Data)
 	}
 	n.log.append(ents...)
 	n.markDirty(first)
 }
+
+// entrySize is what an entry counts against Config.MaxUncommittedBytes.
+func entrySize(data []byte) int { return len(data) + pb.EntryOverhead }
 
 // markDirty notes that the log changed from index i on.
 func (n *Node) markDirty(i uint64) {

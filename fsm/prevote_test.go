@@ -184,7 +184,7 @@ func extLeader(t *testing.T, members ...uint64) *Node {
 	n := newNode(t, cfg, restoreLog(2, 0, 1))
 	n.cfg.DisablePreVote = true // win the election in one go
 	makeLeader(t, n)
-	n.cfg = cfg
+	n.cfg.DisablePreVote = cfg.DisablePreVote
 	settle(t, n)
 	return n
 }
@@ -192,7 +192,7 @@ func extLeader(t *testing.T, members ...uint64) *Node {
 // thesis §9.6: the leader itself refuses pre-votes and keeps its term.
 func TestLeaderRefusesPreVote(t *testing.T) {
 	n := extLeader(t, 1, 2, 3)
-	ans, _ := preVoteAnswer(t, n, preVoteMsg(2, 1, 4, 9, 9))
+	ans, _ := preVoteAnswer(t, n, preVoteMsg(2, 1, 4, 9, 3))
 	if ans == nil || ans.GetRequestVoteResponse().Granted {
 		t.Fatalf("leader answered %v, want a refusal", ans)
 	}

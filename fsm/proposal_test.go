@@ -111,7 +111,7 @@ func TestDeposedLeaderAnswersPendingProposalsLeadershipLost(t *testing.T) {
 		msg  Message
 	}{
 		{"AppendEntries", appendMsg(2, 1, 5, 0, 0, 0)},
-		{"RequestVote", voteMsg(2, 1, 5, 9, 9)},
+		{"RequestVote", voteMsg(2, 1, 5, 9, 5)},
 		{"AppendEntriesResponse", appendAck(2, 1, 5, 0)},
 		{"RequestVoteResponse", voteResp(3, 1, 5, false)},
 	}

@@ -148,7 +148,8 @@ func (n *Node) handleAppendEntries(m *pb.RaftMessage) {
 }
 
 // appendFromLeader merges entries that follow prev, which is known to match
-// the leader's log, into this log.
+// the leader's log, into this log. Validation has made sure that none of
+// them conflicts with a committed entry (contradictsCommitted).
 func (n *Node) appendFromLeader(prev uint64, ents []*pb.Entry) {
 	if n.bug(bugTruncateOnStale) && len(ents) > 0 {
 		// The planted bug: replace everything after prev, conflict or
@@ -170,20 +171,17 @@ func (n *Node) appendFromLeader(prev uint64, ents []*pb.Entry) {
 			// ARCHITECTURE §3 rule 4: only a real conflict truncates; a
 			// stale or duplicated message whose entries we already hold
 			// changes nothing.
-			n.truncateAndAppend(ents[i:])
+			if e.Index <= n.commit {
+				// Raft §5.4 (State Machine Safety): committed entries are
+				// never overwritten. contradictsCommitted refuses every
+				// message that would, so this is a bug of the fsm's own.
+				panic(fmt.Sprintf("invariant: truncating committed entry %d (commit index %d) passed validation", e.Index, n.commit))
+			}
+			n.log.truncateAndAppend(ents[i:])
+			n.markDirty(e.Index)
 			return
 		}
 	}
-}
-
-func (n *Node) truncateAndAppend(ents []*pb.Entry) {
-	if from := ents[0].Index; from <= n.commit {
-		// Raft §5.4 (state machine safety): committed entries are never
-		// overwritten. Reaching this means the cluster broke a safety rule.
-		panic("invariant: truncating committed entries")
-	}
-	n.log.truncateAndAppend(ents)
-	n.markDirty(ents[0].Index)
 }
 
 // ------------------------------------------------------------- replication
@@ -226,7 +224,7 @@ func (n *Node) sendAppend(p uint64) {
 			}
 			return
 		}
-		n.sendChunk(p, pr, n.log.sliceBytes(pr.next, last+1, n.cfg.MaxMsgBytes))
+		n.sendChunk(p, pr, n.log.sliceBytes(pr.next, last+1, n.cfg.MaxMsgBytes, n.cfg.Limits.MaxEntriesPerMessage))
 	}
 }
 
@@ -269,6 +267,9 @@ func (n *Node) fetched(f Fetched) {
 	ents := f.Entries
 	if len(ents) > 0 && ents[0].Index == f.Lo && f.Lo == pr.next {
 		// Only what is still compacted: newer entries come from memory.
+		// The store bounds what it reads by bytes; the message's own
+		// bounds apply too.
+		ents = limitEntries(ents, n.cfg.MaxMsgBytes, n.cfg.Limits.MaxEntriesPerMessage)
 		for k, e := range ents {
 			if e.Index != f.Lo+uint64(k) || e.Index > n.log.offset {
 				ents = ents[:k]
@@ -341,7 +342,8 @@ func (n *Node) handleAppendResponse(from uint64, r *pb.AppendEntriesResponse) {
 	pr.readAck = max(pr.readAck, min(r.ReadRound, n.readRound))
 	if r.Success {
 		if r.MatchIndex > n.log.lastIndex() {
-			return // claims entries this leader never sent: ignore
+			n.reject(from, ErrImpossible, "acknowledges index %d, but this leader's log ends at %d", r.MatchIndex, n.log.lastIndex())
+			return
 		}
 		if r.MatchIndex > pr.match {
 			pr.match = r.MatchIndex
@@ -408,6 +410,11 @@ func (n *Node) maybeCommit() {
 	// and the earlier ones with it by the Log Matching Property.
 	if n.log.term(q) != n.term && !n.bug(bugCommitOldTerm) {
 		return
+	}
+	for _, e := range n.log.slice(n.commit+1, q+1) {
+		if e.Term == n.term {
+			n.uncommitted -= entrySize(e.Data)
+		}
 	}
 	n.commit = q
 }

@@ -99,7 +99,7 @@ func TestStaleRequestVoteRefused(t *testing.T) {
 		t.Run(role.String(), func(t *testing.T) {
 			n := nodeInRole(t, testConfig(1), role)
 			before := n.Status()
-			acts := n.Step(voteMsg(2, 1, 1, 100, 100))
+			acts := n.Step(voteMsg(2, 1, 1, 100, 1))
 
 			if after := n.Status(); after != before {
 				t.Fatalf("stale RequestVote changed the node: %+v -> %+v", before, after)

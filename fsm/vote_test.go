@@ -54,7 +54,7 @@ func TestVoteAtMostOncePerTerm(t *testing.T) {
 			n := nodeInRole(t, testConfig(1), tt.role)
 			for i, a := range tt.asks {
 				// The candidates' logs are as up-to-date as any here.
-				if got := voteAnswer(t, n, voteMsg(a.from, 1, a.term, 5, 5)); got != a.want {
+				if got := voteAnswer(t, n, voteMsg(a.from, 1, a.term, 5, a.term)); got != a.want {
 					t.Fatalf("ask %d (%d at term %d): granted %v, want %v", i, a.from, a.term, got, a.want)
 				}
 			}

@@ -54,6 +54,14 @@ func (c *logChain) hashAt(i uint64) (uint64, bool) {
 	return c.hashes[i], true
 }
 
+// termAt is the term at index i, or false when the log ends before i.
+func (c *logChain) termAt(i uint64) (uint64, bool) {
+	if i > c.last() {
+		return 0, false
+	}
+	return c.terms[i], true
+}
+
 func (c *logChain) truncate(last uint64) {
 	c.terms = c.terms[:last+1]
 	c.hashes = c.hashes[:last+1]

@@ -117,6 +117,18 @@ func (s *Sim) proposeArrives(ev *event) {
 	s.step(n, fsm.Propose{Proposals: ps})
 }
 
+// retryBusy handles ErrBusy from leader n: the proposal was not appended;
+// the client sends it to n again after a pause that grows with each try.
+func (s *Sim) retryBusy(p *proposal, n *simNode) {
+	if p.tries >= maxTries {
+		s.stats.GaveUp++
+		return
+	}
+	p.tries++
+	p.settled = false
+	s.sendProposals(n.idx, proposalID(p.data), 1, time.Duration(p.tries)*s.between(10*time.Millisecond, 40*time.Millisecond))
+}
+
 // notLeader handles ErrNotLeader from node n: the proposal was not
 // appended anywhere, so the client sends it again to the node n names as
 // leader, or to another node when n knows none.

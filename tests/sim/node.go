@@ -133,6 +133,8 @@ func (s *Sim) step(n *simNode, ev fsm.Event) {
 			s.onReadReady(n, a)
 		case fsm.Fetch:
 			s.onFetch(n, a)
+		case fsm.Rejected:
+			s.onRejected(n, a)
 		default:
 			s.fail("fsm-contract", "n%d returned an action of unknown type %T", n.id, a)
 		}
@@ -431,6 +433,11 @@ func (s *Sim) onReply(n *simNode, r fsm.Reply) {
 	case errors.Is(r.Err, fsm.ErrNotLeader), errors.Is(r.Err, fsm.ErrTransferring):
 		// Not appended anywhere: send it again, to the hinted node.
 		s.notLeader(p, n, r.Leader)
+	case errors.Is(r.Err, fsm.ErrBusy):
+		// Not appended: the leader is full of uncommitted entries. Try
+		// again later, at the same node.
+		s.stats.Busy++
+		s.retryBusy(p, n)
 	case errors.Is(r.Err, fsm.ErrLeadershipLost):
 		// Outcome unknown: the entry may still commit. The client gives
 		// up on it (and never resends it, see duplicate-apply).
@@ -450,6 +457,8 @@ func replyCode(err error) uint64 {
 		return 4
 	case errors.Is(err, fsm.ErrReadNotConfirmed):
 		return 5
+	case errors.Is(err, fsm.ErrBusy):
+		return 6
 	case err == nil:
 		return 0
 	}

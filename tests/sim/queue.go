@@ -24,6 +24,7 @@ const (
 	evCheckLiveness                  // poll the liveness condition
 	evRead                           // client read a reaches node `node`
 	evFetch                          // node's store answers the Fetch in `fetch`
+	evHostile                        // a forged message reaches a random live node (hostile.go)
 )
 
 // event is one entry of the simulator's agenda.

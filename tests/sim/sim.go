@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ketch-raft/ketch/fsm"
+	pb "github.com/ketch-raft/ketch/messages"
 )
 
 // Options configures one simulation run. Zero fields take the defaults
@@ -166,6 +167,14 @@ type Stats struct {
 	// lagging followers all the time.
 	LogCache int
 	Fetches  uint64 // entries read back from disk for lagging followers
+	// Hostile counts the forged messages delivered (hostile.go), all of
+	// which were rejected; HostileEvery is their mean spacing (0: none).
+	Hostile      uint64
+	HostileEvery time.Duration
+	// MaxUncommitted is the fsm's MaxUncommittedBytes this seed drew (0:
+	// the default); Busy counts proposals refused with ErrBusy.
+	MaxUncommitted int
+	Busy           uint64
 	// Converged is how long after the heal the liveness condition held;
 	// negative when it did not.
 	Converged time.Duration
@@ -239,6 +248,13 @@ type Sim struct {
 	applied   []appliedEntry    // index -> the entry first applied there; [0] is a sentinel
 	maxAcked  uint64
 
+	// The hostile sender (hostile.go): the mean spacing of its deliveries,
+	// whether the step in progress delivers one, and whether it was
+	// rejected.
+	hostileEvery    time.Duration
+	hostileNow      bool
+	hostileRejected bool
+
 	steps     uint64
 	trace     tracer
 	violation *Violation
@@ -292,6 +308,17 @@ func newSim(seed uint64, opts Options) (*Sim, error) {
 	if s.rng.IntN(2) == 0 {
 		s.stats.LogCache = 1 + s.rng.IntN(12)
 	}
+	// Backpressure: a quarter of the seeds bound uncommitted entries to a
+	// few of them, so partitioned leaders refuse proposals with ErrBusy.
+	if s.rng.IntN(4) == 0 {
+		s.stats.MaxUncommitted = (4 + s.rng.IntN(16)) * (pb.EntryOverhead + 16)
+	}
+	maxMsgBytes := s.stats.MaxMsgBytes
+	if maxMsgBytes == 0 {
+		maxMsgBytes = simLimits.AppendBudget()
+	}
+	s.hostileEvery = s.hostileInterval()
+	s.stats.HostileEvery = s.hostileEvery
 
 	s.maxDown = (n - 1) / 2
 	for i := range n {
@@ -308,9 +335,12 @@ func newSim(seed uint64, opts Options) (*Sim, error) {
 			Members:           slices.Clone(s.members),
 			ElectionTimeout:   150 * time.Millisecond,
 			HeartbeatInterval: 30 * time.Millisecond,
-			MaxMsgBytes:       s.stats.MaxMsgBytes,
+			MaxMsgBytes:       maxMsgBytes,
 			MaxInflight:       s.stats.MaxInflight,
-			Rand:              rand.New(rand.NewPCG(s.rng.Uint64(), s.rng.Uint64())),
+			Limits:            simLimits,
+			// 0 takes the default, far above what a seed proposes.
+			MaxUncommittedBytes: s.stats.MaxUncommitted,
+			Rand:                rand.New(rand.NewPCG(s.rng.Uint64(), s.rng.Uint64())),
 
 			DisablePreVote:     s.stats.BaseElections,
 			DisableCheckQuorum: s.stats.BaseElections,
@@ -324,7 +354,7 @@ func newSim(seed uint64, opts Options) (*Sim, error) {
 			// fast as another: within the default MaxClockDrift of 0.1.
 		}
 		if opts.Bug != "" {
-			if err := fsm.PlantBug(&cfg, opts.Bug); err != nil {
+			if err := plantBug(&cfg, opts.Bug); err != nil {
 				return s, err
 			}
 		}
@@ -337,6 +367,7 @@ func newSim(seed uint64, opts Options) (*Sim, error) {
 		s.push(event{at: randDuration(s.rng, 40*time.Millisecond), kind: evClientTick, node: i})
 	}
 	s.push(event{at: s.nemesisInterval(), kind: evNemesis})
+	s.scheduleHostile()
 	s.push(event{at: s.chaosEnd, kind: evHeal})
 	return s, nil
 }
@@ -405,6 +436,8 @@ func (s *Sim) dispatch(ev *event) {
 		s.readArrives(ev)
 	case evFetch:
 		s.fetchDone(ev)
+	case evHostile:
+		s.hostile()
 	case evClientTick:
 		s.clientTick(ev.node)
 	case evNemesis:

@@ -71,6 +71,8 @@ func TestSimulation(t *testing.T) {
 		total.LeaseOK += r.Stats.LeaseOK
 		total.Transfers += r.Stats.Transfers
 		total.Fetches += r.Stats.Fetches
+		total.Hostile += r.Stats.Hostile
+		total.Busy += r.Stats.Busy
 	}
 	fmt.Printf("sim: seeds=%d steps=%d violations=%d\n", len(results), steps, len(failed))
 	const maxListed = 50
@@ -82,9 +84,9 @@ func TestSimulation(t *testing.T) {
 		fmt.Printf("sim: %s\n", r.Summary())
 	}
 	fmt.Printf("sim: digest=%s\n", runDigest(results))
-	t.Logf("%d seeds in %v on %d CPUs: %d steps (%.0f steps/s), %v virtual, %d crashes, %d partition changes, %d of %d proposals acknowledged, %d of %d reads served (%d by followers, %d under a lease), %d leadership transfers asked, %d entries fetched from disk for lagging followers",
+	t.Logf("%d seeds in %v on %d CPUs: %d steps (%.0f steps/s), %v virtual, %d crashes, %d partition changes, %d of %d proposals acknowledged, %d of %d reads served (%d by followers, %d under a lease), %d leadership transfers asked, %d entries fetched from disk for lagging followers, %d forged messages rejected, %d proposals refused busy",
 		len(results), elapsed.Round(time.Millisecond), runtime.GOMAXPROCS(0), steps, float64(steps)/elapsed.Seconds(),
-		total.Virtual.Round(time.Second), total.Crashes, total.Partitions, total.Acked, total.Proposals, total.ReadsOK, total.Reads, total.FollowerOK, total.LeaseOK, total.Transfers, total.Fetches)
+		total.Virtual.Round(time.Second), total.Crashes, total.Partitions, total.Acked, total.Proposals, total.ReadsOK, total.Reads, total.FollowerOK, total.LeaseOK, total.Transfers, total.Fetches, total.Hostile, total.Busy)
 
 	switch {
 	case *flagBug == "" && len(failed) > 0:
@@ -128,7 +130,11 @@ func runOne(t *testing.T, seed uint64, opts Options) {
 // TestDeterminism runs a few seeds twice and compares their digests: a
 // seed must replay exactly, or -seed could not reproduce a failure.
 func TestDeterminism(t *testing.T) {
-	for _, opts := range []Options{{}, {Bug: "truncate-on-stale"}} {
+	runs := []Options{{}}
+	if fsm.BugsCompiled {
+		runs = append(runs, Options{Bug: "truncate-on-stale"})
+	}
+	for _, opts := range runs {
 		for seed := range uint64(6) {
 			a, b := Run(seed, opts), Run(seed, opts)
 			if a.Err != nil {
@@ -156,6 +162,9 @@ func TestDeterminism(t *testing.T) {
 // fault schedule, not a requirement: a bug the fsm's other rules make
 // harmless cannot break safety, however harsh the faults.
 func TestSeededBugsAreCaught(t *testing.T) {
+	if !fsm.BugsCompiled {
+		t.Skip("the seeded bugs are compiled only with -tags ketchbugs (as .ci/test runs this test)")
+	}
 	limit := *flagBugN
 	if testing.Short() {
 		limit = min(limit, 500)
@@ -249,7 +258,7 @@ func runDigest(results []Result) string {
 func replay(seed uint64, opts Options) string {
 	cmd := fmt.Sprintf("go test ./tests/sim -run TestSimulation -seed=%d", seed)
 	if opts.Bug != "" {
-		cmd += " -bug=" + opts.Bug
+		cmd = fmt.Sprintf("go test -tags ketchbugs ./tests/sim -run TestSimulation -seed=%d -bug=%s", seed, opts.Bug)
 	}
 	if opts.SafetyOnly {
 		cmd += " -safetyonly"
@@ -263,9 +272,9 @@ func statsLine(r *Result) string {
 	if s.Converged >= 0 {
 		conv = fmtTime(s.Converged)
 	}
-	return fmt.Sprintf("seed=%d nodes=%d intensity=%.2f steps=%d virtual=%s chaos=%s messages=%d dropped=%d crashes=%d partitions=%d proposals=%d acked=%d unknown=%d lost=%d gave-up=%d reads=%d reads-ok=%d follower-reads-ok=%d lease-reads-ok=%d transfers=%d max-acked-index=%d leaders=%d max-msg-bytes=%d max-inflight=%d base-elections=%v lease-reads=%v log-cache=%d fetched=%d converged-after-heal=%s",
+	return fmt.Sprintf("seed=%d nodes=%d intensity=%.2f steps=%d virtual=%s chaos=%s messages=%d dropped=%d crashes=%d partitions=%d proposals=%d acked=%d unknown=%d lost=%d gave-up=%d reads=%d reads-ok=%d follower-reads-ok=%d lease-reads-ok=%d transfers=%d max-acked-index=%d leaders=%d max-msg-bytes=%d max-inflight=%d base-elections=%v lease-reads=%v log-cache=%d fetched=%d hostile=%d hostile-every=%s max-uncommitted=%d busy=%d converged-after-heal=%s",
 		r.Seed, r.Nodes, r.Intensity, r.Steps, fmtTime(s.Virtual), fmtTime(s.Chaos), s.Messages, s.Dropped, s.Crashes, s.Partitions,
-		s.Proposals, s.Acked, s.Unknown, s.Lost, s.GaveUp, s.Reads, s.ReadsOK, s.FollowerOK, s.LeaseOK, s.Transfers, s.MaxAcked, s.Leaders, s.MaxMsgBytes, s.MaxInflight, s.BaseElections, s.LeaseReads, s.LogCache, s.Fetches, conv)
+		s.Proposals, s.Acked, s.Unknown, s.Lost, s.GaveUp, s.Reads, s.ReadsOK, s.FollowerOK, s.LeaseOK, s.Transfers, s.MaxAcked, s.Leaders, s.MaxMsgBytes, s.MaxInflight, s.BaseElections, s.LeaseReads, s.LogCache, s.Fetches, s.Hostile, s.HostileEvery, s.MaxUncommitted, s.Busy, conv)
 }
 
 func btoi(b bool) int {

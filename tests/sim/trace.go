@@ -36,6 +36,8 @@ const (
 	recReadLost                       // a client read reaches a crashed node
 	recReadIn                         // a client read reaches node
 	recTransfer                       // node is asked to transfer leadership
+	recHostile                        // a forged message is about to reach node (a: its hostileKind)
+	recRejected                       // node rejected a message claimed from peer (a: the kind)
 )
 
 // record is one trace line, unformatted. The meaning of a..f depends on
@@ -232,7 +234,7 @@ func (r *record) format() string {
 	case recReadLost:
 		return fmt.Sprintf("%s n%d <- client read %d [lost: n%d is down]", t, r.node, r.a, r.node)
 	case recReply:
-		err := [...]string{1: "not leader", 2: "leadership lost", 3: "unknown error", 4: "transferring", 5: "read not confirmed"}[min(r.b, 5)]
+		err := [...]string{1: "not leader", 2: "leadership lost", 3: "unknown error", 4: "transferring", 5: "read not confirmed", 6: "busy"}[min(r.b, 6)]
 		return fmt.Sprintf("%s n%d reply proposal %d: %s (leader hint %s)", t, r.node, r.a, err, nodeName(r.c))
 	case recStatus:
 		return fmt.Sprintf("%s n%d is %s: term %d vote %s leader %s last %d commit %d", t, r.node, fsm.Role(r.a), r.b, nodeName(r.f), nodeName(r.c), r.d, r.e)
@@ -247,6 +249,11 @@ func (r *record) format() string {
 		return fmt.Sprintf("%s NEMESIS %s%s; cut links: %s", t, nemesisOp(r.a), target, cutString(r.b, int(r.peer)))
 	case recHeal:
 		return fmt.Sprintf("%s HEAL: all nodes up, no partitions, no drops", t)
+	case recHostile:
+		return fmt.Sprintf("%s HOSTILE %s message for n%d", t, hostileKind(r.a), r.node)
+	case recRejected:
+		kind := [...]string{"?", "not for us", "malformed", "term out of range", "impossible"}[min(r.a, 4)]
+		return fmt.Sprintf("%s n%d rejected a message from %s: %s", t, r.node, nodeName(r.peer), kind)
 	}
 	return fmt.Sprintf("%s record kind %d", t, r.kind)
 }
