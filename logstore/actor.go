@@ -63,14 +63,16 @@ type Fenced struct {
 // Loaded to the sender. The mailbox is FIFO and a LoadRequest first flushes
 // the writes batched before it, so a Load sees every write queued before it
 // (a restarted fsm relies on this: what its previous incarnation queued is
-// on disk before it loads).
-type LoadRequest struct{}
+// on disk before it loads). Epoch is the asker's incarnation; Loaded echoes
+// it, so an answer to an earlier incarnation is recognised as stale.
+type LoadRequest struct{ Epoch uint64 }
 
-// Loaded answers a LoadRequest. When Err is not nil State is empty and the
-// store actor crashes right after sending it (a corrupt or unreadable log
-// must stop the node, not be worked around); the receiver must not use
-// State and should crash too.
+// Loaded answers a LoadRequest of Epoch. When Err is not nil State is empty
+// and the store actor crashes right after sending it (a corrupt or
+// unreadable log must stop the node, not be worked around); the receiver
+// must not use State and should crash too.
 type Loaded struct {
+	Epoch uint64
 	State State
 	Err   error
 }
@@ -274,7 +276,7 @@ func (a *storeActor) Receive(ctx actor.Context) {
 		a.write(ctx, m)
 	case *LoadRequest:
 		a.flush(ctx) // a Load sees every write queued before it
-		a.load(ctx)
+		a.load(ctx, m.Epoch)
 	case *ReadEntries:
 		ents, err := a.store.Entries(m.Lo, m.Hi, m.MaxBytes)
 		if ctx.Sender() != nil {
@@ -412,10 +414,10 @@ func (a *storeActor) losePending() {
 
 // load answers a LoadRequest. A failing Load crashes the actor after the
 // answer went out, so the requester is not left waiting.
-func (a *storeActor) load(ctx actor.Context) {
+func (a *storeActor) load(ctx actor.Context, epoch uint64) {
 	st, err := a.store.Load()
 	if ctx.Sender() != nil {
-		ctx.Respond(&Loaded{State: st, Err: err})
+		ctx.Respond(&Loaded{Epoch: epoch, State: st, Err: err})
 	}
 	if err != nil {
 		panic(fmt.Errorf("logstore: store actor: load failed: %w", err))

@@ -41,8 +41,13 @@ const (
 	ClientStatus_CLIENT_STATUS_UNKNOWN ClientStatus = 3
 	// The request is malformed or too large; retrying will not help.
 	ClientStatus_CLIENT_STATUS_INVALID ClientStatus = 4
-	// The node is overloaded, starting or stopping; retry later.
+	// The node is starting or stopping, or the read could not be confirmed;
+	// retry later.
 	ClientStatus_CLIENT_STATUS_UNAVAILABLE ClientStatus = 5
+	// The node is overloaded: too many requests waiting, or too many
+	// uncommitted entries (its followers are slow or unreachable). The
+	// request was not appended; retry after a pause, at the same node.
+	ClientStatus_CLIENT_STATUS_BUSY ClientStatus = 6
 )
 
 // Enum value maps for ClientStatus.
@@ -54,6 +59,7 @@ var (
 		3: "CLIENT_STATUS_UNKNOWN",
 		4: "CLIENT_STATUS_INVALID",
 		5: "CLIENT_STATUS_UNAVAILABLE",
+		6: "CLIENT_STATUS_BUSY",
 	}
 	ClientStatus_value = map[string]int32{
 		"CLIENT_STATUS_UNSPECIFIED": 0,
@@ -62,6 +68,7 @@ var (
 		"CLIENT_STATUS_UNKNOWN":     3,
 		"CLIENT_STATUS_INVALID":     4,
 		"CLIENT_STATUS_UNAVAILABLE": 5,
+		"CLIENT_STATUS_BUSY":        6,
 	}
 )
 
@@ -281,6 +288,8 @@ func (*KVCommand_Delete) isKVCommand_Op() {}
 
 func (*KVCommand_Cas) isKVCommand_Op() {}
 
+// Keys are UTF-8 strings (protobuf strings must be); a key that is not
+// valid UTF-8 is refused by the client and the gateway.
 type Put struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -738,7 +747,15 @@ type NodeStatus struct {
 	Error    string                  `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
 	// Log entries the fsm holds in memory (the rest it reads back from the
 	// store when a lagging follower needs them); bounded by the log cache.
-	LogInMemory   uint64 `protobuf:"varint,11,opt,name=log_in_memory,json=logInMemory,proto3" json:"log_in_memory,omitempty"`
+	LogInMemory uint64 `protobuf:"varint,11,opt,name=log_in_memory,json=logInMemory,proto3" json:"log_in_memory,omitempty"`
+	// Input the node refused since it started: peer messages that failed
+	// validation (fsm.Rejected), client requests refused as invalid, and
+	// envelopes the wire guard dropped.
+	RejectedPeerMessages   uint64 `protobuf:"varint,12,opt,name=rejected_peer_messages,json=rejectedPeerMessages,proto3" json:"rejected_peer_messages,omitempty"`
+	RejectedClientRequests uint64 `protobuf:"varint,13,opt,name=rejected_client_requests,json=rejectedClientRequests,proto3" json:"rejected_client_requests,omitempty"`
+	RejectedWireMessages   uint64 `protobuf:"varint,14,opt,name=rejected_wire_messages,json=rejectedWireMessages,proto3" json:"rejected_wire_messages,omitempty"`
+	// Client requests answered BUSY (backpressure) since the node started.
+	BusyRefusals  uint64 `protobuf:"varint,15,opt,name=busy_refusals,json=busyRefusals,proto3" json:"busy_refusals,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -846,6 +863,34 @@ func (x *NodeStatus) GetError() string {
 func (x *NodeStatus) GetLogInMemory() uint64 {
 	if x != nil {
 		return x.LogInMemory
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetRejectedPeerMessages() uint64 {
+	if x != nil {
+		return x.RejectedPeerMessages
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetRejectedClientRequests() uint64 {
+	if x != nil {
+		return x.RejectedClientRequests
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetRejectedWireMessages() uint64 {
+	if x != nil {
+		return x.RejectedWireMessages
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetBusyRefusals() uint64 {
+	if x != nil {
+		return x.BusyRefusals
 	}
 	return 0
 }
@@ -1181,7 +1226,7 @@ const file_node_proto_rawDesc = "" +
 	"\acommand\x18\x03 \x01(\v2\x13.ketch.v1.KVCommandR\acommand\".\n" +
 	"\rStatusRequest\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\x01 \x01(\tR\tclusterId\"\x95\x03\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\"\xe0\x04\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
@@ -1196,7 +1241,11 @@ const file_node_proto_rawDesc = "" +
 	"\aaddress\x18\t \x01(\tR\aaddress\x12\x14\n" +
 	"\x05error\x18\n" +
 	" \x01(\tR\x05error\x12\"\n" +
-	"\rlog_in_memory\x18\v \x01(\x04R\vlogInMemory\x1aR\n" +
+	"\rlog_in_memory\x18\v \x01(\x04R\vlogInMemory\x124\n" +
+	"\x16rejected_peer_messages\x18\f \x01(\x04R\x14rejectedPeerMessages\x128\n" +
+	"\x18rejected_client_requests\x18\r \x01(\x04R\x16rejectedClientRequests\x124\n" +
+	"\x16rejected_wire_messages\x18\x0e \x01(\x04R\x14rejectedWireMessages\x12#\n" +
+	"\rbusy_refusals\x18\x0f \x01(\x04R\fbusyRefusals\x1aR\n" +
 	"\rChildrenEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12+\n" +
 	"\x05value\x18\x02 \x01(\v2\x15.ketch.v1.ChildStatusR\x05value:\x028\x01\"H\n" +
@@ -1219,14 +1268,15 @@ const file_node_proto_rawDesc = "" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12\x1b\n" +
 	"\tleader_id\x18\x03 \x01(\x04R\bleaderId\x12%\n" +
-	"\x0eleader_address\x18\x04 \x01(\tR\rleaderAddress*\xb6\x01\n" +
+	"\x0eleader_address\x18\x04 \x01(\tR\rleaderAddress*\xce\x01\n" +
 	"\fClientStatus\x12\x1d\n" +
 	"\x19CLIENT_STATUS_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10CLIENT_STATUS_OK\x10\x01\x12\x1c\n" +
 	"\x18CLIENT_STATUS_NOT_LEADER\x10\x02\x12\x19\n" +
 	"\x15CLIENT_STATUS_UNKNOWN\x10\x03\x12\x19\n" +
 	"\x15CLIENT_STATUS_INVALID\x10\x04\x12\x1d\n" +
-	"\x19CLIENT_STATUS_UNAVAILABLE\x10\x05B&Z$github.com/ketch-raft/ketch/messagesb\x06proto3"
+	"\x19CLIENT_STATUS_UNAVAILABLE\x10\x05\x12\x16\n" +
+	"\x12CLIENT_STATUS_BUSY\x10\x06B&Z$github.com/ketch-raft/ketch/messagesb\x06proto3"
 
 var (
 	file_node_proto_rawDescOnce sync.Once

@@ -20,8 +20,9 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 )
 
-// DefaultMaxMessageBytes is the wire guard's default cap on one message.
-const DefaultMaxMessageBytes = 16 << 20
+// DefaultMaxMessageBytes is the wire guard's default cap on one message:
+// the largest RaftBatch a sender packs (messages.DefaultMaxBatchBytes).
+const DefaultMaxMessageBytes = pb.DefaultMaxBatchBytes
 
 // The serializer ids protoactor registers at init: protobuf, then JSON.
 const (
@@ -56,10 +57,11 @@ var (
 //     dropped and the stream closed with InvalidArgument. The peer is broken
 //     or hostile; its writer, if it is protoactor, reconnects.
 //   - Well-formed envelopes this node does not accept (a type outside the
-//     allowlist, the JSON serializer, a payload over MaxMessageBytes, a
-//     target on another node, a Watch/Unwatch/Terminated whose PID is not
-//     the peer's own): only that envelope is dropped; the rest of the batch
-//     is delivered and the stream stays open, so a newer peer that sends a
+//     allowlist, a type the target actor is not meant to receive (Routes),
+//     the JSON serializer, a payload over MaxMessageBytes, a target on
+//     another node, a Watch/Unwatch/Terminated whose PID is not the peer's
+//     own): only that envelope is dropped; the rest of the batch is
+//     delivered and the stream stays open, so a newer peer that sends a
 //     message type this node does not know yet (a rolling upgrade) loses
 //     only those messages.
 //
@@ -83,8 +85,20 @@ type GuardConfig struct {
 	// Each must be registered in protoregistry.GlobalTypes.
 	AllowTypes []string
 	// MaxMessageBytes caps one serialized message. Default
-	// DefaultMaxMessageBytes; it must exceed the senders' MaxBatchBytes.
+	// DefaultMaxMessageBytes; it must be at least the senders'
+	// MaxBatchBytes (a node sets both from one messages.Limits).
 	MaxMessageBytes int
+	// Routes, when not nil, admits each type only for the actors meant to
+	// receive it: it maps an actor id (a target PID's Id, such as
+	// "raft/1/fsm") to the fully qualified message names that actor takes
+	// from the wire. An envelope for an actor not in Routes is admitted
+	// only with a type in OtherTargets. protoactor's own messages (Watch,
+	// Unwatch, Terminated, DeadLetterResponse) may go to any actor, under
+	// the PID checks below. Every name must be allowed (DefaultAllowedTypes
+	// or AllowTypes). With Routes nil, any allowed type may go to any actor.
+	Routes map[string][]string
+	// OtherTargets is what actors not named in Routes accept; see Routes.
+	OtherTargets []string
 	// Logger receives the guard's lines. Default slog.Default().
 	Logger *slog.Logger
 	// OnReject, if set, is called for every rejection, from the gRPC stream
@@ -131,9 +145,18 @@ func DefaultAllowedTypes() []string {
 type wireGuard struct {
 	system   *actor.ActorSystem
 	allowed  map[string]bool
+	routes   map[string]map[string]bool // nil: no routing
+	other    map[string]bool
 	maxBytes int
 	log      *slog.Logger
 	onReject func(Rejection)
+}
+
+// protoactorTypes are protoactor's own messages, which routing lets
+// through to any actor.
+var protoactorTypes = map[string]bool{
+	watchName: true, unwatchName: true, terminatedName: true,
+	string(proto.MessageName(&actor.DeadLetterResponse{})): true,
 }
 
 func newWireGuard(system *actor.ActorSystem, cfg GuardConfig) (*wireGuard, error) {
@@ -164,6 +187,30 @@ func newWireGuard(system *actor.ActorSystem, cfg GuardConfig) (*wireGuard, error
 			return nil, fmt.Errorf("guard: allowed type %q is not a registered protobuf message", n)
 		}
 		g.allowed[n] = true
+	}
+	if cfg.Routes != nil {
+		set := func(names []string) (map[string]bool, error) {
+			m := map[string]bool{}
+			for _, n := range names {
+				if !g.allowed[n] {
+					return nil, fmt.Errorf("guard: routed type %q is not an allowed type", n)
+				}
+				m[n] = true
+			}
+			return m, nil
+		}
+		g.routes = map[string]map[string]bool{}
+		for id, names := range cfg.Routes {
+			m, err := set(names)
+			if err != nil {
+				return nil, err
+			}
+			g.routes[id] = m
+		}
+		var err error
+		if g.other, err = set(cfg.OtherTargets); err != nil {
+			return nil, err
+		}
 	}
 	return g, nil
 }
@@ -297,6 +344,15 @@ func (g *wireGuard) refuse(b *remote.MessageBatch, e *remote.MessageEnvelope, lo
 	case b.Targets[e.Target].Address != local:
 		// protoactor would relay it to that address.
 		return fmt.Sprintf("target address %.100q is not this node (%s)", b.Targets[e.Target].Address, local)
+	case g.routes != nil && !protoactorTypes[name]:
+		id := b.Targets[e.Target].Id
+		accepts, named := g.routes[id]
+		if !named {
+			accepts = g.other
+		}
+		if !accepts[name] {
+			return fmt.Sprintf("actor %.100q does not take %s from the wire", id, name)
+		}
 	}
 	// System messages carrying a PID: the PID must be the peer's own, or a
 	// peer could make this node dial arbitrary addresses (Terminated) or

@@ -13,6 +13,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/remote"
+	pb "github.com/ketch-raft/ketch/messages"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
@@ -42,6 +43,14 @@ const (
 	// already batches per peer, so little is lost.
 	DefaultEndpointWriterBatchSize = 8
 )
+
+// RecvMsgBytesFor is the gRPC frame limit that fits a frame of
+// DefaultEndpointWriterBatchSize envelopes of lim.MaxBatchBytes each, with
+// room for protoactor's framing.
+func RecvMsgBytesFor(lim pb.Limits) int {
+	lim = lim.WithDefaults()
+	return DefaultEndpointWriterBatchSize*(lim.MaxBatchBytes+64<<10) + 1<<20
+}
 
 // RemoteOption configures StartRemote.
 type RemoteOption func(*remoteOptions)

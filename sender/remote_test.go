@@ -452,3 +452,48 @@ func unguardedMain(name string) {
 	}
 	os.Exit(0)
 }
+
+// With Routes, each type is admitted only for the actors meant to receive
+// it: a ClientRequest sent straight to the fsm actor, or a RaftBatch to the
+// gateway, is dropped at the wire; protoactor's own messages still reach
+// any actor (under their PID checks).
+func TestGuardRoutes(t *testing.T) {
+	name := func(m proto.Message) string { return string(proto.MessageName(m)) }
+	g, err := newWireGuard(actor.NewActorSystem(), GuardConfig{
+		Routes: map[string][]string{
+			"raft/1/fsm":     {name(&pb.RaftBatch{})},
+			"raft/1/gateway": {name(&pb.ClientRequest{}), name(&pb.StatusRequest{})},
+			"raft/1/store":   nil,
+		},
+		OtherTargets: []string{name(&pb.ClientResponse{})},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const local = "127.0.0.1:7001"
+	for _, c := range []struct {
+		to   string
+		msg  proto.Message
+		want bool
+	}{
+		{"raft/1/fsm", &pb.RaftBatch{}, true},
+		{"raft/1/fsm", &pb.ClientRequest{}, false},
+		{"raft/1/fsm", &pb.TransferRequest{}, false},
+		{"raft/1/gateway", &pb.ClientRequest{}, true},
+		{"raft/1/gateway", &pb.RaftBatch{}, false},
+		{"raft/1/store", &pb.RaftBatch{}, false},
+		{"raft/1", &pb.ClientRequest{}, false},
+		{"$7", &pb.ClientResponse{}, true},
+		{"$7", &pb.RaftBatch{}, false},
+		{"raft/1/store", &actor.DeadLetterResponse{}, true},
+	} {
+		b := oneEnvelope(actor.NewPID(local, c.to), name(c.msg), marshal(c.msg))
+		why := g.refuse(b, b.Envelopes[0], local, "")
+		if (why == "") != c.want {
+			t.Errorf("%s to %s: refused %q, want admitted=%v", name(c.msg), c.to, why, c.want)
+		}
+	}
+	if _, err := newWireGuard(actor.NewActorSystem(), GuardConfig{Routes: map[string][]string{"x": {"evil.v1.Nope"}}}); err == nil {
+		t.Error("a route naming a type outside the allowlist was accepted")
+	}
+}

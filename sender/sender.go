@@ -22,7 +22,8 @@ import (
 // Defaults of Config.
 const (
 	DefaultMaxQueue      = 4096
-	DefaultMaxBatchBytes = 4 << 20
+	DefaultMaxQueueBytes = 64 << 20
+	DefaultMaxBatchBytes = pb.DefaultMaxBatchBytes
 	DefaultProbeInterval = 50 * time.Millisecond
 	DefaultProbeTimeout  = time.Second
 )
@@ -53,6 +54,12 @@ type Config struct {
 	// peer a full queue drops its oldest message; for a reachable one it is
 	// flushed early instead. Default DefaultMaxQueue.
 	MaxQueue int
+	// MaxQueueBytes bounds the entry data queued for one unreachable peer
+	// (roughly: entry data plus a fixed overhead per message and entry), so
+	// that a dead follower costs the leader bounded memory however large
+	// its AppendEntries. Past it the oldest messages are dropped. Default
+	// DefaultMaxQueueBytes.
+	MaxQueueBytes int
 	// MaxBatchBytes bounds one RaftBatch; a larger queue is split. A single
 	// message above it travels alone. It must stay below the receivers'
 	// GuardConfig.MaxMessageBytes. Default DefaultMaxBatchBytes.
@@ -71,6 +78,9 @@ type Config struct {
 func (c Config) withDefaults() Config {
 	if c.MaxQueue == 0 {
 		c.MaxQueue = DefaultMaxQueue
+	}
+	if c.MaxQueueBytes == 0 {
+		c.MaxQueueBytes = DefaultMaxQueueBytes
 	}
 	if c.MaxBatchBytes == 0 {
 		c.MaxBatchBytes = DefaultMaxBatchBytes
@@ -93,8 +103,8 @@ func (c Config) Validate() error {
 	if c.Target == nil {
 		return errors.New("sender: Target is required")
 	}
-	if c.MaxQueue < 1 {
-		return fmt.Errorf("sender: MaxQueue %d must be at least 1", c.MaxQueue)
+	if c.MaxQueue < 1 || c.MaxQueueBytes < 1 {
+		return fmt.Errorf("sender: MaxQueue %d and MaxQueueBytes %d must be at least 1", c.MaxQueue, c.MaxQueueBytes)
 	}
 	if c.MaxBatchBytes < 1 {
 		return fmt.Errorf("sender: MaxBatchBytes %d must be at least 1", c.MaxBatchBytes)
@@ -289,7 +299,7 @@ func (a *senderActor) start(ctx actor.Context) {
 	a.warned = map[uint64]bool{}
 	addrs := map[string]bool{}
 	for id, addr := range cfg.Peers {
-		p := &peer{id: id, addr: addr, pid: cfg.Target(id, addr), q: newRing(cfg.MaxQueue), since: time.Now(), c: a.s.counters[id]}
+		p := &peer{id: id, addr: addr, pid: cfg.Target(id, addr), q: newRing(cfg.MaxQueue, cfg.MaxQueueBytes), since: time.Now(), c: a.s.counters[id]}
 		p.c.reachable.Store(false)
 		p.c.queued.Store(0)
 		a.peers[id] = p
@@ -351,8 +361,8 @@ func (a *senderActor) enqueue(ctx actor.Context, msgs []*pb.RaftMessage) {
 			// larger than the queue leaves in several batches.
 			a.flushPeer(ctx, p)
 		}
-		if p.q.push(m) {
-			p.c.drops.Add(1)
+		if n := p.q.push(m); n > 0 {
+			p.c.drops.Add(uint64(n))
 		}
 		p.c.queued.Store(int64(p.q.len()))
 	}
@@ -491,35 +501,54 @@ func pack(msgs []*pb.RaftMessage, maxBytes int) [][]*pb.RaftMessage {
 	return out
 }
 
-// ring is a bounded FIFO of messages that evicts the oldest when full.
+// ring is a bounded FIFO of messages that evicts the oldest when it holds
+// too many messages or too many bytes.
 type ring struct {
-	buf     []*pb.RaftMessage
-	head, n int
+	buf      []*pb.RaftMessage
+	head, n  int
+	bytes    int // approxBytes of the messages queued
+	maxBytes int
 }
 
-func newRing(capacity int) ring { return ring{buf: make([]*pb.RaftMessage, capacity)} }
+func newRing(capacity, maxBytes int) ring {
+	return ring{buf: make([]*pb.RaftMessage, capacity), maxBytes: maxBytes}
+}
 
 func (r *ring) len() int { return r.n }
 
-func (r *ring) full() bool { return r.n == len(r.buf) }
+func (r *ring) full() bool { return r.n == len(r.buf) || r.bytes >= r.maxBytes }
 
-// push appends m and reports whether the oldest message was evicted.
+// push appends m and returns how many of the oldest messages it evicted
+// to stay within the bounds (m itself is always kept).
 //
 // Dropping the oldest, not the newest: a peer's newer messages supersede
 // older ones (a newer heartbeat or AppendEntries carries a newer commit
 // index and term, a vote request from an older term is void), so after an
 // outage the freshest messages are the useful ones; the leader resends
 // what a follower is missing from its next AppendEntries on (Raft §5.3).
-func (r *ring) push(m *pb.RaftMessage) (evicted bool) {
-	if r.n == len(r.buf) {
+func (r *ring) push(m *pb.RaftMessage) (evicted int) {
+	size := approxBytes(m)
+	for r.n > 0 && (r.n == len(r.buf) || r.bytes+size > r.maxBytes) {
+		r.bytes -= approxBytes(r.buf[r.head])
 		r.buf[r.head] = nil
 		r.head = (r.head + 1) % len(r.buf)
 		r.n--
-		evicted = true
+		evicted++
 	}
 	r.buf[(r.head+r.n)%len(r.buf)] = m
 	r.n++
+	r.bytes += size
 	return evicted
+}
+
+// approxBytes is a cheap estimate of m's size for the queue's byte bound:
+// the entries' data and fixed overheads, without encoding anything.
+func approxBytes(m *pb.RaftMessage) int {
+	n := pb.MessageOverhead / 8
+	for _, e := range m.GetAppendEntries().GetEntries() {
+		n += len(e.GetData()) + pb.EntryOverhead
+	}
+	return n
 }
 
 // drain removes and returns all queued messages, oldest first, in a new
@@ -531,6 +560,6 @@ func (r *ring) drain() []*pb.RaftMessage {
 		j := (r.head + i) % len(r.buf)
 		out[i], r.buf[j] = r.buf[j], nil
 	}
-	r.head, r.n = 0, 0
+	r.head, r.n, r.bytes = 0, 0, 0
 	return out
 }

@@ -51,12 +51,10 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestRingDropsOldest(t *testing.T) {
-	r := newRing(3)
+	r := newRing(3, 1<<20)
 	var evicted int
 	for term := uint64(1); term <= 5; term++ {
-		if r.push(msgTo(2, term)) {
-			evicted++
-		}
+		evicted += r.push(msgTo(2, term))
 	}
 	got := terms(r.drain())
 	if evicted != 2 || !slices.Equal(got, []uint64{3, 4, 5}) || r.len() != 0 {
@@ -65,6 +63,30 @@ func TestRingDropsOldest(t *testing.T) {
 	r.push(msgTo(2, 6))
 	if got := terms(r.drain()); !slices.Equal(got, []uint64{6}) {
 		t.Fatalf("after reuse drained %v", got)
+	}
+}
+
+// A dead peer costs bounded memory: past MaxQueueBytes of entry data the
+// oldest messages go, however few they are; a message larger than the
+// bound is still kept, alone.
+func TestRingBoundsBytes(t *testing.T) {
+	withData := func(term uint64, n int) *pb.RaftMessage {
+		m := msgTo(2, term)
+		m.GetAppendEntries().Entries = []*pb.Entry{{Index: 1, Term: 1, Data: make([]byte, n)}}
+		return m
+	}
+	one := approxBytes(withData(1, 1000))
+	r := newRing(100, 3*one)
+	evicted := 0
+	for term := uint64(1); term <= 10; term++ {
+		evicted += r.push(withData(term, 1000))
+	}
+	if r.bytes > 3*one || r.len() != 3 || evicted != 7 {
+		t.Fatalf("%d messages, %d bytes queued, %d evicted; want 3, at most %d, 7", r.len(), r.bytes, evicted, 3*one)
+	}
+	evicted = r.push(withData(11, 10*one))
+	if got := terms(r.drain()); evicted != 3 || !slices.Equal(got, []uint64{11}) || r.bytes != 0 {
+		t.Fatalf("an oversized message: evicted %d, drained %v, bytes %d", evicted, got, r.bytes)
 	}
 }
 

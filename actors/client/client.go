@@ -5,8 +5,15 @@
 // It finds the leader by following the hints that followers return, retries
 // a command with the same client id and sequence number until it gets an
 // answer or the context ends (the state machine applies a retried command
-// at most once, Raft thesis §6.3), and bounds every attempt by a timeout.
-// Reads go through the log, so they are linearizable.
+// at most once, Raft thesis §6.3), and bounds every attempt by a timeout. A
+// node that answers BUSY (backpressure) is asked again after a pause that
+// doubles up to a second, within the call's deadline. Reads are
+// linearizable (ReadIndex, thesis §6.4).
+//
+// It checks every command before sending it, as the gateway will: keys are
+// non-empty UTF-8 strings of at most Limits.MaxKeyBytes, and a command must
+// fit one log entry. A command that fails is refused at once with
+// ErrInvalid; nothing is sent.
 //
 // A Client is safe for concurrent use. The state machine remembers one last
 // sequence number per client id, which allows one command in flight per id;
@@ -19,13 +26,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/ketch-raft/ketch/actors/kv"
 	pb "github.com/ketch-raft/ketch/messages"
 	"github.com/ketch-raft/ketch/sender"
+	"google.golang.org/protobuf/proto"
 )
 
 // Sentinel errors; compare with errors.Is.
@@ -35,9 +45,13 @@ var (
 	// ErrTimeout: the context ended before the cluster answered. A write
 	// that timed out may or may not have been applied.
 	ErrTimeout = errors.New("timed out waiting for the cluster")
-	// ErrInvalid: the cluster refused the request as malformed; retrying
-	// will not help.
+	// ErrInvalid: the request is malformed or too large (refused by the
+	// client itself or by the cluster); retrying will not help.
 	ErrInvalid = errors.New("invalid request")
+	// ErrBusy: the cluster answered BUSY until the call's deadline (its
+	// leader holds too much that has not committed, or too many requests
+	// wait). The command was not applied.
+	ErrBusy = errors.New("the cluster is busy")
 )
 
 // GatewayName is the actor name of every node's gateway. Its address is
@@ -63,7 +77,10 @@ type Config struct {
 	// Timeout bounds a whole call when its context has no deadline.
 	// Default 10s.
 	Timeout time.Duration
-	Logger  *slog.Logger
+	// Limits are the cluster's (zero fields: messages.DefaultLimits); the
+	// client refuses commands over them before sending.
+	Limits pb.Limits
+	Logger *slog.Logger
 }
 
 // DefaultClusterID is the cluster id nodes and clients use by default.
@@ -75,6 +92,13 @@ func (c *Config) validate() error {
 	}
 	if c.ClusterID == "" {
 		c.ClusterID = DefaultClusterID
+	}
+	if len(c.ClusterID) > pb.MaxClusterIDBytes {
+		return fmt.Errorf("client: the cluster id is %d bytes; the limit is %d", len(c.ClusterID), pb.MaxClusterIDBytes)
+	}
+	c.Limits = c.Limits.WithDefaults()
+	if err := c.Limits.Validate(); err != nil {
+		return fmt.Errorf("client: %w", err)
 	}
 	if c.ListenHost == "" {
 		c.ListenHost = listenHostFor(c.Cluster[0])
@@ -135,11 +159,27 @@ func New(cfg Config) (*Client, error) {
 	}
 	c := &Client{cfg: cfg, waiting: map[waitKey]chan *pb.ClientResponse{}, down: map[string]time.Time{}}
 	c.system = actor.NewActorSystem(actor.WithLoggerFactory(sender.QuietLogger(cfg.Logger, slog.LevelError)))
-	if _, err := sender.StartRemote(c.system, cfg.ListenHost, 0); err != nil {
+	// The client's actors take nothing from the wire but the nodes' answers.
+	guard := sender.GuardConfig{
+		MaxMessageBytes: cfg.Limits.MaxBatchBytes,
+		Routes:          map[string][]string{},
+		OtherTargets:    ResponseTypes(),
+		Logger:          cfg.Logger,
+	}
+	if _, err := sender.StartRemote(c.system, cfg.ListenHost, 0, sender.WithGuard(guard), sender.WithMaxRecvMsgBytes(sender.RecvMsgBytesFor(cfg.Limits))); err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
 	c.reply = c.system.Root.Spawn(actor.PropsFromFunc(c.receive))
 	return c, nil
+}
+
+// ResponseTypes are the messages a client receives: the gateway's answers.
+func ResponseTypes() []string {
+	var names []string
+	for _, m := range []proto.Message{&pb.ClientResponse{}, &pb.NodeStatus{}, &pb.CrashResponse{}, &pb.TransferResponse{}} {
+		names = append(names, string(proto.MessageName(m)))
+	}
+	return names
 }
 
 // Close stops the client's actor system.
@@ -212,8 +252,14 @@ func (c *Client) Do(ctx context.Context, cmd *pb.KVCommand) (*pb.ClientResponse,
 	}
 	s := c.sessions.Get()
 	defer c.sessions.Put(s)
+	req := &pb.ClientRequest{ClusterId: c.cfg.ClusterID, ClientId: s.ID, Sequence: s.Seq + 1, Command: cmd}
+	// protoactor drops a message it cannot serialize (a key that is not
+	// UTF-8) without a word, and the wire guard one over the size limit:
+	// refuse them here, at once, with the gateway's reasons.
+	if err := kv.ValidateRequest(req, c.cfg.Limits); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
 	s.Seq++
-	req := &pb.ClientRequest{ClusterId: c.cfg.ClusterID, ClientId: s.ID, Sequence: s.Seq, Command: cmd}
 
 	ch := make(chan *pb.ClientResponse, 1)
 	key := waitKey{s.ID, s.Seq}
@@ -227,6 +273,8 @@ func (c *Client) Do(ctx context.Context, cmd *pb.KVCommand) (*pb.ClientResponse,
 	}()
 
 	backoff := 10 * time.Millisecond
+	busyFor := 20 * time.Millisecond // the pause after a BUSY, doubling
+	var busy *pb.ClientResponse      // the last BUSY answer, if the call ends in one
 	for {
 		addr := c.target()
 		c.system.Root.RequestWithCustomSender(actor.NewPID(addr, GatewayName), req, c.reply)
@@ -243,7 +291,7 @@ func (c *Client) Do(ctx context.Context, cmd *pb.KVCommand) (*pb.ClientResponse,
 			// The node did not answer in time either: the next call
 			// should not start with it.
 			c.failed(addr)
-			return nil, fmt.Errorf("%w (%v)", ErrTimeout, context.Cause(ctx))
+			return nil, c.timeoutError(ctx, busy)
 		}
 		switch r.Status {
 		case pb.ClientStatus_CLIENT_STATUS_OK:
@@ -257,16 +305,50 @@ func (c *Client) Do(ctx context.Context, cmd *pb.KVCommand) (*pb.ClientResponse,
 				continue // straight to the hinted leader
 			}
 			c.skip(addr) // no usable hint: ask another node after a pause
+		case pb.ClientStatus_CLIENT_STATUS_BUSY:
+			// Not appended: the same node again, once it had time to
+			// commit what it holds.
+			busy = r
+			c.follow(addr)
+			if !sleep(ctx, jitter(busyFor)) {
+				return nil, c.timeoutError(ctx, busy)
+			}
+			busyFor = min(2*busyFor, time.Second)
+			continue
 		default: // UNKNOWN, UNAVAILABLE: the same request again, after a pause
 		}
-		select {
-		case <-time.After(backoff):
-		case <-ctx.Done():
-			return nil, fmt.Errorf("%w (%v)", ErrTimeout, context.Cause(ctx))
+		busy = nil
+		if !sleep(ctx, backoff) {
+			return nil, c.timeoutError(ctx, nil)
 		}
 		backoff = min(2*backoff, 100*time.Millisecond)
 	}
 }
+
+// timeoutError is the error of a call whose context ended: ErrBusy when
+// the last answer was BUSY, ErrTimeout otherwise.
+func (c *Client) timeoutError(ctx context.Context, busy *pb.ClientResponse) error {
+	if busy != nil {
+		return fmt.Errorf("%w: %s (%v)", ErrBusy, busy.Error, context.Cause(ctx))
+	}
+	return fmt.Errorf("%w (%v)", ErrTimeout, context.Cause(ctx))
+}
+
+// sleep waits for d or the end of ctx, and reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// jitter spreads d over [d/2, d), so that clients refused together do not
+// come back together.
+func jitter(d time.Duration) time.Duration { return d/2 + rand.N(d/2+1) }
 
 // target is the node to try next: the known leader, or the next in turn
 // that has not just failed (any node, if all have).

@@ -8,24 +8,34 @@
 //
 // It must never block: not on I/O (the store does that), not on a peer (the
 // sender does that), not on a future. Everything it waits for comes back as
-// a message. Everything from the network is validated before it reaches the
-// fsm.
+// a message. Peer messages go to the fsm as they come; the fsm validates
+// them (fsm/validate.go) and the actor counts and logs what it rejects.
+// Client requests arrive only as protocol.Command from the gateway, which
+// validated them; a raw ClientRequest is refused.
+//
+// It bounds what waits on it (backpressure): at most MaxPendingWrites
+// proposals and MaxPendingReads reads; past that, and when the fsm refuses
+// a proposal because too much is uncommitted (fsm.ErrBusy), the client is
+// answered BUSY at once.
 //
 // On (re)start it asks the store for the durable log and the state actor
 // for its applied index, and until both answer it drops peer messages
 // (Raft tolerates loss) and answers clients UNAVAILABLE. Each incarnation
-// has an epoch; durability reports and timers of an earlier incarnation are
-// ignored.
+// has an epoch: every answer it waits for carries it (Durable, Fenced,
+// Loaded, EntriesRead's tag, AppliedInfo, timers), and answers of an
+// earlier incarnation are ignored.
 package consensus
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	"github.com/ketch-raft/ketch/actors/state"
+	"github.com/ketch-raft/ketch/actors/protocol"
 	"github.com/ketch-raft/ketch/fsm"
 	"github.com/ketch-raft/ketch/logstore"
 	pb "github.com/ketch-raft/ketch/messages"
@@ -42,12 +52,37 @@ type Config struct {
 	Peers map[uint64]string
 	// Store, State and Sender are the sibling actors.
 	Store, State, Sender *actor.PID
-	// Limits bounds peer messages.
-	Limits Limits
+	// MaxPendingWrites and MaxPendingReads bound the client writes and
+	// reads waiting on the fsm actor (queued, proposed and not yet
+	// committed, or waiting for their read index). Past them a request is
+	// answered BUSY at once. Defaults DefaultMaxPendingWrites and
+	// DefaultMaxPendingReads.
+	MaxPendingWrites, MaxPendingReads int
+	// Stats receives the actor's counters; it outlives restarts. Optional.
+	Stats *Stats
 	// OnStatus, if set, is called with the fsm's status after every
 	// message (the node publishes it for `ketch status`). It must not block.
 	OnStatus func(fsm.Status)
 	Logger   *slog.Logger
+}
+
+// Defaults of Config.
+const (
+	DefaultMaxPendingWrites = 16384
+	DefaultMaxPendingReads  = 16384
+)
+
+// Stats are the fsm actor's counters. They are safe to read from any
+// goroutine and survive the actor's restarts.
+type Stats struct {
+	// RejectedPeer counts peer messages the fsm rejected (fsm.Rejected).
+	RejectedPeer atomic.Uint64
+	// RejectedClient counts client requests refused as invalid here: a
+	// ClientRequest or TransferRequest that did not come through the
+	// gateway, or a proposal over the entry size limit.
+	RejectedClient atomic.Uint64
+	// Busy counts client requests answered BUSY.
+	Busy atomic.Uint64
 }
 
 // Crash makes the actor panic, for fault tests (nodes obey only with --chaos).
@@ -66,6 +101,8 @@ type waiter struct {
 	clientID, seqNum uint64
 	read             *pb.KVCommand // the read-only command, for reads
 }
+
+func (w waiter) isRead() bool { return w.read != nil }
 
 // flushReads is sent to self when the first read of a batch arrives; by the
 // time it is handled, every read queued before it is in the batch, and one
@@ -88,20 +125,23 @@ func Props(cfg Config) *actor.Props {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	cfg.Limits.setDefaults()
-	members := map[uint64]bool{}
-	for _, m := range cfg.Raft.Members {
-		members[m] = true
+	if cfg.MaxPendingWrites == 0 {
+		cfg.MaxPendingWrites = DefaultMaxPendingWrites
+	}
+	if cfg.MaxPendingReads == 0 {
+		cfg.MaxPendingReads = DefaultMaxPendingReads
+	}
+	if cfg.Stats == nil {
+		cfg.Stats = &Stats{}
 	}
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &fsmActor{cfg: cfg, members: members, log: cfg.Logger.With("actor", "fsm", "node", cfg.Raft.ID)}
+		return &fsmActor{cfg: cfg, log: cfg.Logger.With("actor", "fsm")}
 	})
 }
 
 type fsmActor struct {
-	cfg     Config
-	members map[uint64]bool
-	log     *slog.Logger
+	cfg Config
+	log *slog.Logger
 
 	epoch   uint64
 	born    time.Time // start of the monotonic clock handed to the fsm
@@ -112,14 +152,32 @@ type fsmActor struct {
 	timers  [2]*time.Timer
 	waiters map[uint64]waiter
 	nextID  uint64
+	// pendingReads and pendingWrites count the waiters of each kind, for
+	// MaxPendingReads and MaxPendingWrites.
+	pendingReads, pendingWrites int
 
 	reads     []uint64       // reads waiting for the next flushReads
 	proposals []fsm.Proposal // writes waiting for the next flushProposals
 
-	rejected uint64 // peer messages refused at the boundary
-	lastWarn time.Time
+	warn     rateLimit // rejected peer messages
+	warnCli  rateLimit // refused client requests
 	lastStat fsm.Status
 	outbound []*pb.RaftMessage
+}
+
+// rateLimit lets one log line through per second and counts the others.
+type rateLimit struct {
+	last       time.Time
+	suppressed int
+}
+
+func (r *rateLimit) allow() (suppressed int, ok bool) {
+	if now := time.Now(); now.Sub(r.last) >= time.Second {
+		suppressed, r.last, r.suppressed = r.suppressed, now, 0
+		return suppressed, true
+	}
+	r.suppressed++
+	return 0, false
 }
 
 func (a *fsmActor) Receive(ctx actor.Context) {
@@ -129,19 +187,24 @@ func (a *fsmActor) Receive(ctx actor.Context) {
 	case *actor.Stopping, *actor.Restarting:
 		a.stopTimers()
 	case *logstore.Loaded:
-		if a.node == nil {
+		if a.node == nil && m.Epoch == a.epoch {
 			if m.Err != nil {
 				panic(fmt.Sprintf("fsm: the store cannot load the log: %v", m.Err))
 			}
 			a.loaded = m
 			a.maybeInit(ctx)
 		}
-	case *state.AppliedInfo:
-		if a.node == nil {
+	case *protocol.AppliedInfo:
+		// An AppliedInfo of another epoch answers an earlier incarnation,
+		// possibly from a state actor that has restarted since: taking it
+		// could make this incarnation skip entries the state still needs.
+		switch {
+		case m.Epoch != a.epoch:
+		case a.node == nil:
 			idx := m.Index
 			a.applied = &idx
 			a.maybeInit(ctx)
-		} else {
+		default:
 			a.step(ctx, fsm.Applied{Index: m.Index})
 		}
 	case *logstore.EntriesRead:
@@ -169,8 +232,12 @@ func (a *fsmActor) Receive(ctx actor.Context) {
 		}
 	case *pb.RaftMessage:
 		a.peerMessage(ctx, m)
+	case *protocol.Command:
+		a.command(ctx, m.Req, m.ReplyTo)
 	case *pb.ClientRequest:
-		a.clientRequest(ctx, m)
+		// Not from the gateway (the wire guard routes none here, so it
+		// came from inside this process): nothing checked it.
+		a.refuseClient(ctx, ctx.Sender(), m.ClientId, m.Sequence, "client requests go to the gateway ("+gatewayName(ctx)+"), not to the fsm actor")
 	case *flushReads:
 		if a.node != nil && len(a.reads) > 0 {
 			ids := a.reads
@@ -186,8 +253,13 @@ func (a *fsmActor) Receive(ctx actor.Context) {
 			a.proposals = nil
 			a.step(ctx, fsm.Propose{Proposals: ps})
 		}
-	case *pb.TransferRequest:
+	case *protocol.Transfer:
 		a.transfer(ctx, m)
+	case *pb.TransferRequest:
+		a.cfg.Stats.RejectedClient.Add(1)
+		if ctx.Sender() != nil {
+			ctx.Send(ctx.Sender(), &pb.TransferResponse{Error: "transfer requests go to the gateway (" + gatewayName(ctx) + "), not to the fsm actor"})
+		}
 	case *Crash:
 		panic(fmt.Sprintf("crash requested: %s", m.Reason))
 	}
@@ -201,8 +273,8 @@ func (a *fsmActor) start(ctx actor.Context) {
 	a.epoch = uint64(time.Now().UnixNano())
 	a.born = time.Now()
 	a.waiters = map[uint64]waiter{}
-	ctx.Request(a.cfg.Store, &logstore.LoadRequest{})
-	ctx.Request(a.cfg.State, &state.AppliedQuery{})
+	ctx.Request(a.cfg.Store, &logstore.LoadRequest{Epoch: a.epoch})
+	ctx.Request(a.cfg.State, &protocol.AppliedQuery{Epoch: a.epoch})
 }
 
 func (a *fsmActor) maybeInit(ctx actor.Context) {
@@ -211,10 +283,16 @@ func (a *fsmActor) maybeInit(ctx actor.Context) {
 	}
 	cfg := a.cfg.Raft
 	cfg.Rand = rand.New(rand.NewPCG(a.epoch, uint64(cfg.ID)))
+	if last := a.loaded.State.LastIndex(); *a.applied > last {
+		// The state machine applied entries the store does not have: the
+		// store lost committed entries (or the state is not this node's).
+		// Never clamp: crash, and let the supervisor restart from disk.
+		panic(fmt.Sprintf("fsm: the state machine applied index %d but the store's log ends at %d; the store lost committed entries", *a.applied, last))
+	}
 	node, err := fsm.New(cfg, fsm.Restore{
 		HardState: a.loaded.State.HardState,
 		Entries:   a.loaded.State.Entries,
-		Applied:   min(*a.applied, uint64(len(a.loaded.State.Entries))),
+		Applied:   *a.applied,
 	})
 	if err != nil {
 		panic(fmt.Sprintf("fsm: cannot restore from the store: %v", err))
@@ -229,45 +307,97 @@ func (a *fsmActor) peerMessage(ctx actor.Context, m *pb.RaftMessage) {
 	if a.node == nil {
 		return // still loading: Raft tolerates the loss
 	}
-	if err := validatePeer(m, a.cfg.Raft.ClusterID, a.cfg.Raft.ID, a.members, a.cfg.Limits); err != nil {
-		a.rejected++
-		if now := time.Now(); now.Sub(a.lastWarn) > time.Second {
-			a.lastWarn = now
-			a.log.Warn("rejected peer message", "peer", m.GetFrom(), "err", err, "rejected_total", a.rejected)
-		}
-		return
-	}
 	a.step(ctx, fsm.Message{Msg: m})
 }
 
-func (a *fsmActor) clientRequest(ctx actor.Context, r *pb.ClientRequest) {
+// command takes a client request the gateway validated: a read joins the
+// next ReadIndex batch, a write the next proposal batch, unless too many of
+// its kind wait already (BUSY).
+func (a *fsmActor) command(ctx actor.Context, r *pb.ClientRequest, replyTo *actor.PID) {
 	if a.node == nil {
-		a.answer(ctx, ctx.Sender(), &pb.ClientResponse{ClientId: r.ClientId, Sequence: r.Sequence,
+		a.answer(ctx, replyTo, &pb.ClientResponse{ClientId: r.ClientId, Sequence: r.Sequence,
 			Status: pb.ClientStatus_CLIENT_STATUS_UNAVAILABLE, Error: "the node is starting; retry shortly"})
 		return
 	}
 	if r.Command.GetGet() != nil {
 		// Reads do not go through the log: ReadIndex (thesis §6.4).
-		a.nextID++
-		a.waiters[a.nextID] = waiter{replyTo: ctx.Sender(), clientID: r.ClientId, seqNum: r.Sequence, read: r.Command}
+		if a.pendingReads >= a.cfg.MaxPendingReads {
+			a.busy(ctx, replyTo, r.ClientId, r.Sequence, fmt.Sprintf("node %d has %d reads waiting (the limit)", a.cfg.Raft.ID, a.pendingReads))
+			return
+		}
+		id := a.wait(waiter{replyTo: replyTo, clientID: r.ClientId, seqNum: r.Sequence, read: r.Command})
 		if len(a.reads) == 0 {
 			ctx.Send(ctx.Self(), &flushReads{})
 		}
-		a.reads = append(a.reads, a.nextID)
+		a.reads = append(a.reads, id)
+		return
+	}
+	if a.pendingWrites >= a.cfg.MaxPendingWrites {
+		a.busy(ctx, replyTo, r.ClientId, r.Sequence, fmt.Sprintf("node %d has %d writes waiting (the limit)", a.cfg.Raft.ID, a.pendingWrites))
 		return
 	}
 	data, err := proto.Marshal(&pb.KVEntry{ClientId: r.ClientId, Sequence: r.Sequence, Command: r.Command})
 	if err != nil {
-		a.answer(ctx, ctx.Sender(), &pb.ClientResponse{ClientId: r.ClientId, Sequence: r.Sequence,
-			Status: pb.ClientStatus_CLIENT_STATUS_INVALID, Error: "cannot encode the command: " + err.Error()})
+		a.refuseClient(ctx, replyTo, r.ClientId, r.Sequence, "cannot encode the command: "+err.Error())
 		return
 	}
-	a.nextID++
-	a.waiters[a.nextID] = waiter{replyTo: ctx.Sender(), clientID: r.ClientId, seqNum: r.Sequence}
+	id := a.wait(waiter{replyTo: replyTo, clientID: r.ClientId, seqNum: r.Sequence})
 	if len(a.proposals) == 0 {
 		ctx.Send(ctx.Self(), &flushProposals{})
 	}
-	a.proposals = append(a.proposals, fsm.Proposal{ID: a.nextID, Data: data})
+	a.proposals = append(a.proposals, fsm.Proposal{ID: id, Data: data})
+}
+
+// wait registers a waiter and returns its id.
+func (a *fsmActor) wait(w waiter) uint64 {
+	a.nextID++
+	a.waiters[a.nextID] = w
+	if w.isRead() {
+		a.pendingReads++
+	} else {
+		a.pendingWrites++
+	}
+	return a.nextID
+}
+
+// settle removes waiter id and returns it.
+func (a *fsmActor) settle(id uint64) (waiter, bool) {
+	w, ok := a.waiters[id]
+	if !ok {
+		return w, false
+	}
+	delete(a.waiters, id)
+	if w.isRead() {
+		a.pendingReads--
+	} else {
+		a.pendingWrites--
+	}
+	return w, true
+}
+
+// busy answers BUSY: the request was not taken; the client retries later.
+func (a *fsmActor) busy(ctx actor.Context, to *actor.PID, clientID, seq uint64, why string) {
+	a.cfg.Stats.Busy.Add(1)
+	a.answer(ctx, to, &pb.ClientResponse{ClientId: clientID, Sequence: seq,
+		Status: pb.ClientStatus_CLIENT_STATUS_BUSY, Error: why + "; retry after a pause"})
+}
+
+// refuseClient answers INVALID and counts the refusal.
+func (a *fsmActor) refuseClient(ctx actor.Context, to *actor.PID, clientID, seq uint64, why string) {
+	a.cfg.Stats.RejectedClient.Add(1)
+	if n, ok := a.warnCli.allow(); ok {
+		a.log.Warn("refused a client request", "client", clientID, "err", why, "suppressed", n)
+	}
+	a.answer(ctx, to, &pb.ClientResponse{ClientId: clientID, Sequence: seq, Status: pb.ClientStatus_CLIENT_STATUS_INVALID, Error: why})
+}
+
+// gatewayName is the gateway's actor id beside this fsm actor.
+func gatewayName(ctx actor.Context) string {
+	id := ctx.Self().Id
+	if i := len(id) - len("fsm"); i > 0 && id[i:] == "fsm" {
+		return id[:i] + "gateway"
+	}
+	return "the gateway"
 }
 
 // step runs one event through the fsm and carries out its actions in order.
@@ -289,6 +419,12 @@ func (a *fsmActor) step(ctx actor.Context, ev fsm.Event) {
 		case fsm.Fetch:
 			ctx.Request(a.cfg.Store, &logstore.ReadEntries{Lo: x.Lo, Hi: x.Hi, MaxBytes: x.MaxBytes,
 				Tag: fetchTag{epoch: a.epoch, peer: x.Peer, term: x.Term, lo: x.Lo}})
+		case fsm.Rejected:
+			a.cfg.Stats.RejectedPeer.Add(1)
+			if n, ok := a.warn.allow(); ok {
+				a.log.Warn("rejected a peer message", "peer", x.From, "err", x.Err,
+					"suppressed", n, "rejected_total", a.cfg.Stats.RejectedPeer.Load())
+			}
 		}
 	}
 	if len(a.outbound) > 0 {
@@ -305,47 +441,45 @@ func (a *fsmActor) step(ctx actor.Context, ev fsm.Event) {
 }
 
 func (a *fsmActor) apply(ctx actor.Context, x fsm.Apply) {
-	req := &state.ApplyRequest{Entries: x.Entries}
+	req := &protocol.ApplyRequest{Epoch: a.epoch, Entries: x.Entries}
 	for _, ref := range x.Refs {
-		if w, ok := a.waiters[ref.ID]; ok {
-			delete(a.waiters, ref.ID)
-			req.Waiters = append(req.Waiters, state.Waiter{Index: ref.Index, ReplyTo: w.replyTo})
+		if w, ok := a.settle(ref.ID); ok {
+			req.Waiters = append(req.Waiters, protocol.Waiter{Index: ref.Index, ReplyTo: w.replyTo})
 		}
 	}
 	ctx.Request(a.cfg.State, req)
 }
 
 func (a *fsmActor) reply(ctx actor.Context, x fsm.Reply) {
-	w, ok := a.waiters[x.ID]
+	w, ok := a.settle(x.ID)
 	if !ok {
 		return
 	}
-	delete(a.waiters, x.ID)
-	resp := &pb.ClientResponse{ClientId: w.clientID, Sequence: w.seqNum}
-	switch x.Err {
-	case fsm.ErrNotLeader, fsm.ErrTransferring:
+	switch {
+	case errors.Is(x.Err, fsm.ErrNotLeader), errors.Is(x.Err, fsm.ErrTransferring):
 		// Neither was appended: the client may send it elsewhere.
-		resp.Status = pb.ClientStatus_CLIENT_STATUS_NOT_LEADER
-		resp.LeaderId = x.Leader
-		resp.LeaderAddress = a.cfg.Peers[x.Leader]
+		a.answer(ctx, w.replyTo, &pb.ClientResponse{ClientId: w.clientID, Sequence: w.seqNum,
+			Status: pb.ClientStatus_CLIENT_STATUS_NOT_LEADER, LeaderId: x.Leader, LeaderAddress: a.cfg.Peers[x.Leader]})
+	case errors.Is(x.Err, fsm.ErrBusy):
+		a.busy(ctx, w.replyTo, w.clientID, w.seqNum, fmt.Sprintf("node %d: %v", a.cfg.Raft.ID, x.Err))
+	case errors.Is(x.Err, fsm.ErrTooLarge):
+		a.refuseClient(ctx, w.replyTo, w.clientID, w.seqNum, fmt.Sprintf("the command is over the entry limit of %d bytes", a.cfg.Raft.Limits.WithDefaults().MaxEntryBytes))
 	default:
-		resp.Status = pb.ClientStatus_CLIENT_STATUS_UNKNOWN
-		resp.Error = x.Err.Error()
+		a.answer(ctx, w.replyTo, &pb.ClientResponse{ClientId: w.clientID, Sequence: w.seqNum,
+			Status: pb.ClientStatus_CLIENT_STATUS_UNKNOWN, Error: x.Err.Error()})
 	}
-	a.answer(ctx, w.replyTo, resp)
 }
 
 // readReady hands a confirmed read to the state actor, which has applied
 // at least its index, or tells the client why it was not served.
 func (a *fsmActor) readReady(ctx actor.Context, x fsm.ReadReady) {
-	w, ok := a.waiters[x.ID]
+	w, ok := a.settle(x.ID)
 	if !ok {
 		return
 	}
-	delete(a.waiters, x.ID)
 	switch x.Err {
 	case nil:
-		ctx.Send(a.cfg.State, &state.ReadRequest{Index: x.Index, Command: w.read, ReplyTo: w.replyTo, ClientID: w.clientID, SeqNum: w.seqNum})
+		ctx.Send(a.cfg.State, &protocol.ReadRequest{Index: x.Index, Command: w.read, ReplyTo: w.replyTo, ClientID: w.clientID, SeqNum: w.seqNum})
 	case fsm.ErrNotLeader:
 		a.answer(ctx, w.replyTo, &pb.ClientResponse{ClientId: w.clientID, Sequence: w.seqNum,
 			Status: pb.ClientStatus_CLIENT_STATUS_NOT_LEADER, LeaderId: x.Leader, LeaderAddress: a.cfg.Peers[x.Leader]})
@@ -356,7 +490,7 @@ func (a *fsmActor) readReady(ctx actor.Context, x fsm.ReadReady) {
 }
 
 // transfer starts a leadership transfer (thesis §3.10) if this node leads.
-func (a *fsmActor) transfer(ctx actor.Context, m *pb.TransferRequest) {
+func (a *fsmActor) transfer(ctx actor.Context, m *protocol.Transfer) {
 	resp := &pb.TransferResponse{}
 	switch {
 	case a.node == nil:
@@ -371,8 +505,8 @@ func (a *fsmActor) transfer(ctx actor.Context, m *pb.TransferRequest) {
 		a.step(ctx, fsm.TransferLeadership{To: m.To})
 		resp.Ok = true
 	}
-	if ctx.Sender() != nil {
-		ctx.Send(ctx.Sender(), resp)
+	if m.ReplyTo != nil {
+		ctx.Send(m.ReplyTo, resp)
 	}
 }
 

@@ -1,10 +1,13 @@
 // Package gateway is the client-facing actor of a ketch node: clients and
-// the ketch CLI send it ClientRequest, StatusRequest and CrashRequest as
-// remote actor messages. It is the boundary for client traffic: it checks
-// the cluster id, the client's identity and the command's shape and size,
-// answers what is wrong in one line, and forwards only well-formed requests
-// to the fsm actor, with the client as the sender so the answer goes
-// straight back to it.
+// the ketch CLI send it ClientRequest, StatusRequest, CrashRequest and
+// TransferRequest as remote actor messages. It is the one boundary for
+// client traffic: the wire guard routes client messages to it alone, and
+// the fsm actor takes client work only as the protocol.Command and
+// protocol.Transfer the gateway builds. It checks the cluster id, the
+// client's identity and the command's shape, key (UTF-8, within
+// Limits.MaxKeyBytes) and encoded size (within Limits.MaxEntryBytes),
+// answers what is wrong in one line, and forwards only well-formed requests,
+// naming the client so the answer goes straight back to it.
 //
 // It holds no state worth keeping, so it sits last in the node's
 // rest_for_one order and its crash restarts nothing else. It must never
@@ -14,9 +17,11 @@ package gateway
 import (
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/ketch-raft/ketch/actors/kv"
+	"github.com/ketch-raft/ketch/actors/protocol"
 	pb "github.com/ketch-raft/ketch/messages"
 )
 
@@ -26,9 +31,11 @@ type Config struct {
 	NodeID    uint64
 	// FSM is the fsm actor that proposes client commands.
 	FSM *actor.PID
-	// MaxKeyBytes and MaxValueBytes bound a command's key and values.
-	// Defaults 4 KiB and 1 MiB minus 4 KiB (so one entry fits a peer message).
-	MaxKeyBytes, MaxValueBytes int
+	// Limits bounds a command's key and encoded size; zero fields take
+	// messages.DefaultLimits. It must be the node's.
+	Limits pb.Limits
+	// Rejected, if set, counts the requests refused as invalid.
+	Rejected *atomic.Uint64
 	// Status builds this node's status report.
 	Status func() *pb.NodeStatus
 	// Chaos allows CrashRequest; without it every CrashRequest is refused.
@@ -40,11 +47,9 @@ type Config struct {
 
 // Props returns the props of a gateway actor.
 func Props(cfg Config) *actor.Props {
-	if cfg.MaxKeyBytes == 0 {
-		cfg.MaxKeyBytes = 4 << 10
-	}
-	if cfg.MaxValueBytes == 0 {
-		cfg.MaxValueBytes = 1<<20 - 4<<10
+	cfg.Limits = cfg.Limits.WithDefaults()
+	if cfg.Rejected == nil {
+		cfg.Rejected = &atomic.Uint64{}
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -63,11 +68,15 @@ func (g *gatewayActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *pb.ClientRequest:
 		if err := g.check(m); err != nil {
+			g.cfg.Rejected.Add(1)
 			g.respond(ctx, &pb.ClientResponse{ClientId: m.ClientId, Sequence: m.Sequence,
 				Status: pb.ClientStatus_CLIENT_STATUS_INVALID, Error: err.Error()})
 			return
 		}
-		ctx.RequestWithCustomSender(g.cfg.FSM, m, ctx.Sender())
+		if ctx.Sender() == nil {
+			return // nobody to answer: not a client
+		}
+		ctx.Send(g.cfg.FSM, &protocol.Command{Req: m, ReplyTo: ctx.Sender()})
 	case *pb.StatusRequest:
 		st := g.cfg.Status()
 		if m.ClusterId != g.cfg.ClusterID {
@@ -78,10 +87,11 @@ func (g *gatewayActor) Receive(ctx actor.Context) {
 		g.respond(ctx, g.crash(m))
 	case *pb.TransferRequest:
 		if m.ClusterId != g.cfg.ClusterID {
+			g.cfg.Rejected.Add(1)
 			g.respond(ctx, &pb.TransferResponse{Error: g.wrongCluster(m.ClusterId)})
 			return
 		}
-		ctx.RequestWithCustomSender(g.cfg.FSM, m, ctx.Sender())
+		ctx.Send(g.cfg.FSM, &protocol.Transfer{To: m.To, ReplyTo: ctx.Sender()})
 	}
 }
 
@@ -92,11 +102,11 @@ func (g *gatewayActor) check(m *pb.ClientRequest) error {
 	if m.ClientId == 0 || m.Sequence == 0 {
 		return fmt.Errorf("client_id and sequence must be positive (got %d, %d)", m.ClientId, m.Sequence)
 	}
-	return kv.ValidateCommand(m.Command, g.cfg.MaxKeyBytes, g.cfg.MaxValueBytes)
+	return kv.ValidateRequest(m, g.cfg.Limits)
 }
 
 func (g *gatewayActor) wrongCluster(got string) string {
-	return fmt.Sprintf("node %d is in cluster %q, not %q; check --cluster-id", g.cfg.NodeID, g.cfg.ClusterID, got)
+	return fmt.Sprintf("node %d is in cluster %.*q, not %q; check --cluster-id", g.cfg.NodeID, pb.MaxClusterIDBytes, got, g.cfg.ClusterID)
 }
 
 func (g *gatewayActor) crash(m *pb.CrashRequest) *pb.CrashResponse {

@@ -13,6 +13,7 @@ package kv
 import (
 	"bytes"
 	"fmt"
+	"unicode/utf8"
 
 	pb "github.com/ketch-raft/ketch/messages"
 	"google.golang.org/protobuf/proto"
@@ -157,34 +158,36 @@ func (s *Store) evictOldest() {
 	delete(s.sessions, oldest)
 }
 
-// ValidateCommand checks a client's command at the boundary, before it is
-// proposed: a missing operation, an empty or oversized key, or an
-// oversized value is refused with a one-line reason.
-func ValidateCommand(c *pb.KVCommand, maxKey, maxValue int) error {
+// ValidateRequest checks a client's request at the boundary, before it is
+// proposed: a missing operation, an empty or oversized key, a key that is
+// not valid UTF-8 (keys are protobuf strings), or a command whose log entry
+// would exceed lim.MaxEntryBytes is refused with a one-line reason. The
+// Go client runs the same checks before it sends anything.
+func ValidateRequest(r *pb.ClientRequest, lim pb.Limits) error {
+	lim = lim.WithDefaults()
 	var key string
-	var vals [][]byte
-	switch op := c.GetOp().(type) {
+	switch op := r.GetCommand().GetOp().(type) {
 	case *pb.KVCommand_Put:
-		key, vals = op.Put.Key, [][]byte{op.Put.Value}
+		key = op.Put.Key
 	case *pb.KVCommand_Get:
 		key = op.Get.Key
 	case *pb.KVCommand_Delete:
 		key = op.Delete.Key
 	case *pb.KVCommand_Cas:
-		key, vals = op.Cas.Key, [][]byte{op.Cas.Expected, op.Cas.Value}
+		key = op.Cas.Key
 	default:
 		return fmt.Errorf("the request has no command (put, get, delete or cas)")
 	}
-	if key == "" {
+	switch {
+	case key == "":
 		return fmt.Errorf("the key is empty")
+	case len(key) > lim.MaxKeyBytes:
+		return fmt.Errorf("the key is %d bytes; the limit is %d", len(key), lim.MaxKeyBytes)
+	case !utf8.ValidString(key):
+		return fmt.Errorf("the key %q is not valid UTF-8; keys are UTF-8 strings", key)
 	}
-	if len(key) > maxKey {
-		return fmt.Errorf("the key is %d bytes; the limit is %d", len(key), maxKey)
-	}
-	for _, v := range vals {
-		if len(v) > maxValue {
-			return fmt.Errorf("a value is %d bytes; the limit is %d", len(v), maxValue)
-		}
+	if n := proto.Size(&pb.KVEntry{ClientId: r.ClientId, Sequence: r.Sequence, Command: r.Command}); n > lim.MaxEntryBytes {
+		return fmt.Errorf("the command is %d bytes encoded; the limit is %d (a value may be up to %d bytes)", n, lim.MaxEntryBytes, lim.MaxValueBytes())
 	}
 	return nil
 }

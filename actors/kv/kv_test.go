@@ -1,6 +1,7 @@
 package kv
 
 import (
+	"strings"
 	"testing"
 
 	pb "github.com/ketch-raft/ketch/messages"
@@ -109,8 +110,23 @@ func TestSessionEvictionFollowsTheLog(t *testing.T) {
 	}
 }
 
-func TestValidateCommand(t *testing.T) {
-	big := string(make([]byte, 11))
+// The boundary refuses what must never reach the log: no command, an empty,
+// oversized or non-UTF-8 key, a command whose entry would exceed the limit.
+// The limits are exact: the largest key and the largest entry pass.
+func TestValidateRequest(t *testing.T) {
+	lim := pb.Limits{MaxKeyBytes: 10, MaxEntryBytes: 200, MaxMessageBytes: 2048, MaxBatchBytes: 2048}
+	if err := lim.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	req := func(c *pb.KVCommand) *pb.ClientRequest {
+		return &pb.ClientRequest{ClientId: 1, Sequence: 1, Command: c}
+	}
+	// The longest value for which a put of a 1-byte key is an entry of at
+	// most MaxEntryBytes.
+	fit := 0
+	for proto.Size(&pb.KVEntry{ClientId: 1, Sequence: 1, Command: put("k", strings.Repeat("v", fit+1))}) <= 200 {
+		fit++
+	}
 	for _, c := range []struct {
 		name string
 		cmd  *pb.KVCommand
@@ -120,11 +136,14 @@ func TestValidateCommand(t *testing.T) {
 		{"empty", &pb.KVCommand{}, false},
 		{"nil", nil, false},
 		{"empty key", get(""), false},
-		{"long key", get(big), false},
-		{"long value", put("k", big), false},
-		{"long cas old", cas("k", big, "v", false), false},
+		{"key of the limit", get(strings.Repeat("k", 10)), true},
+		{"key over the limit", get(strings.Repeat("k", 11)), false},
+		{"key not UTF-8", get("\xff\xfe"), false},
+		{"entry of the limit", put("k", strings.Repeat("v", fit)), true},
+		{"entry over the limit", put("k", strings.Repeat("v", fit+1)), false},
+		{"cas values over the limit together", cas("k", strings.Repeat("o", fit/2+1), strings.Repeat("n", fit/2+1), false), false},
 	} {
-		if err := ValidateCommand(c.cmd, 10, 10); (err == nil) != c.ok {
+		if err := ValidateRequest(req(c.cmd), lim); (err == nil) != c.ok {
 			t.Errorf("%s: err=%v", c.name, err)
 		}
 	}

@@ -20,6 +20,10 @@ var (
 	// invalid command, leadership lost with the outcome unknown). The
 	// response says which.
 	ErrNotApplied = errors.New("the command was not applied")
+	// ErrBusy: the node refused the command for now (backpressure: too
+	// much uncommitted, or too many requests waiting). It was not
+	// appended; retry after a pause.
+	ErrBusy = errors.New("the node is busy")
 )
 
 // Local proposes commands on its node in-process: each call is a
@@ -99,6 +103,8 @@ func (l *Local) Do(ctx context.Context, cmd *pb.KVCommand) (*pb.ClientResponse, 
 			return r, nil
 		case pb.ClientStatus_CLIENT_STATUS_NOT_LEADER:
 			return r, fmt.Errorf("node %d: %w (leader %d)", l.n.cfg.ID, ErrNotLeader, r.LeaderId)
+		case pb.ClientStatus_CLIENT_STATUS_BUSY:
+			return r, fmt.Errorf("node %d: %w: %s", l.n.cfg.ID, ErrBusy, r.Error)
 		default:
 			return r, fmt.Errorf("node %d: %w: %v %s", l.n.cfg.ID, ErrNotApplied, r.Status, r.Error)
 		}

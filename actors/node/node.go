@@ -41,6 +41,7 @@ import (
 	pb "github.com/ketch-raft/ketch/messages"
 	"github.com/ketch-raft/ketch/sender"
 	"github.com/ketch-raft/ketch/supervisor"
+	"google.golang.org/protobuf/proto"
 )
 
 // Group is the Raft group every node runs for now; actor names carry it so
@@ -90,6 +91,20 @@ type Config struct {
 	// memory (fsm.Config.LogCacheEntries, default 8192); older ones stay
 	// on disk only, so memory does not grow with the log.
 	LogCacheEntries int
+	// Limits bounds keys, entries, messages and batches; zero fields take
+	// messages.DefaultLimits. Every node of a cluster must use the same.
+	Limits pb.Limits
+	// MaxUncommittedBytes bounds the entries a leader holds that have not
+	// committed (fsm.Config.MaxUncommittedBytes, default 64 MiB), and
+	// MaxPendingRequests the client writes and the client reads waiting on
+	// the fsm actor (each, default 16384). Past either, clients are
+	// answered BUSY at once and retry after a pause.
+	MaxUncommittedBytes int
+	MaxPendingRequests  int
+	// DisableCheckQuorum turns check-quorum off (fsm.Config): a leader cut
+	// off from its followers then keeps leading until it hears of a higher
+	// term. Only for tests of that situation; lease reads need it on.
+	DisableCheckQuorum bool
 	// UnsafeNoSync turns fsync off: acknowledged writes can be lost on
 	// power failure. For benchmarks of the rest of the path only.
 	UnsafeNoSync bool
@@ -113,6 +128,16 @@ func (c *Config) Validate() error {
 	}
 	if c.ID == 0 {
 		return bad("--id must be a positive integer")
+	}
+	if len(c.ClusterID) > pb.MaxClusterIDBytes {
+		return bad("--cluster-id is %d bytes; the limit is %d", len(c.ClusterID), pb.MaxClusterIDBytes)
+	}
+	c.Limits = c.Limits.WithDefaults()
+	if err := c.Limits.Validate(); err != nil {
+		return bad("%v", err)
+	}
+	if c.LeaseReads && c.DisableCheckQuorum {
+		return bad("lease reads need check-quorum")
 	}
 	if _, port, err := net.SplitHostPort(c.Listen); err != nil || port == "" {
 		return bad("--listen %q is not host:port", c.Listen)
@@ -153,6 +178,10 @@ type Node struct {
 
 	raft    atomic.Pointer[fsm.Status]
 	applied atomic.Uint64
+	// Counters of refused input, published in Status.
+	fsmStats       consensus.Stats
+	rejectedClient atomic.Uint64 // by the gateway
+	rejectedWire   atomic.Uint64 // by the wire guard
 
 	stopOnce sync.Once
 	done     chan struct{}
@@ -173,7 +202,12 @@ func Start(cfg Config) (*Node, error) {
 	log := cfg.Logger.With("node", cfg.ID)
 	n := &Node{cfg: cfg, done: make(chan struct{})}
 	n.system = actor.NewActorSystem(actor.WithLoggerFactory(sender.QuietLogger(cfg.Logger, slog.LevelWarn)))
-	n.remote, err = sender.StartRemote(n.system, host, port)
+	n.remote, err = sender.StartRemote(n.system, host, port, sender.WithGuard(sender.GuardConfig{
+		MaxMessageBytes: cfg.Limits.MaxBatchBytes,
+		Routes:          Routes(),
+		Logger:          log,
+		OnReject:        func(r sender.Rejection) { n.rejectedWire.Add(uint64(max(r.Dropped, 1))) },
+	}), sender.WithMaxRecvMsgBytes(sender.RecvMsgBytesFor(cfg.Limits)))
 	if err != nil {
 		n.system.Shutdown()
 		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
@@ -201,15 +235,32 @@ func Start(cfg Config) (*Node, error) {
 	}
 
 	n.send, err = sender.New(sender.Config{
-		Peers:  cfg.Peers,
-		Target: func(_ uint64, addr string) *actor.PID { return actor.NewPID(addr, FSMID) },
-		Logger: log,
+		Peers:         cfg.Peers,
+		Target:        func(_ uint64, addr string) *actor.PID { return actor.NewPID(addr, FSMID) },
+		MaxBatchBytes: cfg.Limits.MaxBatchBytes,
+		Logger:        log,
 	})
 	if err != nil {
 		n.shutdownSystem()
 		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
 	}
 
+	raftCfg := fsm.Config{
+		ID: cfg.ID, ClusterID: cfg.ClusterID, Members: members,
+		ElectionTimeout: cfg.ElectionTimeout, HeartbeatInterval: cfg.HeartbeatInterval,
+		FollowerReads: true, LeaseReads: cfg.LeaseReads, DisableCheckQuorum: cfg.DisableCheckQuorum,
+		LogCacheEntries: cfg.LogCacheEntries,
+		Limits:          cfg.Limits, MaxMsgBytes: min(fsm.DefaultMaxMsgBytes, cfg.Limits.AppendBudget()),
+		MaxUncommittedBytes: cfg.MaxUncommittedBytes,
+	}
+	// Validate the raft config now, so a bad one is a startup error (the
+	// fsm actor supplies Rand).
+	check := raftCfg
+	check.Rand = nopRand{}
+	if err := check.Validate(); err != nil {
+		n.shutdownSystem()
+		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
+	}
 	crash := map[string]any{
 		"store":   &logstore.Crash{Reason: "ketch crash"},
 		"state":   &state.Crash{Reason: "ketch crash"},
@@ -227,20 +278,18 @@ func Start(cfg Config) (*Node, error) {
 			Logger:    log,
 		})},
 		{Name: "fsm", Props: consensus.Props(consensus.Config{
-			Raft: fsm.Config{
-				ID: cfg.ID, ClusterID: cfg.ClusterID, Members: members,
-				ElectionTimeout: cfg.ElectionTimeout, HeartbeatInterval: cfg.HeartbeatInterval,
-				FollowerReads: true, LeaseReads: cfg.LeaseReads,
-				LogCacheEntries: cfg.LogCacheEntries,
-			},
+			Raft:  raftCfg,
 			Peers: addrs,
 			Store: pid("store"), State: pid("state"), Sender: pid("sender"),
+			MaxPendingWrites: cfg.MaxPendingRequests, MaxPendingReads: cfg.MaxPendingRequests,
+			Stats:    &n.fsmStats,
 			OnStatus: func(st fsm.Status) { n.raft.Store(&st) },
 			Logger:   log,
 		})},
 		{Name: "sender", Props: n.send.Props()},
 		{Name: "gateway", Props: gateway.Props(gateway.Config{
 			ClusterID: cfg.ClusterID, NodeID: cfg.ID, FSM: pid("fsm"), Chaos: cfg.Chaos,
+			Limits: cfg.Limits, Rejected: &n.rejectedClient,
 			Status: n.Status,
 			Crash: func(child string) error {
 				msg, ok := crash[child]
@@ -253,12 +302,7 @@ func Start(cfg Config) (*Node, error) {
 			Logger: log,
 		})},
 	}
-	// Validate the raft config now, so a bad one is a startup error.
-	rc := fsm.Config{ID: cfg.ID, Members: members, ElectionTimeout: cfg.ElectionTimeout, HeartbeatInterval: cfg.HeartbeatInterval, LogCacheEntries: cfg.LogCacheEntries, Rand: nopRand{}}
-	if err := rc.Validate(); err != nil {
-		n.shutdownSystem()
-		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
-	}
+
 	n.sup, err = supervisor.New(supervisor.Config{
 		MaxRestarts: cfg.MaxRestarts, Within: cfg.RestartWindow,
 		OnFailStop: func(reason string) { n.finish(errors.New(reason)) },
@@ -286,6 +330,18 @@ func Start(cfg Config) (*Node, error) {
 	return n, nil
 }
 
+// Routes is what the wire guard lets each of a node's actors receive from
+// the network: peers' RaftBatches for the fsm actor, the client protocol
+// for the gateway, and nothing for any other actor.
+func Routes() map[string][]string {
+	name := func(m proto.Message) string { return string(proto.MessageName(m)) }
+	return map[string][]string{
+		FSMID: {name(&pb.RaftBatch{})},
+		GatewayID: {name(&pb.ClientRequest{}), name(&pb.StatusRequest{}),
+			name(&pb.CrashRequest{}), name(&pb.TransferRequest{})},
+	}
+}
+
 type nopRand struct{}
 
 func (nopRand) Int64N(int64) int64 { return 0 }
@@ -300,6 +356,10 @@ func (n *Node) Status() *pb.NodeStatus {
 		st.Role, st.Term, st.Leader, st.LastIndex, st.Commit = r.Role.String(), r.Term, r.Leader, r.LastIndex, r.Commit
 		st.LogInMemory = r.InMemory
 	}
+	st.RejectedPeerMessages = n.fsmStats.RejectedPeer.Load()
+	st.RejectedClientRequests = n.fsmStats.RejectedClient.Load() + n.rejectedClient.Load()
+	st.RejectedWireMessages = n.rejectedWire.Load()
+	st.BusyRefusals = n.fsmStats.Busy.Load()
 	sup := n.sup.Status()
 	if sup.State != supervisor.Running {
 		st.Role = sup.State.String()

@@ -18,6 +18,7 @@ import (
 	"log/slog"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/ketch-raft/ketch/actors/protocol"
 	pb "github.com/ketch-raft/ketch/messages"
 )
 
@@ -32,38 +33,6 @@ type StateMachine interface {
 	// Read answers a read-only command from the current state.
 	Read(cmd *pb.KVCommand) *pb.ClientResponse
 }
-
-// ReadRequest asks for a linearizable read, already confirmed by ReadIndex
-// (thesis §6.4): the state machine answers ReplyTo once it has applied
-// Index. The fsm sends it only after the state reported Applied >= Index,
-// so it is answered at once; a state restarted since then (behind Index)
-// answers UNAVAILABLE and the client retries.
-type ReadRequest struct {
-	Index            uint64
-	Command          *pb.KVCommand
-	ReplyTo          *actor.PID
-	ClientID, SeqNum uint64
-}
-
-// ApplyRequest hands committed entries, in index order, to the state actor.
-// Waiters names the clients to answer once their entry is applied.
-type ApplyRequest struct {
-	Entries []*pb.Entry
-	Waiters []Waiter
-}
-
-// Waiter is a client waiting for the entry at Index.
-type Waiter struct {
-	Index   uint64
-	ReplyTo *actor.PID
-}
-
-// AppliedQuery asks for the applied index; the answer is an *AppliedInfo
-// sent to the asker. Every ApplyRequest is also answered with one.
-type AppliedQuery struct{}
-
-// AppliedInfo reports the state machine's applied index.
-type AppliedInfo struct{ Index uint64 }
 
 // Crash makes the actor panic, for fault tests (nodes obey only with --chaos).
 type Crash struct{ Reason string }
@@ -100,12 +69,12 @@ func (a *stateActor) Receive(ctx actor.Context) {
 	case *actor.Started:
 		a.sm = a.cfg.New()
 		a.publish()
-	case *ApplyRequest:
+	case *protocol.ApplyRequest:
 		a.apply(ctx, m)
 		if ctx.Sender() != nil {
-			ctx.Send(ctx.Sender(), &AppliedInfo{Index: a.sm.Applied()})
+			ctx.Send(ctx.Sender(), &protocol.AppliedInfo{Epoch: m.Epoch, Index: a.sm.Applied()})
 		}
-	case *ReadRequest:
+	case *protocol.ReadRequest:
 		var resp *pb.ClientResponse
 		if a.sm.Applied() < m.Index {
 			resp = &pb.ClientResponse{Status: pb.ClientStatus_CLIENT_STATUS_UNAVAILABLE, Error: "the state machine is catching up after a restart; retry"}
@@ -116,9 +85,9 @@ func (a *stateActor) Receive(ctx actor.Context) {
 		if m.ReplyTo != nil {
 			ctx.Send(m.ReplyTo, resp)
 		}
-	case *AppliedQuery:
+	case *protocol.AppliedQuery:
 		if ctx.Sender() != nil {
-			ctx.Send(ctx.Sender(), &AppliedInfo{Index: a.sm.Applied()})
+			ctx.Send(ctx.Sender(), &protocol.AppliedInfo{Epoch: m.Epoch, Index: a.sm.Applied()})
 		}
 	case *Crash:
 		panic(fmt.Sprintf("crash requested: %s", m.Reason))
@@ -130,7 +99,7 @@ func (a *stateActor) Receive(ctx actor.Context) {
 // rule 7). Entries past a gap come from an fsm incarnation that is being
 // replaced (its restart follows ours): they are dropped, and the new fsm
 // resends them from our applied index.
-func (a *stateActor) apply(ctx actor.Context, m *ApplyRequest) {
+func (a *stateActor) apply(ctx actor.Context, m *protocol.ApplyRequest) {
 	w := m.Waiters
 	applied := false
 	for _, e := range m.Entries {

@@ -283,7 +283,14 @@ type statusJSON struct {
 	// its log cache); added after the first release, so not in the
 	// original contract, but never renamed.
 	LogInMemory uint64 `json:"log_in_memory"`
-	Error       string `json:"error,omitempty"`
+	// Refused input since the node started (issue 11): peer messages that
+	// failed validation, client requests refused as invalid, envelopes the
+	// wire guard dropped, and requests answered BUSY.
+	RejectedPeerMessages   uint64 `json:"rejected_peer_messages"`
+	RejectedClientRequests uint64 `json:"rejected_client_requests"`
+	RejectedWireMessages   uint64 `json:"rejected_wire_messages"`
+	BusyRefusals           uint64 `json:"busy_refusals"`
+	Error                  string `json:"error,omitempty"`
 }
 
 type childJSON struct {
@@ -342,7 +349,8 @@ func toJSON(st *pb.NodeStatus, addr string, err error) statusJSON {
 	if st != nil {
 		s = statusJSON{ID: st.Id, Role: st.Role, Term: st.Term, Leader: st.Leader, LastIndex: st.LastIndex,
 			Commit: st.Commit, Applied: st.Applied, Address: addr, Error: st.Error, Children: map[string]childJSON{},
-			LogInMemory: st.LogInMemory}
+			LogInMemory: st.LogInMemory, RejectedPeerMessages: st.RejectedPeerMessages, RejectedClientRequests: st.RejectedClientRequests,
+			RejectedWireMessages: st.RejectedWireMessages, BusyRefusals: st.BusyRefusals}
 		for name, c := range st.Children {
 			s.Children[name] = childJSON{Restarts: c.Restarts, LastCrash: c.LastCrash}
 		}

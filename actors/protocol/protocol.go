@@ -1,0 +1,84 @@
+// Package protocol holds the Go messages the actors of one node exchange:
+// the gateway with the fsm actor, the fsm actor with the state actor. No
+// actor package imports another's internals; they share these types (and
+// those of package messages).
+//
+// These messages never cross the network. The wire guard admits only
+// protobuf types, and a Go struct cannot be sent from another process, so
+// only a node's own actors can send them: a ClientRequest that reaches the
+// fsm actor from anywhere but the gateway is not a Command and is refused.
+//
+// It must never hold state or logic. Every reply that depends on the
+// incarnation of the actor that asked carries that incarnation's epoch, and
+// a receiver ignores replies of an epoch other than its own (a mailbox
+// survives its actor's restart, so a reply to a dead incarnation can reach
+// the new one).
+package protocol
+
+import (
+	"github.com/asynkron/protoactor-go/actor"
+	pb "github.com/ketch-raft/ketch/messages"
+)
+
+// ---------------------------------------------------------- gateway -> fsm
+
+// Command is a client request the gateway has validated: the cluster id,
+// the client's identity, the command's shape, key and size. The fsm actor
+// proposes it (or, for a read-only command, serves it through ReadIndex)
+// and the answer, a pb.ClientResponse, goes to ReplyTo.
+type Command struct {
+	Req     *pb.ClientRequest
+	ReplyTo *actor.PID
+}
+
+// Transfer is a TransferRequest the gateway has validated (thesis §3.10):
+// hand leadership to To (0: the most up-to-date voter). The answer, a
+// pb.TransferResponse, goes to ReplyTo.
+type Transfer struct {
+	To      uint64
+	ReplyTo *actor.PID
+}
+
+// ------------------------------------------------------------ fsm -> state
+
+// ApplyRequest hands committed entries, in index order, to the state
+// actor. Waiters names the clients to answer once their entry is applied.
+// The state actor answers every ApplyRequest with an AppliedInfo carrying
+// the same Epoch.
+type ApplyRequest struct {
+	// Epoch is the asking fsm incarnation's.
+	Epoch   uint64
+	Entries []*pb.Entry
+	Waiters []Waiter
+}
+
+// Waiter is a client waiting for the entry at Index.
+type Waiter struct {
+	Index   uint64
+	ReplyTo *actor.PID
+}
+
+// AppliedQuery asks the state actor for its applied index; the answer is
+// an AppliedInfo with the same Epoch.
+type AppliedQuery struct{ Epoch uint64 }
+
+// AppliedInfo reports the state machine's applied index to the fsm
+// incarnation of Epoch. An AppliedInfo of another epoch answers an earlier
+// incarnation and says nothing about the state the current one talks to:
+// the state actor may have restarted since (and started empty).
+type AppliedInfo struct {
+	Epoch uint64
+	Index uint64
+}
+
+// ReadRequest asks for a linearizable read, already confirmed by ReadIndex
+// (thesis §6.4): the state machine answers ReplyTo once it has applied
+// Index. The fsm sends it only after the state reported Applied >= Index,
+// so it is answered at once; a state restarted since then (behind Index)
+// answers UNAVAILABLE and the client retries.
+type ReadRequest struct {
+	Index            uint64
+	Command          *pb.KVCommand
+	ReplyTo          *actor.PID
+	ClientID, SeqNum uint64
+}
