@@ -123,6 +123,12 @@ type Config struct {
 	// overhead per entry) of one transaction, so a flood of writes cannot
 	// grow one fsync without bound. Default DefaultMaxBatchBytes.
 	MaxBatchBytes int
+	// OnCorrupt, if set, is called with the error when the store finds
+	// its file corrupt (an error wrapping ErrCorrupt), just before the
+	// actor crashes on it. Restarting cannot help then: the node should
+	// stop and its operator restore the node from its peers. It must not
+	// block.
+	OnCorrupt func(error)
 }
 
 // Validate fills in defaults and reports the first problem.
@@ -283,7 +289,7 @@ func (a *storeActor) Receive(ctx actor.Context) {
 			ctx.Respond(&EntriesRead{Entries: ents, Tag: m.Tag, Err: err})
 		}
 		if err != nil {
-			panic(fmt.Errorf("logstore: store actor: reading entries %d..%d failed: %w", m.Lo, m.Hi-1, err))
+			a.crash(fmt.Errorf("logstore: store actor: reading entries %d..%d failed: %w", m.Lo, m.Hi-1, err))
 		}
 	case *Crash:
 		panic(fmt.Errorf("logstore: store actor crashed on request: %s", m.Reason))
@@ -310,7 +316,7 @@ func (a *storeActor) Receive(ctx actor.Context) {
 func (a *storeActor) start() {
 	s, err := a.sp.open()
 	if err != nil {
-		panic(err)
+		a.crash(err)
 	}
 	if s == nil {
 		panic("logstore: invariant: open returned neither a Store nor an error")
@@ -362,8 +368,17 @@ func (a *storeActor) noteAck(to *actor.PID, key fenceKey, epoch, seq uint64) {
 // what is on disk.
 func (a *storeActor) flush(ctx actor.Context) {
 	if err := a.commit(ctx); err != nil {
-		panic(err)
+		a.crash(err)
 	}
+}
+
+// crash panics with err, the actor's way to fail; a corrupt file is
+// reported to OnCorrupt first.
+func (a *storeActor) crash(err error) {
+	if errors.Is(err, ErrCorrupt) && a.sp.cfg.OnCorrupt != nil {
+		a.sp.cfg.OnCorrupt(err)
+	}
+	panic(err)
 }
 
 // commit writes the batch in one Store.Write (one transaction, one fsync)
@@ -420,7 +435,7 @@ func (a *storeActor) load(ctx actor.Context, epoch uint64) {
 		ctx.Respond(&Loaded{Epoch: epoch, State: st, Err: err})
 	}
 	if err != nil {
-		panic(fmt.Errorf("logstore: store actor: load failed: %w", err))
+		a.crash(fmt.Errorf("logstore: store actor: load failed: %w", err))
 	}
 }
 
@@ -430,6 +445,11 @@ func (a *storeActor) closeStore() {
 	}
 	if err := a.store.Close(); err != nil {
 		a.log.Error("closing the store", "err", err)
+		if errors.Is(err, ErrCorrupt) && a.sp.cfg.OnCorrupt != nil {
+			// Found while moving the journal into bbolt: the node must not
+			// start on this file again without being told.
+			a.sp.cfg.OnCorrupt(err)
+		}
 	}
 	a.store = nil
 	a.log.Info("store closed", "batches", a.batches, "writes", a.updates)

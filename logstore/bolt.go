@@ -1,12 +1,15 @@
 package logstore
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,16 +46,22 @@ type BoltOptions struct {
 	JournalFileBytes int64
 }
 
-// Layout of the bbolt file.
+// Layout of the bbolt file. Every value but keyFormat's is sealed
+// (seal.go): a CRC-32C, then the bytes.
 var (
 	// bucketEntries maps an 8-byte big-endian index to a proto-marshalled
 	// pb.Entry; big-endian keys sort in index order, so bbolt's B+tree is
 	// in log order and appends go to its right edge.
 	bucketEntries = []byte("entries")
-	// bucketMeta holds keyHardState (a proto-marshalled pb.HardState), and
-	// later the configuration and snapshot metadata.
+	// bucketMeta holds keyHardState (a proto-marshalled pb.HardState),
+	// keyIdentity (a pb.NodeIdentity), keyJournalSeq (the last journal
+	// record bbolt holds, 8 bytes big-endian) and keyFormat (one byte,
+	// formatVersion, unsealed), and later the configuration and snapshot
+	// metadata.
 	bucketMeta   = []byte("meta")
 	keyHardState = []byte("hardstate")
+	keyIdentity  = []byte("identity")
+	keyFormat    = []byte("format")
 )
 
 // appendFillPercent is the entries bucket's page fill factor. Every insert
@@ -75,8 +84,8 @@ type BoltStore struct {
 	mu        sync.Mutex // serializes Write, Load and Close
 	closed    bool
 	j         *journalWriter
-	last      uint64   // last index of the log: bbolt plus the journal
-	unflushed [][]byte // payloads of the current journal file's records, not yet in bbolt
+	last      uint64          // last index of the log: bbolt plus the journal
+	unflushed []journalRecord // the current journal file's records, not yet in bbolt
 	ckpt      chan checkpoint
 	done      chan struct{} // closed when the checkpointer has exited
 	boltLast  atomic.Uint64 // last index in bbolt, after the latest checkpoint
@@ -106,7 +115,7 @@ func (s *BoltStore) Recovered() Recovery { return s.recovered }
 // checkpoint with ack set is answered when done; with no updates it only
 // waits for the ones before it.
 type checkpoint struct {
-	records [][]byte
+	records []journalRecord
 	lastSeq uint64
 	file    string
 	ack     chan error
@@ -122,8 +131,8 @@ var _ Store = (*BoltStore)(nil)
 // OpenBolt opens the log in the bbolt file at path, creating the file (mode
 // 0600) if it does not exist; its directory must exist. Errors are one line,
 // name the file and say what to do; a file held by another process fails
-// with an error wrapping ErrLocked, one that is not a readable bbolt file
-// with one wrapping ErrCorrupt.
+// with an error wrapping ErrLocked, one that is not a readable bbolt file,
+// fails a checksum or makes bbolt panic with one wrapping ErrCorrupt.
 func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 	timeout := opts.LockTimeout
 	if timeout <= 0 {
@@ -131,44 +140,48 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 	}
 	_, statErr := os.Stat(path)
 	created := errors.Is(statErr, fs.ErrNotExist)
-
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout: timeout,
-		// The freelist is not written on every commit (less I/O per fsync,
-		// which is what an append-heavy log pays for); bbolt rebuilds it by
-		// scanning the file when it opens.
-		NoFreelistSync: true,
-		// Truncations free runs of pages; the map freelist stays fast when
-		// the free space is fragmented, the array one does not.
-		FreelistType: bolt.FreelistMapType,
-		NoSync:       opts.UnsafeNoSync,
-	})
-	if err != nil {
-		return nil, openError(path, err)
-	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		if _, err := tx.CreateBucketIfNotExists(bucketEntries); err != nil {
-			return err
-		}
-		_, err := tx.CreateBucketIfNotExists(bucketMeta)
-		return err
-	})
-	if err == nil && created {
-		// A new file's directory entry is durable only once the directory
-		// is synced; without this a power loss could lose the whole file.
-		err = syncDir(filepath.Dir(path))
-	}
-	if err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("logstore: cannot initialize data file %s (check the disk and the file's permissions): %w", path, err)
-	}
 	if opts.JournalFileBytes <= 0 {
 		opts.JournalFileBytes = DefaultJournalFileBytes
 	}
-	s := &BoltStore{db: db, path: path, opts: opts}
+	s := &BoltStore{path: path, opts: opts}
+
+	var db *bolt.DB
+	err := s.guard("open", func() error {
+		var err error
+		db, err = bolt.Open(path, 0o600, &bolt.Options{
+			Timeout: timeout,
+			// The freelist is written with every commit (commits are
+			// background checkpoints, so its cost is off the write path).
+			// Without it bbolt rebuilds the freelist when it opens, with a
+			// consistency check that panics on damaged pages in a goroutine
+			// of its own, where nothing can recover: a damaged file would
+			// kill the process with a raw stack trace.
+			NoFreelistSync: false,
+			// Truncations free runs of pages; the map freelist stays fast
+			// when the free space is fragmented, the array one does not.
+			FreelistType: bolt.FreelistMapType,
+			NoSync:       opts.UnsafeNoSync,
+		})
+		return err
+	})
+	if err != nil {
+		if errors.Is(err, ErrCorrupt) {
+			return nil, err
+		}
+		return nil, openError(path, err)
+	}
+	s.db = db
+	if created && !opts.UnsafeNoSync {
+		// A new file's directory entry is durable only once the directory
+		// is synced; without this a power loss could lose the whole file.
+		if err := syncDir(filepath.Dir(path)); err != nil {
+			_ = db.Close()
+			return nil, fmt.Errorf("logstore: cannot sync the directory of data file %s (check the disk): %w", path, err)
+		}
+	}
 	// The journal is read only now that bbolt's lock is held: another
 	// process using this data dir would have failed the Open above.
-	if err := s.recover(); err != nil {
+	if err := s.recover(created); err != nil {
 		_ = db.Close()
 		return nil, err
 	}
@@ -178,27 +191,63 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 	return s, nil
 }
 
-// recover replays the journal records bbolt does not have yet into bbolt,
-// removes the journal files and starts a fresh one.
-func (s *BoltStore) recover() error {
-	var seq uint64
-	err := s.db.View(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(bucketMeta).Get(keyJournalSeq); v != nil {
-			if len(v) != 8 {
-				return s.corrupt("the journal sequence number is not 8 bytes", nil)
-			}
-			seq = binary.BigEndian.Uint64(v)
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
+// recover brings the file up to date before the store is used: it checks
+// bbolt's meta pages, starts a fresh journal file before anything is
+// written to bbolt (so a crash during what follows leaves a journal, which
+// is what tells a torn meta page from a damaged one next time), creates
+// the buckets of a new file, seals the values of a file written before
+// seals existed, replays the journal records bbolt does not have yet, and
+// removes the old journal files.
+func (s *BoltStore) recover(created bool) error {
 	files, err := journalFiles(s.path)
 	if err != nil {
 		return fmt.Errorf("logstore: cannot list the journal of %s: %w", s.path, err)
 	}
-	var replay [][]byte
+	if !created && len(files) == 0 {
+		// A clean stop: the last commit completed, so both meta pages are
+		// whole. One that fails its checksum is damage, and bbolt would
+		// quietly fall back to the other, older one, losing the last
+		// checkpoint.
+		if err := checkMetaPages(s.path); err != nil {
+			return err
+		}
+	}
+	var seq uint64
+	var format []byte
+	buckets := false
+	err = s.guard("recovery", func() error {
+		return s.db.View(func(tx *bolt.Tx) error {
+			meta, ents := tx.Bucket(bucketMeta), tx.Bucket(bucketEntries)
+			if meta == nil || ents == nil {
+				if !created && (meta != nil || ents != nil) {
+					return s.corrupt("a bucket is missing", nil)
+				}
+				return nil
+			}
+			buckets = true
+			format = slices.Clone(meta.Get(keyFormat))
+			if v := meta.Get(keyJournalSeq); v != nil {
+				b, err := s.unsealValue("the journal sequence number", v, format == nil)
+				if err != nil {
+					return err
+				}
+				if len(b) != 8 {
+					return s.corrupt("the journal sequence number is not 8 bytes", nil)
+				}
+				seq = binary.BigEndian.Uint64(b)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return s.wrapTxError("recovery", err)
+	}
+	if format != nil && (len(format) != 1 || format[0] != formatVersion) {
+		return s.corrupt(fmt.Sprintf("the format marker is %x, want %x (a ketch newer than this one, or damage)", format, []byte{formatVersion}), nil)
+	}
+
+	// Read and check every journal file before writing anything.
+	var replay []journalRecord
 	lastSeq, next := seq, uint64(0)
 	for i, f := range files {
 		recs, torn, err := readJournal(f, i == len(files)-1)
@@ -220,37 +269,159 @@ func (s *BoltStore) recover() error {
 			if r.seq != lastSeq+1 {
 				return s.corrupt(fmt.Sprintf("journal record %d is missing; bbolt holds records up to %d", lastSeq+1, seq), nil)
 			}
-			replay = append(replay, r.payload)
+			replay = append(replay, r)
 			lastSeq = r.seq
 			s.recovered.Records++
 		}
 	}
+	// Journal files must exist while bbolt is written here (see above):
+	// the old ones until the replay is in, or a new one from the start.
+	if len(files) == 0 {
+		if err := s.startJournal(lastSeq + 1); err != nil {
+			return err
+		}
+	}
+	fail := func(err error) error {
+		if s.j != nil {
+			_ = s.j.close()
+		}
+		return err
+	}
+	if err := s.prepare(buckets, format == nil); err != nil {
+		return fail(err)
+	}
 	if len(replay) > 0 {
 		if err := s.writeBolt(replay, lastSeq); err != nil {
 			if errors.Is(err, ErrInvalidUpdate) {
-				return s.corrupt("the journal does not continue the log in bbolt", err)
+				err = s.corrupt("the journal does not continue the log in bbolt", err)
 			}
-			return err
+			return fail(err)
 		}
 	}
 	for _, f := range files {
 		if err := os.Remove(f.path); err != nil {
-			return fmt.Errorf("logstore: cannot remove replayed journal file %s: %w", f.path, err)
+			return fail(fmt.Errorf("logstore: cannot remove replayed journal file %s: %w", f.path, err))
 		}
 	}
-	err = s.db.View(func(tx *bolt.Tx) error {
-		s.last, err = s.lastIndex(tx.Bucket(bucketEntries))
-		return err
+	if s.j == nil {
+		if err := s.startJournal(lastSeq + 1); err != nil {
+			return err
+		}
+	}
+	err = s.guard("recovery", func() error {
+		return s.db.View(func(tx *bolt.Tx) error {
+			var err error
+			s.last, err = s.lastIndex(tx.Bucket(bucketEntries))
+			return err
+		})
+	})
+	if err != nil {
+		_ = s.j.close()
+		return s.wrapTxError("recovery", err)
+	}
+	s.boltLast.Store(s.last)
+	return nil
+}
+
+// startJournal creates the journal file whose first record is seq.
+func (s *BoltStore) startJournal(seq uint64) error {
+	j, err := createJournal(s.path, seq, s.opts.UnsafeNoSync)
+	if err != nil {
+		return fmt.Errorf("logstore: cannot create journal file next to %s (check the disk and the directory's permissions): %w", s.path, err)
+	}
+	s.j = j
+	return nil
+}
+
+// prepare creates the buckets of a new file and seals the values of a
+// file written before seals existed, in one synced transaction, and marks
+// the file with the format. It writes nothing to a file that has both.
+func (s *BoltStore) prepare(buckets, unmarked bool) error {
+	if buckets && !unmarked {
+		return nil
+	}
+	err := s.guard("preparing the file", func() error {
+		return s.db.Update(func(tx *bolt.Tx) error {
+			meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+			if err != nil {
+				return err
+			}
+			ents, err := tx.CreateBucketIfNotExists(bucketEntries)
+			if err != nil {
+				return err
+			}
+			if unmarked {
+				if err := sealAll(meta); err != nil {
+					return err
+				}
+				ents.FillPercent = appendFillPercent
+				if err := sealAll(ents); err != nil {
+					return err
+				}
+			}
+			return meta.Put(keyFormat, []byte{formatVersion})
+		})
+	})
+	if err != nil {
+		return s.wrapTxError("preparing the file", err)
+	}
+	return nil
+}
+
+// sealAll seals every value of b in place.
+func sealAll(b *bolt.Bucket) error {
+	type kv struct{ k, v []byte }
+	var all []kv
+	err := b.ForEach(func(k, v []byte) error {
+		if v != nil {
+			all = append(all, kv{slices.Clone(k), seal(v)})
+		}
+		return nil
 	})
 	if err != nil {
 		return err
 	}
-	s.boltLast.Store(s.last)
-	s.j, err = createJournal(s.path, lastSeq+1, s.opts.UnsafeNoSync)
-	if err != nil {
-		return fmt.Errorf("logstore: cannot create journal file next to %s (check the disk and the directory's permissions): %w", s.path, err)
+	for _, x := range all {
+		if err := b.Put(x.k, x.v); err != nil {
+			return err
+		}
 	}
 	return nil
+}
+
+// checkMetaPages verifies both of bbolt's meta pages in the file at path
+// (a page header, then magic, version, page size, flags, root, freelist,
+// high water mark and txid, and an FNV-64a checksum of them; the layout of
+// go.etcd.io/bbolt's internal/common, stable across versions 1.3 and 1.4).
+func checkMetaPages(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("logstore: cannot open data file %s: %w", path, err)
+	}
+	defer f.Close()
+	const pageHeader, metaSum, magic = 16, 56, 0xED0CDAED
+	check := func(page int, off int64) (pageSize uint32, err error) {
+		buf := make([]byte, pageHeader+metaSum+8)
+		if _, err := f.ReadAt(buf, off); err != nil {
+			return 0, corruptError(path, fmt.Sprintf("meta page %d cannot be read (%v)", page, err), nil)
+		}
+		m := buf[pageHeader:]
+		h := fnv.New64a()
+		h.Write(m[:metaSum])
+		if binary.LittleEndian.Uint32(m) != magic || h.Sum64() != binary.LittleEndian.Uint64(m[metaSum:]) {
+			return 0, corruptError(path, fmt.Sprintf("bbolt's meta page %d fails its checksum", page), nil)
+		}
+		return binary.LittleEndian.Uint32(m[8:]), nil
+	}
+	size, err := check(0, 0)
+	if err != nil {
+		return err
+	}
+	if size < 512 || size > 1<<20 || size&(size-1) != 0 {
+		return corruptError(path, fmt.Sprintf("bbolt's meta page 0 names a page size of %d", size), nil)
+	}
+	_, err = check(1, int64(size))
+	return err
 }
 
 // checkpointer moves full journal files into bbolt, in order, one
@@ -359,18 +530,37 @@ func (s *BoltStore) Path() string { return s.path }
 
 // corrupt builds an error wrapping ErrCorrupt that names the file.
 func (s *BoltStore) corrupt(detail string, cause error) error {
+	return corruptError(s.path, detail, cause)
+}
+
+func corruptError(path, detail string, cause error) error {
 	if cause != nil {
 		detail += ": " + cause.Error()
 	}
 	return &storeError{
-		msg:  fmt.Sprintf("logstore: data file %s is corrupt (%s); this node must not rejoin with it: stop it, move the file aside and rebuild the node from its peers", s.path, detail),
+		msg: fmt.Sprintf("logstore: data file %s is corrupt (%s); this node must not rejoin with it: "+
+			"stop it, move its data dir aside and start it again with an empty one, and it catches up from its peers", path, detail),
 		kind: ErrCorrupt, cause: cause,
 	}
 }
 
+// unsealValue checks the seal of the value named what and returns its
+// bytes; legacy (a file from before seals, during recovery) takes it as it is.
+func (s *BoltStore) unsealValue(what string, v []byte, legacy bool) ([]byte, error) {
+	if legacy {
+		return v, nil
+	}
+	b, err := unseal(v)
+	if err != nil {
+		return nil, s.corrupt(what+" "+err.Error(), nil)
+	}
+	return b, nil
+}
+
 // decodeEntry checks one key/value of the entries bucket, which must hold
-// index want, and decodes it. proto.Unmarshal copies bytes fields, so the
-// entry does not point into bbolt's mmap, which is only valid in the tx.
+// index want, verifies its seal and decodes it. proto.Unmarshal copies
+// bytes fields, so the entry does not point into bbolt's mmap, which is
+// only valid in the tx.
 func (s *BoltStore) decodeEntry(k, v []byte, want uint64) (*pb.Entry, error) {
 	if len(k) != 8 {
 		return nil, s.corrupt(fmt.Sprintf("entry key %x is not an 8-byte index", k), nil)
@@ -382,8 +572,12 @@ func (s *BoltStore) decodeEntry(k, v []byte, want uint64) (*pb.Entry, error) {
 	if v == nil {
 		return nil, s.corrupt(fmt.Sprintf("entry %d is a bucket, not a value", idx), nil)
 	}
+	b, err := s.unsealValue(fmt.Sprintf("entry %d", idx), v, false)
+	if err != nil {
+		return nil, err
+	}
 	e := &pb.Entry{}
-	if err := proto.Unmarshal(v, e); err != nil {
+	if err := proto.Unmarshal(b, e); err != nil {
 		return nil, s.corrupt(fmt.Sprintf("entry %d does not decode", idx), err)
 	}
 	if e.Index != idx {
@@ -405,38 +599,49 @@ func (s *BoltStore) Load() (State, error) {
 		return State{}, s.wrapTxError("load", err)
 	}
 	var st State
-	err := s.db.View(func(tx *bolt.Tx) error {
-		meta, ents := tx.Bucket(bucketMeta), tx.Bucket(bucketEntries)
-		if meta == nil || ents == nil {
-			return s.corrupt("a bucket is missing", nil)
-		}
-		if v := meta.Get(keyHardState); v != nil {
-			hs := &pb.HardState{}
-			if err := proto.Unmarshal(v, hs); err != nil {
-				return s.corrupt("the hard state does not decode", err)
-			}
-			st.HardState = hs
-		}
-		c := ents.Cursor()
-		if k, _ := c.Last(); len(k) == 8 {
-			// A capacity hint only; a bogus last key is caught below.
-			st.Entries = make([]*pb.Entry, 0, min(binary.BigEndian.Uint64(k), 1<<20))
-		}
-		want := uint64(1)
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			e, err := s.decodeEntry(k, v, want)
-			if err != nil {
-				return err
-			}
-			st.Entries = append(st.Entries, e)
-			want++
-		}
-		return nil
+	err := s.guard("load", func() error {
+		return s.db.View(func(tx *bolt.Tx) error {
+			return s.loadTx(tx, &st)
+		})
 	})
 	if err != nil {
 		return State{}, s.wrapTxError("load", err)
 	}
 	return st, nil
+}
+
+// loadTx reads the hard state and every entry, checking each.
+func (s *BoltStore) loadTx(tx *bolt.Tx, st *State) error {
+	meta, ents := tx.Bucket(bucketMeta), tx.Bucket(bucketEntries)
+	if meta == nil || ents == nil {
+		return s.corrupt("a bucket is missing", nil)
+	}
+	if v := meta.Get(keyHardState); v != nil {
+		b, err := s.unsealValue("the hard state", v, false)
+		if err != nil {
+			return err
+		}
+		hs := &pb.HardState{}
+		if err := proto.Unmarshal(b, hs); err != nil {
+			return s.corrupt("the hard state does not decode", err)
+		}
+		st.HardState = hs
+	}
+	c := ents.Cursor()
+	if k, _ := c.Last(); len(k) == 8 {
+		// A capacity hint only; a bogus last key is caught below.
+		st.Entries = make([]*pb.Entry, 0, min(binary.BigEndian.Uint64(k), 1<<20))
+	}
+	want := uint64(1)
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		e, err := s.decodeEntry(k, v, want)
+		if err != nil {
+			return err
+		}
+		st.Entries = append(st.Entries, e)
+		want++
+	}
+	return nil
 }
 
 // Write makes updates durable with one journal record and one fdatasync
@@ -463,7 +668,7 @@ func (s *BoltStore) Write(updates []Update) error {
 		return s.wrapTxError("write", err)
 	}
 	s.last = last
-	s.unflushed = append(s.unflushed, payload)
+	s.unflushed = append(s.unflushed, journalRecord{payload: payload, sealed: true})
 	if s.j.size >= s.opts.JournalFileBytes {
 		if err := s.rotate(); err != nil {
 			return s.wrapTxError("write", err)
@@ -475,52 +680,54 @@ func (s *BoltStore) Write(updates []Update) error {
 // writeBolt applies journal records to bbolt in one read-write
 // transaction (synced unless UnsafeNoSync), recording that bbolt now holds
 // the journal up to record seq. The records' fields are the very bytes
-// bbolt stores; an entry at or below the last index truncates the log
-// there first (Update's semantics), one past it is appended, and anything
-// else fails with ErrInvalidUpdate.
-func (s *BoltStore) writeBolt(records [][]byte, seq uint64) error {
+// bbolt stores (sealed); an entry at or below the last index truncates the
+// log there first (Update's semantics), one past it is appended, and
+// anything else fails with ErrInvalidUpdate.
+func (s *BoltStore) writeBolt(records []journalRecord, seq uint64) error {
 	var newLast uint64
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		meta, ents := tx.Bucket(bucketMeta), tx.Bucket(bucketEntries)
-		if meta == nil || ents == nil {
-			return s.corrupt("a bucket is missing", nil)
-		}
-		last, err := s.lastIndex(ents)
-		if err != nil {
-			return err
-		}
-		ents.FillPercent = appendFillPercent
-		// bbolt requires keys and values to stay valid until the commit:
-		// values are slices of the records, keys are carved out of slabs
-		// that are replaced when full, never grown in place.
-		var keys []byte
-		for _, r := range records {
-			err := walkRecord(r, func(op recordOp) error {
-				if op.hardState {
-					return meta.Put(keyHardState, op.value)
-				}
-				switch {
-				case op.index == 0 || op.index > last+1:
-					return fmt.Errorf("%w: journal entry %d would leave a gap after last index %d", ErrInvalidUpdate, op.index, last)
-				case op.index <= last:
-					if err := truncateFrom(ents, op.index); err != nil {
-						return err
-					}
-				}
-				if len(keys)+8 > cap(keys) {
-					keys = make([]byte, 0, 8<<10)
-				}
-				off := len(keys)
-				keys = binary.BigEndian.AppendUint64(keys, op.index)
-				last = op.index
-				return ents.Put(keys[off:off+8], op.value)
-			})
+	err := s.guard("checkpoint", func() error {
+		return s.db.Update(func(tx *bolt.Tx) error {
+			meta, ents := tx.Bucket(bucketMeta), tx.Bucket(bucketEntries)
+			if meta == nil || ents == nil {
+				return s.corrupt("a bucket is missing", nil)
+			}
+			last, err := s.lastIndex(ents)
 			if err != nil {
 				return err
 			}
-		}
-		newLast = last
-		return meta.Put(keyJournalSeq, binary.BigEndian.AppendUint64(nil, seq))
+			ents.FillPercent = appendFillPercent
+			// bbolt requires keys and values to stay valid until the commit:
+			// values are slices of the records, keys are carved out of slabs
+			// that are replaced when full, never grown in place.
+			var keys []byte
+			for _, r := range records {
+				err := walkRecord(r.payload, r.sealed, func(op recordOp) error {
+					if op.hardState {
+						return meta.Put(keyHardState, op.value)
+					}
+					switch {
+					case op.index == 0 || op.index > last+1:
+						return fmt.Errorf("%w: journal entry %d would leave a gap after last index %d", ErrInvalidUpdate, op.index, last)
+					case op.index <= last:
+						if err := truncateFrom(ents, op.index); err != nil {
+							return err
+						}
+					}
+					if len(keys)+8 > cap(keys) {
+						keys = make([]byte, 0, 8<<10)
+					}
+					off := len(keys)
+					keys = binary.BigEndian.AppendUint64(keys, op.index)
+					last = op.index
+					return ents.Put(keys[off:off+8], op.value)
+				})
+				if err != nil {
+					return err
+				}
+			}
+			newLast = last
+			return meta.Put(keyJournalSeq, seal(binary.BigEndian.AppendUint64(nil, seq)))
+		})
 	})
 	if err != nil {
 		return s.wrapTxError("checkpoint", err)
@@ -549,30 +756,32 @@ func (s *BoltStore) Entries(lo, hi uint64, maxBytes int) ([]*pb.Entry, error) {
 		}
 	}
 	var out []*pb.Entry
-	err := s.db.View(func(tx *bolt.Tx) error {
-		ents := tx.Bucket(bucketEntries)
-		if ents == nil {
-			return s.corrupt("a bucket is missing", nil)
-		}
-		c := ents.Cursor()
-		size := 0
-		want := lo
-		for k, v := c.Seek(binary.BigEndian.AppendUint64(nil, lo)); k != nil && want < hi; k, v = c.Next() {
-			e, err := s.decodeEntry(k, v, want)
-			if err != nil {
-				return err
+	err := s.guard("read", func() error {
+		return s.db.View(func(tx *bolt.Tx) error {
+			ents := tx.Bucket(bucketEntries)
+			if ents == nil {
+				return s.corrupt("a bucket is missing", nil)
 			}
-			size += len(v)
-			if len(out) > 0 && size > maxBytes {
-				break
+			c := ents.Cursor()
+			size := 0
+			want := lo
+			for k, v := c.Seek(binary.BigEndian.AppendUint64(nil, lo)); k != nil && want < hi; k, v = c.Next() {
+				e, err := s.decodeEntry(k, v, want)
+				if err != nil {
+					return err
+				}
+				size += len(v) - sealBytes
+				if len(out) > 0 && size > maxBytes {
+					break
+				}
+				out = append(out, e)
+				want++
 			}
-			out = append(out, e)
-			want++
-		}
-		if want < hi && len(out) == 0 {
-			return s.corrupt(fmt.Sprintf("entry %d is missing", want), nil)
-		}
-		return nil
+			if want < hi && len(out) == 0 {
+				return s.corrupt(fmt.Sprintf("entry %d is missing", want), nil)
+			}
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, s.wrapTxError("read", err)
@@ -647,6 +856,74 @@ func (s *BoltStore) Close() error {
 	}
 	if err != nil {
 		return fmt.Errorf("logstore: closing data file %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// Identity returns the node identity the data file records (see
+// SetIdentity), or nil when it records none.
+func (s *BoltStore) Identity() (*pb.NodeIdentity, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, s.closedError("read the identity")
+	}
+	var id *pb.NodeIdentity
+	err := s.guard("reading the identity", func() error {
+		return s.db.View(func(tx *bolt.Tx) error {
+			v := tx.Bucket(bucketMeta).Get(keyIdentity)
+			if v == nil {
+				return nil
+			}
+			b, err := s.unsealValue("the node identity", v, false)
+			if err != nil {
+				return err
+			}
+			id = &pb.NodeIdentity{}
+			if err := proto.Unmarshal(b, id); err != nil {
+				return s.corrupt("the node identity does not decode", err)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, s.wrapTxError("read the identity", err)
+	}
+	return id, nil
+}
+
+// SetIdentity records the node's identity (cluster id, node id, the
+// members it was bootstrapped with) in one synced transaction, so it is on
+// disk before the node takes part. It refuses to replace another identity
+// (ErrInvalidUpdate); recording the same one again does nothing.
+func (s *BoltStore) SetIdentity(id *pb.NodeIdentity) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return s.closedError("record the identity")
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(id)
+	if err != nil {
+		return fmt.Errorf("logstore: cannot encode the node identity: %w", err)
+	}
+	err = s.guard("recording the identity", func() error {
+		return s.db.Update(func(tx *bolt.Tx) error {
+			meta := tx.Bucket(bucketMeta)
+			if v := meta.Get(keyIdentity); v != nil {
+				old, err := s.unsealValue("the node identity", v, false)
+				if err != nil {
+					return err
+				}
+				if !bytes.Equal(old, b) {
+					return fmt.Errorf("%w: the data file records another node identity", ErrInvalidUpdate)
+				}
+				return nil
+			}
+			return meta.Put(keyIdentity, seal(b))
+		})
+	})
+	if err != nil {
+		return s.wrapTxError("record the identity", err)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package logstore
 
 import (
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -98,21 +99,44 @@ func TestJournalRecoversAcknowledgedWrites(t *testing.T) {
 	}
 }
 
+// A write whose fdatasync never returned was never acknowledged: a torn
+// last record (the file ends inside it, or zero-filled sectors end it) is
+// dropped. A last record that is whole but fails its checksum with data to
+// its end, or whose length field is damaged, was acknowledged: that is
+// corruption, never a quiet loss.
 func TestJournalDropsATornTail(t *testing.T) {
 	s := mustOpenBolt(t, filepath.Join(t.TempDir(), "ketch.db"))
 	wantHS, want := history(t, s)
-	mustWrite(t, s, Update{Entries: ents(121, 125, 3)}) // the write that will be torn
+	big := ents(121, 125, 3)
+	for _, e := range big {
+		e.Data = []byte(strings.Repeat("ketch!", 200)) // no zeros of its own
+	}
+	mustWrite(t, s, Update{Entries: big}) // the write that will be torn
 
 	for _, tc := range []struct {
-		name string
-		tear func(data []byte) []byte
+		name    string
+		tear    func(data []byte) []byte
+		corrupt bool
 	}{
-		{"cut short", func(d []byte) []byte { return d[:len(d)-7] }},
-		{"header cut short", func(d []byte) []byte { return d[:len(d)-lastRecordLen(t, d)+5] }},
-		{"garbage in the last record", func(d []byte) []byte {
-			d[len(d)-3] ^= 0xff
+		{"cut short", func(d []byte) []byte { return d[:len(d)-7] }, false},
+		{"header cut short", func(d []byte) []byte { return d[:len(d)-lastRecordLen(t, d)+5] }, false},
+		{"all zeros from the record on", func(d []byte) []byte {
+			clear(d[len(d)-lastRecordLen(t, d):])
 			return d
-		}},
+		}, false},
+		{"zero sectors at the end", func(d []byte) []byte {
+			from := (len(d) - lastRecordLen(t, d) + 600) &^ 511
+			clear(d[from:])
+			return d
+		}, false},
+		{"a flipped byte in the last record", func(d []byte) []byte {
+			d[len(d)-3] ^= 0x5a
+			return d
+		}, true},
+		{"the last record's length damaged", func(d []byte) []byte {
+			d[len(d)-lastRecordLen(t, d)] ^= 0x40
+			return d
+		}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			img := crashImage(t, s)
@@ -124,6 +148,17 @@ func TestJournalDropsATornTail(t *testing.T) {
 			}
 			if err := os.WriteFile(last, tc.tear(data), 0o600); err != nil {
 				t.Fatal(err)
+			}
+			if tc.corrupt {
+				r, err := OpenBolt(img, BoltOptions{})
+				if err == nil {
+					r.Close()
+					t.Fatal("OpenBolt dropped an acknowledged record as if torn")
+				}
+				if !errors.Is(err, ErrCorrupt) {
+					t.Fatalf("OpenBolt = %v, want ErrCorrupt", err)
+				}
+				return
 			}
 			r := mustOpenBolt(t, img)
 			if r.Recovered().TornBytes == 0 {
@@ -139,7 +174,7 @@ func TestJournalDropsATornTail(t *testing.T) {
 func lastRecordLen(t *testing.T, d []byte) int {
 	off, n := 0, 0
 	for off < len(d) {
-		n = journalHeaderBytes + int(uint32(d[off])|uint32(d[off+1])<<8|uint32(d[off+2])<<16|uint32(d[off+3])<<24)
+		n = journalHeaderBytes + int(binary.LittleEndian.Uint32(d[off:])&^recordSealed)
 		off += n
 	}
 	if off != len(d) {

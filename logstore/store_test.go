@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -285,8 +286,28 @@ func TestBoltDetectsCorruption(t *testing.T) {
 		want   string // in the error message
 	}{
 		{"undecodable entry", func(e, _ *bolt.Bucket) error {
-			return e.Put(key(2), []byte{0xff, 0xff, 0xff, 0xff})
+			return e.Put(key(2), seal([]byte{0xff, 0xff, 0xff, 0xff}))
 		}, "entry 2 does not decode"},
+		{"a flipped byte in an entry", func(e, _ *bolt.Bucket) error {
+			v := slices.Clone(e.Get(key(3)))
+			v[len(v)-1] ^= 1
+			return e.Put(key(3), v)
+		}, "entry 3 fails its checksum"},
+		{"an entry without its seal", func(e, _ *bolt.Bucket) error {
+			v, err := proto.Marshal(ent(2, 1))
+			if err != nil {
+				return err
+			}
+			return e.Put(key(2), v)
+		}, "entry 2 fails its checksum"},
+		{"a flipped byte in the hard state", func(_, m *bolt.Bucket) error {
+			v := slices.Clone(m.Get(keyHardState))
+			v[0] ^= 0x80
+			return m.Put(keyHardState, v)
+		}, "hard state fails its checksum"},
+		{"an unknown format", func(_, m *bolt.Bucket) error {
+			return m.Put(keyFormat, []byte{9})
+		}, "format marker"},
 		{"gap", func(e, _ *bolt.Bucket) error { return e.Delete(key(3)) }, "entry 3 is missing"},
 		{"first entry missing", func(e, _ *bolt.Bucket) error { return e.Delete(key(1)) }, "entry 1 is missing"},
 		{"key and index disagree", func(e, _ *bolt.Bucket) error {
@@ -294,13 +315,13 @@ func TestBoltDetectsCorruption(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			return e.Put(key(2), v)
+			return e.Put(key(2), seal(v))
 		}, "key 2 holds an entry with index 7"},
 		{"key of the wrong size", func(e, _ *bolt.Bucket) error {
 			return e.Put([]byte("x"), []byte{})
 		}, "not an 8-byte index"},
 		{"undecodable hard state", func(_, m *bolt.Bucket) error {
-			return m.Put(keyHardState, []byte{0xff})
+			return m.Put(keyHardState, seal([]byte{0xff}))
 		}, "hard state does not decode"},
 	}
 	for _, tt := range tests {

@@ -925,6 +925,125 @@ func (x *RaftBatch) GetMessages() []*RaftMessage {
 	return nil
 }
 
+// Member is one server of the cluster: its node id and the address
+// (host:port) its remote listens on.
+type Member struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Member) Reset() {
+	*x = Member{}
+	mi := &file_raft_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Member) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Member) ProtoMessage() {}
+
+func (x *Member) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Member.ProtoReflect.Descriptor instead.
+func (*Member) Descriptor() ([]byte, []int) {
+	return file_raft_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Member) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Member) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+// NodeIdentity is what a data dir records, durably, at a node's first start,
+// before the node takes part: the cluster it belongs to, the node it is, and
+// the members (this node included, sorted by id) it was bootstrapped with.
+// Every later start compares its flags with it and refuses another identity;
+// a start without --peers uses the recorded members.
+type NodeIdentity struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId     string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	NodeId        uint64                 `protobuf:"varint,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Members       []*Member              `protobuf:"bytes,3,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeIdentity) Reset() {
+	*x = NodeIdentity{}
+	mi := &file_raft_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeIdentity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeIdentity) ProtoMessage() {}
+
+func (x *NodeIdentity) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeIdentity.ProtoReflect.Descriptor instead.
+func (*NodeIdentity) Descriptor() ([]byte, []int) {
+	return file_raft_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *NodeIdentity) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *NodeIdentity) GetNodeId() uint64 {
+	if x != nil {
+		return x.NodeId
+	}
+	return 0
+}
+
+func (x *NodeIdentity) GetMembers() []*Member {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
 var File_raft_proto protoreflect.FileDescriptor
 
 const file_raft_proto_rawDesc = "" +
@@ -989,7 +1108,15 @@ const file_raft_proto_rawDesc = "" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x12\x1a\n" +
 	"\brejected\x18\x03 \x01(\bR\brejected\">\n" +
 	"\tRaftBatch\x121\n" +
-	"\bmessages\x18\x01 \x03(\v2\x15.ketch.v1.RaftMessageR\bmessages*S\n" +
+	"\bmessages\x18\x01 \x03(\v2\x15.ketch.v1.RaftMessageR\bmessages\"2\n" +
+	"\x06Member\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\"r\n" +
+	"\fNodeIdentity\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\x04R\x06nodeId\x12*\n" +
+	"\amembers\x18\x03 \x03(\v2\x10.ketch.v1.MemberR\amembers*S\n" +
 	"\tEntryType\x12\x1a\n" +
 	"\x16ENTRY_TYPE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11ENTRY_TYPE_NORMAL\x10\x01\x12\x13\n" +
@@ -1008,7 +1135,7 @@ func file_raft_proto_rawDescGZIP() []byte {
 }
 
 var file_raft_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_raft_proto_goTypes = []any{
 	(EntryType)(0),                // 0: ketch.v1.EntryType
 	(*Entry)(nil),                 // 1: ketch.v1.Entry
@@ -1022,6 +1149,8 @@ var file_raft_proto_goTypes = []any{
 	(*ReadIndexRequest)(nil),      // 9: ketch.v1.ReadIndexRequest
 	(*ReadIndexResponse)(nil),     // 10: ketch.v1.ReadIndexResponse
 	(*RaftBatch)(nil),             // 11: ketch.v1.RaftBatch
+	(*Member)(nil),                // 12: ketch.v1.Member
+	(*NodeIdentity)(nil),          // 13: ketch.v1.NodeIdentity
 }
 var file_raft_proto_depIdxs = []int32{
 	0,  // 0: ketch.v1.Entry.type:type_name -> ketch.v1.EntryType
@@ -1034,11 +1163,12 @@ var file_raft_proto_depIdxs = []int32{
 	10, // 7: ketch.v1.RaftMessage.read_index_response:type_name -> ketch.v1.ReadIndexResponse
 	1,  // 8: ketch.v1.AppendEntries.entries:type_name -> ketch.v1.Entry
 	3,  // 9: ketch.v1.RaftBatch.messages:type_name -> ketch.v1.RaftMessage
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	12, // 10: ketch.v1.NodeIdentity.members:type_name -> ketch.v1.Member
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_raft_proto_init() }
@@ -1061,7 +1191,7 @@ func file_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raft_proto_rawDesc), len(file_raft_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
