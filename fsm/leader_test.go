@@ -297,6 +297,37 @@ func TestLeaderBringsFigure7FollowersIntoAgreement(t *testing.T) {
 	}
 }
 
+// A follower that lost entries it had acknowledged (its data dir replaced
+// by an empty one, or an older copy, after corruption) rejects the
+// leader's heartbeat at its match index with a shorter log. Rejections at
+// or below the match are ignored as stale, so without this rule the leader
+// would never catch it up; it probes again from where the follower's log
+// ends, and commits nothing twice.
+func TestLeaderReprobesAFollowerThatLostItsLog(t *testing.T) {
+	n := replicatingLeader(t, testConfig(1)) // 2 acknowledged the no-op at 1
+	propose(n, "a", "b", "c")
+	settle(t, n)
+	n.Step(appendAck(2, 1, 1, 4))
+	if st := n.Status(); st.Commit != 4 {
+		t.Fatalf("commit %d, want 4", st.Commit)
+	}
+	// Node 2 comes back empty: the next heartbeat (prev 4) is rejected.
+	lost := Message{Msg: raftMsg(2, 1, 1, &pb.AppendEntriesResponse{RejectIndex: 4, ConflictIndex: 1, LastLogIndex: 0})}
+	acts := n.Step(lost)
+	aes := appendsTo(acts, 2)
+	if len(aes) != 1 || aes[0].PrevLogIndex != 0 || len(aes[0].Entries) == 0 {
+		t.Fatalf("after the lost log: %v, want a probe from index 1", describe(acts))
+	}
+	if pr := n.progress[2]; pr.match != 0 || pr.replicate {
+		t.Fatalf("progress %+v, want match 0 and probing", *pr)
+	}
+	// It catches up; the commit index never went back.
+	n.Step(appendAck(2, 1, 1, 4))
+	if pr, st := n.progress[2], n.Status(); pr.match != 4 || st.Commit != 4 {
+		t.Fatalf("progress %+v commit %d after catching up", *pr, st.Commit)
+	}
+}
+
 // ARCHITECTURE §3 rule 5: a rejection that answers a probe other than the
 // current one, or a point the follower has already matched, is stale and
 // must not move nextIndex backwards or trigger a send.

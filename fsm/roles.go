@@ -365,6 +365,21 @@ func (n *Node) handleAppendResponse(from uint64, r *pb.AppendEntriesResponse) {
 		n.sendAppend(from)
 		return
 	}
+	// A rejection at the very point the follower acknowledged, from a log
+	// that now ends before it: the follower lost entries it had made
+	// durable (its data dir was replaced or restored from an older copy,
+	// after corruption). Raft assumes that never happens, and the rule
+	// below would ignore the rejection forever: the follower would never
+	// be caught up. Probe it again from where its log ends. Forgetting
+	// part of its match can only delay commits (the commit index never
+	// decreases), and a late duplicate of an old rejection that looks
+	// like this costs one probe.
+	if r.RejectIndex == pr.match && r.ConflictTerm == 0 && r.LastLogIndex < pr.match {
+		pr.match = r.LastLogIndex
+		pr.becomeProbe(r.LastLogIndex + 1)
+		n.sendAppend(from)
+		return
+	}
 	// A rejection. Ignore it when stale (ARCHITECTURE §3 rule 5): it
 	// answers a probe other than the current one, or a point at or below
 	// what the follower has already matched.
