@@ -123,9 +123,6 @@ func (c *Config) Validate() error {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
-	bad := func(format string, args ...any) error {
-		return fmt.Errorf("%w: %s", ErrBadConfig, fmt.Sprintf(format, args...))
-	}
 	if c.ID == 0 {
 		return bad("--id must be a positive integer")
 	}
@@ -183,6 +180,8 @@ type Node struct {
 	rejectedClient atomic.Uint64 // by the gateway
 	rejectedWire   atomic.Uint64 // by the wire guard
 
+	corrupt atomic.Pointer[error] // the store found the data file corrupt
+
 	stopOnce sync.Once
 	done     chan struct{}
 	errMu    sync.Mutex
@@ -200,6 +199,16 @@ func Start(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("%w: --listen port %q is not a number", ErrBadConfig, portStr)
 	}
 	log := cfg.Logger.With("node", cfg.ID)
+
+	dbPath := filepath.Join(cfg.DataDir, fmt.Sprintf("ketch-%d.db", Group))
+	// Open the store once here, before anything else: a locked, corrupt or
+	// foreign data dir is a clean startup error rather than a crash loop
+	// (the store actor reopens the file on every start), and the identity
+	// it records decides who this node is.
+	if err := openData(dbPath, &cfg, log); err != nil {
+		return nil, err
+	}
+
 	n := &Node{cfg: cfg, done: make(chan struct{})}
 	n.system = actor.NewActorSystem(actor.WithLoggerFactory(sender.QuietLogger(cfg.Logger, slog.LevelWarn)))
 	n.remote, err = sender.StartRemote(n.system, host, port, sender.WithGuard(sender.GuardConfig{
@@ -218,20 +227,6 @@ func Start(cfg Config) (*Node, error) {
 	maps.Copy(addrs, cfg.Peers)
 	pid := func(name string) *actor.PID {
 		return actor.NewPID(n.system.Address(), supervisor.ChildID(SupervisorID, name))
-	}
-
-	dbPath := filepath.Join(cfg.DataDir, fmt.Sprintf("ketch-%d.db", Group))
-	// Open once here so a locked or corrupt file is a clean startup error
-	// rather than a crash loop; the store actor reopens it on every start.
-	if st, err := logstore.OpenBolt(dbPath, logstore.BoltOptions{UnsafeNoSync: cfg.UnsafeNoSync}); err != nil {
-		n.shutdownSystem()
-		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
-	} else if _, err := st.Load(); err != nil {
-		_ = st.Close()
-		n.shutdownSystem()
-		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
-	} else {
-		_ = st.Close()
 	}
 
 	n.send, err = sender.New(sender.Config{
@@ -271,7 +266,7 @@ func Start(cfg Config) (*Node, error) {
 	children := []supervisor.Child{
 		{Name: "store", Props: logstore.PropsWithConfig(func() (logstore.Store, error) {
 			return logstore.OpenBolt(dbPath, logstore.BoltOptions{UnsafeNoSync: cfg.UnsafeNoSync})
-		}, logstore.Config{Logger: log})},
+		}, logstore.Config{Logger: log, OnCorrupt: n.storeCorrupt})},
 		{Name: "state", Props: state.Props(state.Config{
 			New:       func() state.StateMachine { return kv.New() },
 			OnApplied: n.applied.Store,
@@ -375,11 +370,51 @@ func (n *Node) Status() *pb.NodeStatus {
 func (n *Node) Done() <-chan struct{} { return n.done }
 
 // Err is why the node stopped: nil after Stop, the supervisor's reason
-// after a fail-stop.
+// after a fail-stop, and an error wrapping logstore.ErrCorrupt when it
+// stopped because its data file is corrupt.
 func (n *Node) Err() error {
+	if err := n.corrupt.Load(); err != nil {
+		return *err
+	}
 	n.errMu.Lock()
 	defer n.errMu.Unlock()
 	return n.err
+}
+
+// storeCorrupt stops the node once its store found the data file corrupt:
+// no restart can help, and the node must not take part with that log.
+func (n *Node) storeCorrupt(err error) {
+	if !n.corrupt.CompareAndSwap(nil, &err) {
+		return
+	}
+	n.cfg.Logger.Error("the data file is corrupt; stopping the node", "node", n.cfg.ID, "err", err)
+	go n.Stop()
+}
+
+// openData opens the data file once: it must open, load and agree with
+// the identity it records (which fills in cfg.Peers when none were given).
+func openData(path string, cfg *Config, log *slog.Logger) error {
+	st, err := logstore.OpenBolt(path, logstore.BoltOptions{UnsafeNoSync: cfg.UnsafeNoSync})
+	if err != nil {
+		return storeError(err)
+	}
+	defer st.Close()
+	if _, err := st.Load(); err != nil {
+		return storeError(err)
+	}
+	if err := resolveIdentity(st, cfg, log); err != nil {
+		return storeError(err)
+	}
+	return nil
+}
+
+// storeError keeps a corrupt data file's error as it is (the CLI exits 4
+// on it); every other failure to open one is ErrBadConfig.
+func storeError(err error) error {
+	if errors.Is(err, logstore.ErrCorrupt) || errors.Is(err, ErrBadConfig) {
+		return err
+	}
+	return fmt.Errorf("%w: %v", ErrBadConfig, err)
 }
 
 // Stop stops the node's actors in reverse order, then its remote.

@@ -59,9 +59,9 @@ func (b *inbox) len() int {
 }
 
 type stateHarness struct {
-	t            *testing.T
-	sys          *actor.ActorSystem
-	state        *actor.PID
+	t             *testing.T
+	sys           *actor.ActorSystem
+	state         *actor.PID
 	fsm, client   *inbox
 	fsmP, clientP *actor.PID
 }

@@ -12,7 +12,9 @@
 //
 // Exit codes: 0 success; 1 a negative answer (get: not found; cas: the
 // current value differed); 2 any other failure, with a one-line reason on
-// stderr. A node that fail-stops (its supervisor gave up) exits 3.
+// stderr. A node that fail-stops (its supervisor gave up) exits 3; one
+// whose data file is corrupt exits 4, with one line naming the file and
+// what to do.
 package main
 
 import (
@@ -33,6 +35,7 @@ import (
 
 	"github.com/ketch-raft/ketch/actors/client"
 	"github.com/ketch-raft/ketch/actors/node"
+	"github.com/ketch-raft/ketch/logstore"
 	pb "github.com/ketch-raft/ketch/messages"
 )
 
@@ -42,6 +45,7 @@ const (
 	exitNegative = 1
 	exitFailure  = 2
 	exitFailStop = 3
+	exitCorrupt  = 4
 )
 
 const usage = `ketch — Raft consensus built the Erlang/OTP way
@@ -119,7 +123,7 @@ func cmdNode(args []string, stderr io.Writer) int {
 	fs := newFlags("node", stderr)
 	id := fs.Uint64("id", 0, "this node's id (a positive integer)")
 	listen := fs.String("listen", "", "host:port to listen on for peers and clients")
-	peers := fs.String("peers", "", "the other members: ID=HOST:PORT,...")
+	peers := fs.String("peers", "", "the other members: ID=HOST:PORT,... (at the first start; later starts use the members the data dir records)")
 	data := fs.String("data", "", "data directory (holds the bbolt log)")
 	clusterID := fs.String("cluster-id", node.DefaultClusterID, "cluster name; peers and clients must use the same")
 	chaos := fs.Bool("chaos", false, "obey 'ketch crash' (fault testing only)")
@@ -146,6 +150,10 @@ func cmdNode(args []string, stderr io.Writer) int {
 		ElectionTimeout: *election, HeartbeatInterval: *heartbeat, LeaseReads: *leaseReads,
 		Logger: newLogger(stderr, level),
 	})
+	if errors.Is(err, logstore.ErrCorrupt) {
+		fmt.Fprintf(stderr, "ketch: node: %v\n", err)
+		return exitCorrupt
+	}
 	if err != nil {
 		return fail(stderr, "node: %v", err)
 	}
@@ -155,19 +163,26 @@ func cmdNode(args []string, stderr io.Writer) int {
 	case <-sigs:
 		n.Stop()
 		<-n.Done()
+		if errors.Is(n.Err(), logstore.ErrCorrupt) {
+			fmt.Fprintf(stderr, "ketch: node %d stopped: %v\n", *id, n.Err())
+			return exitCorrupt
+		}
 		return exitOK
 	case <-n.Done():
 		fmt.Fprintf(stderr, "ketch: node %d stopped: %v\n", *id, n.Err())
+		if errors.Is(n.Err(), logstore.ErrCorrupt) {
+			return exitCorrupt
+		}
 		return exitFailStop
 	}
 }
 
-// parsePeers parses "2=host:port,3=host:port".
+// parsePeers parses "2=host:port,3=host:port"; "" is nil, no --peers.
 func parsePeers(s string) (map[uint64]string, error) {
-	peers := map[uint64]string{}
 	if strings.TrimSpace(s) == "" {
-		return peers, nil
+		return nil, nil
 	}
+	peers := map[uint64]string{}
 	for _, p := range strings.Split(s, ",") {
 		idStr, addr, ok := strings.Cut(strings.TrimSpace(p), "=")
 		id, err := strconv.ParseUint(idStr, 10, 64)

@@ -15,6 +15,7 @@ package process
 //
 //	put KEY VALUE TIMEOUT         one Put with a context of TIMEOUT
 //	                              -> "ok UNIXNANO" | "err UNIXNANO REASON"
+//	get KEY TIMEOUT               one Get -> "ok UNIXNANO VALUE" | "err ..."
 //	leader TERM GIVE ADDR,ADDR    poll Status of ADDRs until one is leader
 //	                              in a term above TERM, for at most GIVE
 //	                              -> "ok UNIXNANO ID TERM" | "err UNIXNANO REASON"
@@ -83,6 +84,16 @@ func clientChildMain() int {
 			err = cl.Put(ctx, f[1], []byte(f[2]))
 			cancel()
 			reply(err)
+		case len(f) == 3 && f[0] == "get":
+			d, err := time.ParseDuration(f[2])
+			if err != nil {
+				reply(err)
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), d)
+			v, err := cl.Get(ctx, f[1])
+			cancel()
+			reply(err, string(v))
 		case len(f) == 4 && f[0] == "leader":
 			term, err1 := strconv.ParseUint(f[1], 10, 64)
 			give, err2 := time.ParseDuration(f[2])
@@ -207,6 +218,18 @@ func (p *clientProc) call(format string, args ...any) (time.Time, []string, erro
 		return at, nil, fmt.Errorf("client %s: %s: %s", p.name, line, strings.Join(f[2:], " "))
 	}
 	return at, f[2:], nil
+}
+
+// get runs one Get with a context of timeout and returns the value.
+func (p *clientProc) get(key string, timeout time.Duration) (string, error) {
+	_, f, err := p.call("get %s %s", key, timeout)
+	if err != nil {
+		return "", err
+	}
+	if len(f) != 1 {
+		return "", fmt.Errorf("client %s: get %s: answer %v", p.name, key, f)
+	}
+	return f[0], nil
 }
 
 // put runs one Put with a context of timeout and returns when it succeeded.

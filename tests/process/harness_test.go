@@ -370,12 +370,12 @@ func (c *cluster) addrList() []string { return strings.Split(c.addrs(), ",") }
 
 // start starts (or restarts) node id with its fixed id, address and data
 // dir; its stderr goes to a fresh log file.
-func (c *cluster) start(id uint64) {
-	c.t.Helper()
+func (c *cluster) start(id uint64) { c.t.Helper(); c.startWith(id, nil) }
+
+// nodeArgs is the command line that starts node id: `ketch node` with its
+// id, address, peers and data dir.
+func (c *cluster) nodeArgs(id uint64) []string {
 	p := c.nodes[id]
-	if p.running() {
-		c.t.Fatalf("node %d is already running", id)
-	}
 	var peers []string
 	for _, o := range c.ids {
 		if o != id {
@@ -390,6 +390,40 @@ func (c *cluster) start(id uint64) {
 		"--data", p.dir, "--log-level", level}
 	if p.chaos {
 		args = append(args, "--chaos")
+	}
+	return args
+}
+
+// withFlag returns args with flag's value replaced by value, or the flag
+// and its value removed when value is "".
+func withFlag(args []string, flag, value string) []string {
+	out := slices.Clone(args)
+	for i := 0; i < len(out)-1; i++ {
+		if out[i] == flag {
+			if value == "" {
+				return append(out[:i], out[i+2:]...)
+			}
+			out[i+1] = value
+			return out
+		}
+	}
+	if value != "" {
+		out = append(out, flag, value)
+	}
+	return out
+}
+
+// startWith is start with the command line edit makes of nodeArgs (nil:
+// as it is).
+func (c *cluster) startWith(id uint64, edit func([]string) []string) {
+	c.t.Helper()
+	p := c.nodes[id]
+	if p.running() {
+		c.t.Fatalf("node %d is already running", id)
+	}
+	args := c.nodeArgs(id)
+	if edit != nil {
+		args = edit(args)
 	}
 	logPath := filepath.Join(c.logs, fmt.Sprintf("node%d.%d.log", id, len(p.logs)))
 	f, err := os.Create(logPath)
