@@ -32,7 +32,7 @@ var (
 	// ErrBusy: the leader holds Config.MaxUncommittedBytes of entries that
 	// have not committed yet (its followers are slow or unreachable). The
 	// proposal was not appended; retry after a pause.
-	ErrBusy = errors.New("too many uncommitted proposals; retry later")
+	ErrBusy = errors.New("too many uncommitted proposals")
 	// ErrTooLarge: the proposal's data exceeds Config.Limits.MaxEntryBytes.
 	// It was not appended; retrying will not help.
 	ErrTooLarge = errors.New("proposal too large")

@@ -45,6 +45,41 @@ func TestBadInputIsRefusedAndHarmless(t *testing.T) {
 			t.Fatalf("got %v, want ErrInvalid naming the limit", err)
 		}
 	})
+	// The size limits agree across the layers (messages.Limits): the
+	// largest value the limits promise is accepted by the gateway, packed
+	// by the leader and accepted by every follower; one byte more is
+	// refused at once by the client, and by the gateway too.
+	t.Run("the largest value replicates", func(t *testing.T) {
+		lim := pb.DefaultLimits()
+		key := strings.Repeat("k", lim.MaxKeyBytes)
+		if err := good.Put(ctx, key, make([]byte, lim.MaxValueBytes())); err != nil {
+			t.Fatalf("a put of MaxValueBytes: %v", err)
+		}
+		leader, err := c.Leader(5 * time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.WaitApplied(ctx, c.Nodes[leader].Status().Commit); err != nil {
+			t.Fatalf("the followers did not apply the largest entry: %v", err)
+		}
+		over := lim.MaxEntryBytes
+		if err := good.Put(ctx, key, make([]byte, over)); !errors.Is(err, client.ErrInvalid) {
+			t.Fatalf("a put over the entry limit: %v, want ErrInvalid", err)
+		}
+		l := c.Nodes[leader].Local()
+		defer l.Close()
+		r, err := l.Do(ctx, &pb.KVCommand{Op: &pb.KVCommand_Put{Put: &pb.Put{Key: key, Value: make([]byte, over)}}})
+		if !errors.Is(err, node.ErrNotApplied) || r.GetStatus() != pb.ClientStatus_CLIENT_STATUS_INVALID {
+			t.Fatalf("the gateway took a put over the entry limit: %v %v", r.GetStatus(), err)
+		}
+	})
+	t.Run("key not UTF-8", func(t *testing.T) {
+		start := time.Now()
+		err := good.Put(ctx, "\xff\xfe", []byte("v"))
+		if !errors.Is(err, client.ErrInvalid) || !strings.Contains(err.Error(), "UTF-8") || time.Since(start) > time.Second {
+			t.Fatalf("got %v after %v, want ErrInvalid naming UTF-8 at once", err, time.Since(start))
+		}
+	})
 	t.Run("empty command", func(t *testing.T) {
 		_, err := good.Do(ctx, &pb.KVCommand{})
 		if !errors.Is(err, client.ErrInvalid) {
@@ -74,8 +109,15 @@ func TestBadInputIsRefusedAndHarmless(t *testing.T) {
 		for _, m := range bad {
 			rogue.Root.Send(actor.NewPID(c.Addrs[leader], node.FSMID), &pb.RaftBatch{Messages: []*pb.RaftMessage{m}})
 		}
-		// None of them may have moved the leader's term or dethroned it.
-		time.Sleep(200 * time.Millisecond) // give the messages time to arrive; nothing to poll for
+		// Each is rejected and counted; none may have moved the leader's
+		// term or dethroned it.
+		deadline := time.Now().Add(5 * time.Second)
+		for c.Nodes[leader].Status().RejectedPeerMessages < before.RejectedPeerMessages+uint64(len(bad)) {
+			if time.Now().After(deadline) {
+				t.Fatalf("rejected %d of %d forged messages", c.Nodes[leader].Status().RejectedPeerMessages-before.RejectedPeerMessages, len(bad))
+			}
+			time.Sleep(5 * time.Millisecond) // polling tick
+		}
 		after := c.Nodes[leader].Status()
 		if after.Term != before.Term || after.Role != "leader" {
 			t.Fatalf("forged messages changed the leader: before %v after %v", before, after)

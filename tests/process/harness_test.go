@@ -175,6 +175,11 @@ type nodeStatus struct {
 	Children  map[string]childStatus `json:"children"`
 	Address   string                 `json:"address"`
 	Error     string                 `json:"error"`
+	// Refused input (issue 11).
+	RejectedPeer   uint64 `json:"rejected_peer_messages"`
+	RejectedClient uint64 `json:"rejected_client_requests"`
+	RejectedWire   uint64 `json:"rejected_wire_messages"`
+	Busy           uint64 `json:"busy_refusals"`
 }
 
 type childStatus struct {
