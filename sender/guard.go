@@ -286,13 +286,17 @@ func (s *guardedStream) RecvMsg(m any) error {
 // with an error (closing the stream); refused envelopes of a well-formed
 // batch are removed from it in place.
 func (s *guardedStream) filter(b *remote.MessageBatch) error {
+	return s.filterAt(b, s.g.system.Address())
+}
+
+// filterAt is filter for a node whose address is local.
+func (s *guardedStream) filterAt(b *remote.MessageBatch, local string) error {
 	for _, e := range b.Envelopes {
 		if why := malformed(b, e); why != "" {
 			s.reject(Rejection{Reason: why, Dropped: len(b.Envelopes), Closed: true})
 			return status.Error(codes.InvalidArgument, "ketch: malformed message batch: "+why)
 		}
 	}
-	local := s.g.system.Address()
 	kept := b.Envelopes[:0]
 	first := ""
 	for _, e := range b.Envelopes {
