@@ -146,8 +146,10 @@ func TestLeaderWithoutFollowersStaysBounded(t *testing.T) {
 		t.Errorf("a Put with a 1s deadline at a full leader: %v, want ErrBusy", err)
 	}
 	long := make(chan error, 1)
-	go func() { long <- cl.Put(ctx, "long", []byte("y")) }()
-	time.Sleep(500 * time.Millisecond) // let it meet BUSY first; the followers return after
+	refused := c.Nodes[leader].Status().BusyRefusals
+	go func() { long <- cl.Put(ctx, "long", make([]byte, len(value)+64)) }()
+	// The followers return once it has met BUSY.
+	poll(t, 10*time.Second, "the long Put answered BUSY", func() bool { return c.Nodes[leader].Status().BusyRefusals > refused })
 	for _, id := range followers {
 		c.Start(id)
 	}
