@@ -1,7 +1,5 @@
 package fsm
 
-import "fmt"
-
 // Seeded bugs. Each switch plants one classic Raft mistake so the
 // simulator can prove it would catch it (a checker that never fails proves
 // nothing). They are compiled only into builds with the build tag
@@ -83,17 +81,6 @@ func BugNames() []string {
 		names[i] = b.name
 	}
 	return names
-}
-
-// plantBug turns on the named bug in cfg.
-func plantBug(cfg *Config, name string) error {
-	for _, b := range bugNames {
-		if b.name == name {
-			cfg.bugs |= b.bug
-			return nil
-		}
-	}
-	return fmt.Errorf("fsm: unknown bug %q (known: %v)", name, BugNames())
 }
 
 func (n *Node) bug(b bugSet) bool { return bugsCompiled && n.cfg.bugs&b != 0 }

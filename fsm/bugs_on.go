@@ -2,7 +2,10 @@
 
 package fsm
 
-import "testing"
+import (
+	"fmt"
+	"testing"
+)
 
 // BugsCompiled reports whether the seeded bugs are compiled in: true in
 // builds with the ketchbugs tag.
@@ -17,4 +20,15 @@ func PlantBug(cfg *Config, name string) error {
 		panic("fsm: PlantBug may only be called from tests")
 	}
 	return plantBug(cfg, name)
+}
+
+// plantBug turns on the named bug in cfg.
+func plantBug(cfg *Config, name string) error {
+	for _, b := range bugNames {
+		if b.name == name {
+			cfg.bugs |= b.bug
+			return nil
+		}
+	}
+	return fmt.Errorf("fsm: unknown bug %q (known: %v)", name, BugNames())
 }

@@ -179,3 +179,13 @@ func plant(t *testing.T, cfg Config, bug string) Config {
 	}
 	return cfg
 }
+
+// readWithoutQuorum is the rule check of read-without-quorum.
+func readWithoutQuorum(t *testing.T, cfg Config) []string {
+	t.Helper()
+	n := readLeader(t, cfg)
+	if r := readsReady(n.Step(ReadIndex{IDs: []uint64{1}})); len(r) != 0 {
+		return []string{"served a read before a quorum confirmed the leadership"}
+	}
+	return nil
+}

@@ -86,16 +86,6 @@ func TestReadIndexNeedsQuorumConfirmation(t *testing.T) {
 	}
 }
 
-// readWithoutQuorum is the rule check of read-without-quorum.
-func readWithoutQuorum(t *testing.T, cfg Config) []string {
-	t.Helper()
-	n := readLeader(t, cfg)
-	if r := readsReady(n.Step(ReadIndex{IDs: []uint64{1}})); len(r) != 0 {
-		return []string{"served a read before a quorum confirmed the leadership"}
-	}
-	return nil
-}
-
 // thesis §6.4 step 1: "If the leader has not yet marked an entry from its
 // current term committed, it waits until it has done so." Until then its
 // commit index may lag what earlier leaders committed. The read index is

@@ -36,12 +36,6 @@ func seal(b []byte) []byte {
 	return append(out, b...)
 }
 
-// appendSealed appends b sealed to dst.
-func appendSealed(dst, b []byte) []byte {
-	dst = binary.LittleEndian.AppendUint32(dst, crc32.Checksum(b, crcTable))
-	return append(dst, b...)
-}
-
 // errBadSeal is unseal's error.
 var errBadSeal = errors.New("fails its checksum")
 

@@ -83,12 +83,17 @@ func TestCLIBadInput(t *testing.T) {
 		{"node/--id not a number", node(map[string]string{"--id": "one"}), "-id", true},
 		{"node/unknown flag", append(node(nil), "--no-such-flag"), "no-such-flag", true},
 		{"unknown command", []string{"frobnicate"}, "unknown command", true},
+		// Regression (issue 11): a key that is not UTF-8 hung 10 s, then
+		// said "timed out"; it is refused at once, saying why.
+		{"put with a key that is not UTF-8", []string{"put", "--cluster", "127.0.0.1:1", "\xff\xfe", "v"}, "UTF-8", false},
+		{"get with a key that is not UTF-8", []string{"get", "--cluster", "127.0.0.1:1", "k\xc3"}, "UTF-8", false},
+		{"put with a key over the limit", []string{"put", "--cluster", "127.0.0.1:1", strings.Repeat("k", 5000), "v"}, "limit", false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			r := runCLI(t, tc.args...)
-			if r.took > 15*time.Second {
+			if r.took > 15*time.Second || strings.Contains(tc.mention, "UTF-8") && r.took > 2*time.Second {
 				t.Errorf("took %v to refuse", r.took)
 			}
 			if tc.usage {
