@@ -5,9 +5,11 @@
 //	state      the state actor: applies committed entries to a StateMachine, answers clients
 //	kv         the key-value StateMachine, with client sessions (thesis §6.3)
 //	gateway    the client boundary: validates requests, forwards them to the fsm actor
-//	node       assembles a node: actor system, remote, the supervision tree
+//	protocol   the Go messages a node's actors exchange (never on the wire)
+//	node       assembles a node: actor system, remote, the supervision tree, identity on disk
 //	client     the Go client the CLI and tests use
 //
-// Actors never reach into each other's internals: they exchange messages,
-// the exported message types of each package and those of package messages.
+// Actors never reach into each other's internals: they exchange the Go
+// messages of package protocol (and of logstore and sender, the layers
+// beneath), and the protobuf ones of package messages.
 package actors

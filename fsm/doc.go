@@ -17,9 +17,26 @@
 //	  Timeout{…,Now} ────┤   ┌──────────┐   ├──▶ Apply{Entries, Refs}               ─▶ state
 //	  Propose ───────────┼──▶│   Node   │───┼──▶ Reply{ID, Err, Leader}            ─▶ client
 //	  Persisted{Seq} ────┤   └──────────┘   ├──▶ SetTimer{Timer, After, Gen}        ─▶ timers
-//	  Applied{Index} ────┤                  └──▶ ReadReady{ID, Index, Err, Leader}  ─▶ client
-//	  ReadIndex{IDs,Now}─┤
+//	  Applied{Index} ────┤                  ├──▶ ReadReady{ID, Index, Err, Leader}  ─▶ client
+//	  ReadIndex{IDs,Now}─┤                  ├──▶ Fetch{Peer, Term, Lo, Hi}          ─▶ store
+//	  Fetched{…} ────────┤                  └──▶ Rejected{From, Err}                ─▶ counters, log
 //	  TransferLeadership{To}
+//
+// # Validation (validate.go)
+//
+// Every Message is validated before anything else: the envelope (cluster,
+// receiver, a member as sender), terms (below MaxTerm, at most MaxTermGap
+// above this node's), indexes (below MaxIndex), entries (contiguous, known
+// types, within Config.Limits, terms that never decrease nor exceed the
+// sender's), and an AppendEntries must not contradict a committed entry.
+// A message that fails is answered with a Rejected action, never an
+// assert: nothing a peer sends can crash the node.
+//
+// # Backpressure
+//
+// A leader refuses proposals with ErrBusy while it holds
+// Config.MaxUncommittedBytes of uncommitted entries, and ones over
+// Limits.MaxEntryBytes with ErrTooLarge.
 //
 // One Step settles the rules common to every role (pre-votes, leader
 // stickiness, terms, stale messages; thesis §9.6, §4.2.3, Raft §5.1) and
@@ -118,5 +135,7 @@
 // # Seeded bugs
 //
 // PlantBug turns on one of a few classic Raft mistakes, for the simulator to
-// prove that it catches them. It works only inside test binaries.
+// prove that it catches them. It exists only in builds with the ketchbugs
+// tag (bugs_on.go) and works only inside test binaries; without the tag the
+// planted branches compile away.
 package fsm

@@ -10,10 +10,15 @@
 //	└── raft/<group>/gateway   client boundary (actors/gateway)
 //
 // Actor ids are stable, so peers address raft/<group>/fsm and clients
-// raft/<group>/gateway at a node's address without any lookup.
+// raft/<group>/gateway at a node's address without any lookup; the wire
+// guard admits each message type for its actor only (Routes).
+//
+// Before anything starts, the data dir's identity is checked (identity.go):
+// a node never takes part under an identity its disk disagrees with.
 //
 // It must never hide a fail-stop: when the supervisor gives up, Done is
-// closed and Err says why, and the binary exits non-zero.
+// closed and Err says why, and the binary exits non-zero; a corrupt data
+// file stops the node with an Err wrapping logstore.ErrCorrupt.
 package node
 
 import (
