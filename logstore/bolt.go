@@ -62,6 +62,9 @@ var (
 	keyHardState = []byte("hardstate")
 	keyIdentity  = []byte("identity")
 	keyFormat    = []byte("format")
+	// keyLegacyJournal marks a file migrated from an older ketch whose
+	// journal files (of the old record format) are not replayed yet.
+	keyLegacyJournal = []byte("legacyjournal")
 )
 
 // appendFillPercent is the entries bucket's page fill factor. Every insert
@@ -138,18 +141,48 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 	if timeout <= 0 {
 		timeout = DefaultLockTimeout
 	}
-	_, statErr := os.Stat(path)
-	created := errors.Is(statErr, fs.ErrNotExist)
 	if opts.JournalFileBytes <= 0 {
 		opts.JournalFileBytes = DefaultJournalFileBytes
 	}
 	s := &BoltStore{path: path, opts: opts}
+	_, statErr := os.Stat(path)
+	var err error
+	if errors.Is(statErr, fs.ErrNotExist) {
+		err = createBolt(path, opts, timeout, nil)
+	} else {
+		var legacy bool
+		if legacy, err = inspectBolt(path, timeout); err == nil && legacy {
+			err = migrateLegacy(path, opts, timeout)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	db, err := openBoltDB(path, timeout, false, opts.UnsafeNoSync)
+	if err != nil {
+		return nil, err
+	}
+	s.db = db
+	// The journal is read only now that bbolt's lock is held: another
+	// process using this data dir would have failed the Open above.
+	if err := s.recover(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	s.ckpt = make(chan checkpoint, maxQueuedCheckpoints)
+	s.done = make(chan struct{})
+	go s.checkpointer()
+	return s, nil
+}
 
+// openBoltDB opens the bbolt file at path, under guard.
+func openBoltDB(path string, timeout time.Duration, readOnly, noSync bool) (*bolt.DB, error) {
 	var db *bolt.DB
-	err := s.guard("open", func() error {
+	err := guard(path, "open", func() error {
 		var err error
 		db, err = bolt.Open(path, 0o600, &bolt.Options{
-			Timeout: timeout,
+			Timeout:  timeout,
+			ReadOnly: readOnly,
 			// The freelist is written with every commit (commits are
 			// background checkpoints, so its cost is off the write path).
 			// Without it bbolt rebuilds the freelist when it opens, with a
@@ -160,74 +193,212 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 			// Truncations free runs of pages; the map freelist stays fast
 			// when the free space is fragmented, the array one does not.
 			FreelistType: bolt.FreelistMapType,
-			NoSync:       opts.UnsafeNoSync,
+			NoSync:       noSync,
 		})
 		return err
 	})
-	if err != nil {
-		if errors.Is(err, ErrCorrupt) {
-			return nil, err
-		}
+	switch {
+	case errors.Is(err, ErrCorrupt):
+		return nil, err
+	case err != nil:
 		return nil, openError(path, err)
 	}
-	s.db = db
-	if created && !opts.UnsafeNoSync {
+	return db, nil
+}
+
+// createBolt makes a new data file at path: buckets, what fill puts in
+// them (nothing when fill is nil), and last the format marker, written to a
+// temporary file, synced and renamed into place (replacing any file there),
+// so that a crash while a file is being made leaves no half-made file to be
+// mistaken for a damaged one.
+func createBolt(path string, opts BoltOptions, timeout time.Duration, fill func(db *bolt.DB) error) error {
+	tmp := path + ".new"
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("logstore: cannot remove the leftover %s: %w", tmp, err)
+	}
+	db, err := openBoltDB(tmp, timeout, false, opts.UnsafeNoSync)
+	if err != nil {
+		return err
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		if _, err := tx.CreateBucket(bucketMeta); err != nil {
+			return err
+		}
+		_, err := tx.CreateBucket(bucketEntries)
+		return err
+	})
+	if err == nil && fill != nil {
+		err = fill(db)
+	}
+	if err == nil {
+		err = db.Update(func(tx *bolt.Tx) error {
+			return tx.Bucket(bucketMeta).Put(keyFormat, []byte{formatVersion})
+		})
+	}
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if errors.Is(err, ErrCorrupt) {
+		_ = os.Remove(tmp)
+		return err
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err == nil && !opts.UnsafeNoSync {
 		// A new file's directory entry is durable only once the directory
 		// is synced; without this a power loss could lose the whole file.
-		if err := syncDir(filepath.Dir(path)); err != nil {
-			_ = db.Close()
-			return nil, fmt.Errorf("logstore: cannot sync the directory of data file %s (check the disk): %w", path, err)
+		err = syncDir(filepath.Dir(path))
+	}
+	if err != nil {
+		return fmt.Errorf("logstore: cannot create data file %s (check the disk and the directory's permissions): %w", path, err)
+	}
+	return nil
+}
+
+// inspectBolt checks an existing data file before it is opened for
+// writing, under a shared lock: after a clean stop (no journal files) both
+// of bbolt's meta pages must pass their checksum, since bbolt would quietly
+// fall back to the older one and lose the last checkpoint. It reports
+// whether the file was written by an older ketch, whose files have no
+// freelist on disk: bbolt rebuilds the freelist when such a file is first
+// opened for writing, with a check that panics on damaged pages in a
+// goroutine of its own, so such a file is never opened for writing but
+// copied into a new one (migrateLegacy).
+func inspectBolt(path string, timeout time.Duration) (legacy bool, err error) {
+	db, err := openBoltDB(path, timeout, true, false)
+	if err != nil {
+		return false, err
+	}
+	defer db.Close()
+	files, err := journalFiles(path)
+	if err != nil {
+		return false, fmt.Errorf("logstore: cannot list the journal of %s: %w", path, err)
+	}
+	metas, err := readMetaPages(path)
+	if err != nil {
+		return false, err
+	}
+	for i, m := range metas {
+		if !m.valid && len(files) == 0 {
+			return false, corruptError(path, fmt.Sprintf("bbolt's meta page %d fails its checksum", i), nil)
 		}
 	}
-	// The journal is read only now that bbolt's lock is held: another
-	// process using this data dir would have failed the Open above.
-	if err := s.recover(created); err != nil {
-		_ = db.Close()
-		return nil, err
+	newest := metas[0]
+	if !newest.valid || metas[1].valid && metas[1].txid > newest.txid {
+		newest = metas[1]
 	}
-	s.ckpt = make(chan checkpoint, maxQueuedCheckpoints)
-	s.done = make(chan struct{})
-	go s.checkpointer()
-	return s, nil
+	return newest.valid && newest.freelist == noFreelist, nil
+}
+
+// migrateLegacy copies a file written by an older ketch (no freelist, no
+// format marker, values not sealed) into a new file of the current format,
+// reading the old one under a shared lock and under guard, and replaces it.
+// Its journal files stay (their records are of the old format too); the new
+// file says so (keyLegacyJournal) until they have been replayed.
+func migrateLegacy(path string, opts BoltOptions, timeout time.Duration) error {
+	old, err := openBoltDB(path, timeout, true, false)
+	if err != nil {
+		return err
+	}
+	defer old.Close()
+	files, err := journalFiles(path)
+	if err != nil {
+		return fmt.Errorf("logstore: cannot list the journal of %s: %w", path, err)
+	}
+	return createBolt(path, opts, timeout, func(db *bolt.DB) error {
+		return guard(path, "copying an older file", func() error {
+			return old.View(func(otx *bolt.Tx) error {
+				ometa, oents := otx.Bucket(bucketMeta), otx.Bucket(bucketEntries)
+				if ometa == nil || oents == nil {
+					return corruptError(path, "a bucket is missing", nil)
+				}
+				if ometa.Get(keyFormat) != nil {
+					return corruptError(path, "a file with the format marker but no freelist", nil)
+				}
+				copyBucket := func(from *bolt.Bucket, to []byte, maxKey int) error {
+					type kv struct{ k, v []byte }
+					var batch []kv
+					put := func() error {
+						err := db.Update(func(tx *bolt.Tx) error {
+							b := tx.Bucket(to)
+							b.FillPercent = appendFillPercent
+							for _, x := range batch {
+								if err := b.Put(x.k, x.v); err != nil {
+									return err
+								}
+							}
+							return nil
+						})
+						batch = batch[:0]
+						return err
+					}
+					var last []byte
+					err := from.ForEach(func(k, v []byte) error {
+						switch {
+						case len(k) == 0 || len(k) > maxKey:
+							return corruptError(path, fmt.Sprintf("a key of %d bytes", len(k)), nil)
+						case last != nil && bytes.Compare(last, k) >= 0:
+							return corruptError(path, fmt.Sprintf("keys of bucket %q are out of order", to), nil)
+						case v == nil:
+							return corruptError(path, fmt.Sprintf("bucket %q holds a bucket", to), nil)
+						}
+						if _, err := unseal(v); err == nil {
+							return corruptError(path, fmt.Sprintf("the format marker is missing, but key %x holds a sealed value", k), nil)
+						}
+						last = slices.Clone(k)
+						batch = append(batch, kv{last, seal(v)})
+						if len(batch) == 10000 {
+							return put()
+						}
+						return nil
+					})
+					if err != nil {
+						return err
+					}
+					return put()
+				}
+				if err := copyBucket(ometa, bucketMeta, 16); err != nil {
+					return err
+				}
+				if err := copyBucket(oents, bucketEntries, 8); err != nil {
+					return err
+				}
+				if len(files) == 0 {
+					return nil
+				}
+				return db.Update(func(tx *bolt.Tx) error {
+					return tx.Bucket(bucketMeta).Put(keyLegacyJournal, seal([]byte{1}))
+				})
+			})
+		})
+	})
 }
 
 // recover brings the file up to date before the store is used: it checks
-// bbolt's meta pages, starts a fresh journal file before anything is
-// written to bbolt (so a crash during what follows leaves a journal, which
-// is what tells a torn meta page from a damaged one next time), creates
-// the buckets of a new file, seals the values of a file written before
-// seals existed, replays the journal records bbolt does not have yet, and
-// removes the old journal files.
-func (s *BoltStore) recover(created bool) error {
+// the format, starts a fresh journal file before anything is written to
+// bbolt (so a crash during what follows leaves a journal, which is what
+// tells a torn meta page from a damaged one next time), replays the
+// journal records bbolt does not have yet (of the old format, once, after
+// migrateLegacy), and removes the old journal files.
+func (s *BoltStore) recover() error {
 	files, err := journalFiles(s.path)
 	if err != nil {
 		return fmt.Errorf("logstore: cannot list the journal of %s: %w", s.path, err)
 	}
-	if !created && len(files) == 0 {
-		// A clean stop: the last commit completed, so both meta pages are
-		// whole. One that fails its checksum is damage, and bbolt would
-		// quietly fall back to the other, older one, losing the last
-		// checkpoint.
-		if err := checkMetaPages(s.path); err != nil {
-			return err
-		}
-	}
 	var seq uint64
 	var format []byte
-	buckets := false
+	var legacyJournal bool
 	err = s.guard("recovery", func() error {
 		return s.db.View(func(tx *bolt.Tx) error {
 			meta, ents := tx.Bucket(bucketMeta), tx.Bucket(bucketEntries)
 			if meta == nil || ents == nil {
-				if !created && (meta != nil || ents != nil) {
-					return s.corrupt("a bucket is missing", nil)
-				}
-				return nil
+				return s.corrupt("a bucket is missing", nil)
 			}
-			buckets = true
 			format = slices.Clone(meta.Get(keyFormat))
+			legacyJournal = meta.Get(keyLegacyJournal) != nil
 			if v := meta.Get(keyJournalSeq); v != nil {
-				b, err := s.unsealValue("the journal sequence number", v, format == nil)
+				b, err := s.unsealValue("the journal sequence number", v, false)
 				if err != nil {
 					return err
 				}
@@ -242,7 +413,7 @@ func (s *BoltStore) recover(created bool) error {
 	if err != nil {
 		return s.wrapTxError("recovery", err)
 	}
-	if format != nil && (len(format) != 1 || format[0] != formatVersion) {
+	if len(format) != 1 || format[0] != formatVersion {
 		return s.corrupt(fmt.Sprintf("the format marker is %x, want %x (a ketch newer than this one, or damage)", format, []byte{formatVersion}), nil)
 	}
 
@@ -250,7 +421,7 @@ func (s *BoltStore) recover(created bool) error {
 	var replay []journalRecord
 	lastSeq, next := seq, uint64(0)
 	for i, f := range files {
-		recs, torn, err := readJournal(f, i == len(files)-1)
+		recs, torn, err := readJournal(f, i == len(files)-1, !legacyJournal)
 		if errors.Is(err, errJournalDamaged) {
 			return s.corrupt(err.Error(), nil)
 		}
@@ -287,9 +458,6 @@ func (s *BoltStore) recover(created bool) error {
 		}
 		return err
 	}
-	if err := s.prepare(buckets, format == nil); err != nil {
-		return fail(err)
-	}
 	if len(replay) > 0 {
 		if err := s.writeBolt(replay, lastSeq); err != nil {
 			if errors.Is(err, ErrInvalidUpdate) {
@@ -301,6 +469,16 @@ func (s *BoltStore) recover(created bool) error {
 	for _, f := range files {
 		if err := os.Remove(f.path); err != nil {
 			return fail(fmt.Errorf("logstore: cannot remove replayed journal file %s: %w", f.path, err))
+		}
+	}
+	if legacyJournal {
+		// The old journal files are gone: records from now on are of the
+		// current format.
+		err := s.guard("recovery", func() error {
+			return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Delete(keyLegacyJournal) })
+		})
+		if err != nil {
+			return fail(s.wrapTxError("recovery", err))
 		}
 	}
 	if s.j == nil {
@@ -333,95 +511,50 @@ func (s *BoltStore) startJournal(seq uint64) error {
 	return nil
 }
 
-// prepare creates the buckets of a new file and seals the values of a
-// file written before seals existed, in one synced transaction, and marks
-// the file with the format. It writes nothing to a file that has both.
-func (s *BoltStore) prepare(buckets, unmarked bool) error {
-	if buckets && !unmarked {
-		return nil
-	}
-	err := s.guard("preparing the file", func() error {
-		return s.db.Update(func(tx *bolt.Tx) error {
-			meta, err := tx.CreateBucketIfNotExists(bucketMeta)
-			if err != nil {
-				return err
-			}
-			ents, err := tx.CreateBucketIfNotExists(bucketEntries)
-			if err != nil {
-				return err
-			}
-			if unmarked {
-				if err := sealAll(meta); err != nil {
-					return err
-				}
-				ents.FillPercent = appendFillPercent
-				if err := sealAll(ents); err != nil {
-					return err
-				}
-			}
-			return meta.Put(keyFormat, []byte{formatVersion})
-		})
-	})
-	if err != nil {
-		return s.wrapTxError("preparing the file", err)
-	}
-	return nil
+// noFreelist is the freelist page id of a file whose freelist is not
+// stored (bbolt's PgidNoFreelist).
+const noFreelist = ^uint64(0)
+
+// metaPage is what readMetaPages finds in one of bbolt's meta pages.
+type metaPage struct {
+	valid          bool
+	txid, freelist uint64
 }
 
-// sealAll seals every value of b in place.
-func sealAll(b *bolt.Bucket) error {
-	type kv struct{ k, v []byte }
-	var all []kv
-	err := b.ForEach(func(k, v []byte) error {
-		if v != nil {
-			all = append(all, kv{slices.Clone(k), seal(v)})
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	for _, x := range all {
-		if err := b.Put(x.k, x.v); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// checkMetaPages verifies both of bbolt's meta pages in the file at path
-// (a page header, then magic, version, page size, flags, root, freelist,
+// readMetaPages reads both of bbolt's meta pages in the file at path (a
+// page header, then magic, version, page size, flags, root, freelist,
 // high water mark and txid, and an FNV-64a checksum of them; the layout of
 // go.etcd.io/bbolt's internal/common, stable across versions 1.3 and 1.4).
-func checkMetaPages(path string) error {
+// The page size comes from the first valid one, as in bbolt.
+func readMetaPages(path string) ([2]metaPage, error) {
+	var metas [2]metaPage
 	f, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("logstore: cannot open data file %s: %w", path, err)
+		return metas, fmt.Errorf("logstore: cannot open data file %s: %w", path, err)
 	}
 	defer f.Close()
 	const pageHeader, metaSum, magic = 16, 56, 0xED0CDAED
-	check := func(page int, off int64) (pageSize uint32, err error) {
+	read := func(off int64) (metaPage, uint32) {
 		buf := make([]byte, pageHeader+metaSum+8)
 		if _, err := f.ReadAt(buf, off); err != nil {
-			return 0, corruptError(path, fmt.Sprintf("meta page %d cannot be read (%v)", page, err), nil)
+			return metaPage{}, 0
 		}
 		m := buf[pageHeader:]
 		h := fnv.New64a()
 		h.Write(m[:metaSum])
 		if binary.LittleEndian.Uint32(m) != magic || h.Sum64() != binary.LittleEndian.Uint64(m[metaSum:]) {
-			return 0, corruptError(path, fmt.Sprintf("bbolt's meta page %d fails its checksum", page), nil)
+			return metaPage{}, 0
 		}
-		return binary.LittleEndian.Uint32(m[8:]), nil
+		return metaPage{valid: true, freelist: binary.LittleEndian.Uint64(m[32:]), txid: binary.LittleEndian.Uint64(m[48:])}, binary.LittleEndian.Uint32(m[8:])
 	}
-	size, err := check(0, 0)
-	if err != nil {
-		return err
+	var size uint32
+	metas[0], size = read(0)
+	if !metas[0].valid || size < 512 || size > 1<<20 || size&(size-1) != 0 {
+		metas[0].valid = false
+		size = uint32(os.Getpagesize())
 	}
-	if size < 512 || size > 1<<20 || size&(size-1) != 0 {
-		return corruptError(path, fmt.Sprintf("bbolt's meta page 0 names a page size of %d", size), nil)
-	}
-	_, err = check(1, int64(size))
-	return err
+	metas[1], _ = read(int64(size))
+	return metas, nil
 }
 
 // checkpointer moves full journal files into bbolt, in order, one

@@ -36,14 +36,20 @@ import (
 //
 // Record format, little-endian:
 //
-//	length  uint32  bytes of payload; the top bit (recordSealed) says the
-//	                payload's values are sealed (seal.go), as every record
-//	                written since seals exist is
-//	crc     uint32  CRC-32C of seq and payload
+//	length  uint32  bytes of payload; the top bit (recordSealed) marks the
+//	                format every record written since seals exist has
+//	crc     uint32  CRC-32C of length, seq and payload
 //	seq     uint64  sequence number, +1 per record, never reused
 //	payload         protowire: field 1 (bytes) a HardState, field 2 (bytes)
-//	                an Entry, each sealed, in the order of the Updates they
-//	                came from
+//	                an Entry, each sealed (seal.go), in the order of the
+//	                Updates they came from
+//	trailer         seq uint64, length uint32, and a CRC-32C of both (uint32):
+//	                written last, so a record with a valid trailer was
+//	                written whole
+//
+// A record without the flag (written before seals existed) has no trailer,
+// its CRC covers seq and payload only, and its values are sealed when it is
+// replayed; such records are accepted only in a file that predates seals.
 //
 // Replaying a record applies its fields in order: a hard state replaces the
 // stored one; an entry whose index is at or below the last index truncates
@@ -54,22 +60,24 @@ import (
 // journal files are removed. A record cut short or failing its checksum at
 // the very end of the last file is a write that was never acknowledged
 // (its fdatasync had not returned when the process or machine died) and is
-// dropped; anywhere else it is corruption (ErrCorrupt). A torn write looks
-// like a cut: the file ends inside the record, or zero-filled sectors end
-// it (blocks allocated but never written). A whole record that fails its
-// checksum with data to its end, or a cut-short record whose bytes to the
-// end of the file would pass as the whole record (its length field is what
-// is damaged), is a flipped byte, not a tear: ErrCorrupt, since the write
-// was acknowledged.
+// dropped; anywhere else it is corruption (ErrCorrupt). The trailer tells
+// the two apart: a write is appended and torn only at its end, so a torn
+// record never ends the file with its valid trailer, while an acknowledged
+// record always does; a record that fails its checksum although the file
+// ends with its trailer (its bytes, or its length field, were damaged
+// afterwards) was acknowledged and is ErrCorrupt. A record whose checksum
+// holds but whose trailer does not is whole and is kept.
 
 const (
 	journalHeaderBytes = 16
 	// maxJournalRecord bounds a record's claimed length when reading, so a
 	// damaged length field is recognised instead of allocating gigabytes.
 	maxJournalRecord = 1 << 30
-	// recordSealed flags, in the length field, a record whose values are
-	// sealed.
+	// recordSealed flags, in the length field, a record of the current
+	// format: sealed values, a CRC over the length too, and a trailer.
 	recordSealed = 1 << 31
+	// journalTrailerBytes is the size of a record's trailer.
+	journalTrailerBytes = 16
 	// DefaultJournalFileBytes is BoltOptions.JournalFileBytes's default.
 	DefaultJournalFileBytes = 1 << 20
 )
@@ -146,7 +154,7 @@ func encodeRecord(seq uint64, updates []Update) ([]byte, error) {
 	if payload > maxJournalRecord {
 		return nil, fmt.Errorf("%w: a batch of %d bytes is too large for one journal record", ErrInvalidUpdate, payload)
 	}
-	buf := make([]byte, journalHeaderBytes, journalHeaderBytes+payload)
+	buf := make([]byte, journalHeaderBytes, journalHeaderBytes+payload+journalTrailerBytes)
 	cached := proto.MarshalOptions{UseCachedSize: true}
 	var err error
 	for k, m := range msgs {
@@ -164,10 +172,40 @@ func encodeRecord(seq uint64, updates []Update) ([]byte, error) {
 	}
 	binary.LittleEndian.PutUint32(buf[0:], uint32(payload)|recordSealed)
 	binary.LittleEndian.PutUint64(buf[8:], seq)
-	crc := crc32.Update(0, crcTable, buf[8:16])
-	crc = crc32.Update(crc, crcTable, buf[journalHeaderBytes:])
-	binary.LittleEndian.PutUint32(buf[4:], crc)
-	return buf, nil
+	binary.LittleEndian.PutUint32(buf[4:], headerCRC(buf[:journalHeaderBytes], buf[journalHeaderBytes:], true))
+	return appendTrailer(buf, seq, uint32(payload)), nil
+}
+
+// headerCRC is a record's checksum: of the length word (current format
+// only), seq and payload.
+func headerCRC(header, payload []byte, current bool) uint32 {
+	crc := uint32(0)
+	if current {
+		crc = crc32.Update(crc, crcTable, header[0:4])
+	}
+	crc = crc32.Update(crc, crcTable, header[8:16])
+	return crc32.Update(crc, crcTable, payload)
+}
+
+// appendTrailer appends the trailer of record seq with a payload of n bytes.
+func appendTrailer(buf []byte, seq uint64, n uint32) []byte {
+	at := len(buf)
+	buf = binary.LittleEndian.AppendUint64(buf, seq)
+	buf = binary.LittleEndian.AppendUint32(buf, n)
+	return binary.LittleEndian.AppendUint32(buf, crc32.Checksum(buf[at:], crcTable))
+}
+
+// trailerAt reports whether data holds a valid trailer at off, and its
+// seq and payload length.
+func trailerAt(data []byte, off int) (seq uint64, n uint32, ok bool) {
+	if off < 0 || off+journalTrailerBytes > len(data) {
+		return 0, 0, false
+	}
+	t := data[off : off+journalTrailerBytes]
+	if crc32.Checksum(t[:12], crcTable) != binary.LittleEndian.Uint32(t[12:]) {
+		return 0, 0, false
+	}
+	return binary.LittleEndian.Uint64(t), binary.LittleEndian.Uint32(t[8:]), true
 }
 
 // recordOp is one field of a record's payload: a sealed, marshalled
@@ -258,11 +296,13 @@ type journalRecord struct {
 // content, as opposed to failing to read it.
 var errJournalDamaged = errors.New("journal damaged")
 
-// readJournal reads every record of one file. A bad record at the end of
-// the last file (last == true) that looks torn (tornAt) ends the file,
-// reported as torn (the bytes dropped); any other bad record is
-// corruption.
-func readJournal(f journalFile, last bool) (recs []journalRecord, tornBytes int64, err error) {
+// readJournal reads every record of one file. current says the file's
+// records must be of the current format (the store's file is marked with
+// the format; see seal.go); otherwise they must be of the old one. A bad
+// record at the end of the last file (last == true) that is torn (see the
+// top of this file) ends the file, reported as torn (the bytes dropped);
+// any other bad record is corruption.
+func readJournal(f journalFile, last, current bool) (recs []journalRecord, tornBytes int64, err error) {
 	data, err := os.ReadFile(f.path)
 	if err != nil {
 		return nil, 0, err
@@ -270,86 +310,86 @@ func readJournal(f journalFile, last bool) (recs []journalRecord, tornBytes int6
 	off := 0
 	want := f.first
 	for off < len(data) {
-		bad, cut := "", false
-		var seq uint64
-		var payload []byte
-		var sealed bool
-		switch rest := data[off:]; {
-		case len(rest) < journalHeaderBytes:
-			bad, cut = "a record header is cut short", true
-		default:
-			word := binary.LittleEndian.Uint32(rest[0:])
-			n, crc := word&^recordSealed, binary.LittleEndian.Uint32(rest[4:])
-			sealed = word&recordSealed != 0
-			seq = binary.LittleEndian.Uint64(rest[8:])
-			switch {
-			case n > maxJournalRecord:
-				bad = fmt.Sprintf("a record claims %d bytes", n)
-			case int(n) > len(rest)-journalHeaderBytes:
-				bad, cut = "a record is cut short", true
-				if recordCRC(rest[8:16], rest[journalHeaderBytes:]) == crc {
-					// The bytes to the end pass as the whole record: its
-					// length field is damaged, not the write torn.
-					cut = false
-					bad = "a record's length field is damaged"
-				}
-			default:
-				payload = rest[journalHeaderBytes : journalHeaderBytes+int(n)]
-				if recordCRC(rest[8:16], payload) != crc {
-					bad = "a record fails its checksum"
-				} else if seq != want {
-					bad = fmt.Sprintf("record %d follows %d", seq, want-1)
-				}
-			}
+		rec, size, bad, torn := parseRecord(data, off, current)
+		if bad == "" && rec.seq != want {
+			bad, torn = fmt.Sprintf("record %d follows %d", rec.seq, want-1), false
 		}
 		if bad != "" {
 			// A torn write can only be the last thing in the last file:
 			// nothing after it was ever acknowledged. If a whole valid
 			// record follows, this is damage, not a torn write.
-			if last && (cut || zeroTail(data, off)) && !validRecordAfter(data, off) {
+			if last && torn && !validRecordAfter(data, off, current) {
 				return recs, int64(len(data) - off), nil
 			}
 			return nil, 0, fmt.Errorf("%w: journal %s at byte %d: %s", errJournalDamaged, f.path, off, bad)
 		}
-		if derr := walkRecord(payload, sealed, func(recordOp) error { return nil }); derr != nil {
-			return nil, 0, fmt.Errorf("%w: journal %s at byte %d: record %d does not decode: %v", errJournalDamaged, f.path, off, seq, derr)
+		if derr := walkRecord(rec.payload, rec.sealed, func(recordOp) error { return nil }); derr != nil {
+			return nil, 0, fmt.Errorf("%w: journal %s at byte %d: record %d does not decode: %v", errJournalDamaged, f.path, off, rec.seq, derr)
 		}
-		recs = append(recs, journalRecord{seq: seq, payload: payload, sealed: sealed})
-		off += journalHeaderBytes + len(payload)
+		recs = append(recs, rec)
+		off += size
 		want++
 	}
 	return recs, 0, nil
 }
 
-func recordCRC(seq, payload []byte) uint32 {
-	return crc32.Update(crc32.Update(0, crcTable, seq), crcTable, payload)
+// parseRecord reads the record at off: the record and its size, or why it
+// is bad and whether that is what a torn write leaves (only meaningful at
+// the end of the last file).
+func parseRecord(data []byte, off int, current bool) (rec journalRecord, size int, bad string, torn bool) {
+	rest := data[off:]
+	if len(rest) < journalHeaderBytes {
+		return rec, 0, "a record header is cut short", true
+	}
+	word := binary.LittleEndian.Uint32(rest[0:])
+	n, flagged := word&^recordSealed, word&recordSealed != 0
+	rec.seq, rec.sealed = binary.LittleEndian.Uint64(rest[8:]), flagged
+	if flagged != current {
+		// The flag is covered by the checksum of current records; an
+		// unflagged record in a current file (or the reverse) is damage,
+		// unless the write was torn.
+		return rec, 0, fmt.Sprintf("a record of the wrong format (flag %v in a file of format %v)", flagged, current), !wholeRecordEnds(data, off, current)
+	}
+	trailer := 0
+	if current {
+		trailer = journalTrailerBytes
+	}
+	if n > maxJournalRecord || int(n)+trailer > len(rest)-journalHeaderBytes {
+		return rec, 0, fmt.Sprintf("a record of %d bytes is cut short", n), !wholeRecordEnds(data, off, current)
+	}
+	rec.payload = rest[journalHeaderBytes : journalHeaderBytes+int(n)]
+	size = journalHeaderBytes + int(n) + trailer
+	if headerCRC(rest, rec.payload, current) != binary.LittleEndian.Uint32(rest[4:]) {
+		switch {
+		case !current:
+			return rec, 0, "a record fails its checksum", true // the old format cannot tell
+		case size < len(rest):
+			// Bytes follow it: a torn write is the last thing in a file.
+			return rec, 0, "a record fails its checksum", false
+		}
+		return rec, 0, "a record fails its checksum", !wholeRecordEnds(data, off, current)
+	}
+	return rec, size, "", false
 }
 
-// zeroTail reports whether the file, from the record at off on, ends in
-// what an unfinished write leaves: zeros from off to the end, or whole
-// zero-filled sectors after the last byte written (blocks allocated but
-// never written read as zeros; pages are written whole or not at all). A
-// flipped byte inside a record does not make zeros.
-func zeroTail(data []byte, off int) bool {
-	z := len(data)
-	for z > off && data[z-1] == 0 {
-		z--
+// wholeRecordEnds reports whether the file ends with the trailer of the
+// record at off (the last one), found by its seq or by its length: then the
+// record was written to its end and acknowledged, and damage to it is not
+// a torn write. Records of the old format have no trailer; for them it
+// reports false.
+func wholeRecordEnds(data []byte, off int, current bool) bool {
+	if !current {
+		return false
 	}
-	if z == off {
-		return true
-	}
-	return (z+511)&^511 < len(data)
+	seq, n, ok := trailerAt(data, len(data)-journalTrailerBytes)
+	return ok && (seq == binary.LittleEndian.Uint64(data[off+8:]) || int(n) == len(data)-off-journalHeaderBytes-journalTrailerBytes)
 }
 
 // validRecordAfter reports whether a complete record with a good checksum
 // starts anywhere after the bad one at off.
-func validRecordAfter(data []byte, off int) bool {
+func validRecordAfter(data []byte, off int, current bool) bool {
 	for p := off + 1; p+journalHeaderBytes <= len(data); p++ {
-		n := binary.LittleEndian.Uint32(data[p:]) &^ recordSealed
-		if n > maxJournalRecord || int(n) > len(data)-p-journalHeaderBytes {
-			continue
-		}
-		if recordCRC(data[p+8:p+16], data[p+journalHeaderBytes:p+journalHeaderBytes+int(n)]) == binary.LittleEndian.Uint32(data[p+4:]) {
+		if _, _, bad, _ := parseRecord(data, p, current); bad == "" {
 			return true
 		}
 	}
@@ -401,7 +441,7 @@ func (w *journalWriter) append(updates []Update) ([]byte, error) {
 	}
 	w.size += int64(len(buf))
 	w.next++
-	return buf[journalHeaderBytes:], nil
+	return buf[journalHeaderBytes : len(buf)-journalTrailerBytes], nil
 }
 
 func (w *journalWriter) close() error { return w.f.Close() }

@@ -100,43 +100,63 @@ func TestJournalRecoversAcknowledgedWrites(t *testing.T) {
 }
 
 // A write whose fdatasync never returned was never acknowledged: a torn
-// last record (the file ends inside it, or zero-filled sectors end it) is
-// dropped. A last record that is whole but fails its checksum with data to
-// its end, or whose length field is damaged, was acknowledged: that is
-// corruption, never a quiet loss.
+// last record (the file ends inside it or before its trailer; the bytes
+// that did land may be zeros) is dropped. A last record that fails its
+// checksum although the file ends with its trailer, or whose length field
+// is damaged, was acknowledged: that is corruption, never a quiet loss.
+// The data is zeros, as a value of zeros is, so no test relies on the data
+// looking unlike a tear; a damaged trailer alone loses nothing.
 func TestJournalDropsATornTail(t *testing.T) {
 	s := mustOpenBolt(t, filepath.Join(t.TempDir(), "ketch.db"))
 	wantHS, want := history(t, s)
 	big := ents(121, 125, 3)
 	for _, e := range big {
-		e.Data = []byte(strings.Repeat("ketch!", 200)) // no zeros of its own
+		e.Data = make([]byte, 1200)
 	}
 	mustWrite(t, s, Update{Entries: big}) // the write that will be torn
 
+	const (
+		torn = iota
+		corrupt
+		intact
+	)
 	for _, tc := range []struct {
-		name    string
-		tear    func(data []byte) []byte
-		corrupt bool
+		name string
+		tear func(data []byte) []byte
+		want int
 	}{
-		{"cut short", func(d []byte) []byte { return d[:len(d)-7] }, false},
-		{"header cut short", func(d []byte) []byte { return d[:len(d)-lastRecordLen(t, d)+5] }, false},
+		{"cut short", func(d []byte) []byte { return d[:len(d)-7] }, torn},
+		{"cut before its trailer", func(d []byte) []byte { return d[:len(d)-journalTrailerBytes] }, torn},
+		{"header cut short", func(d []byte) []byte { return d[:len(d)-lastRecordLen(t, d)+5] }, torn},
 		{"all zeros from the record on", func(d []byte) []byte {
 			clear(d[len(d)-lastRecordLen(t, d):])
 			return d
-		}, false},
+		}, torn},
 		{"zero sectors at the end", func(d []byte) []byte {
 			from := (len(d) - lastRecordLen(t, d) + 600) &^ 511
 			clear(d[from:])
 			return d
-		}, false},
-		{"a flipped byte in the last record", func(d []byte) []byte {
-			d[len(d)-3] ^= 0x5a
+		}, torn},
+		{"a flipped byte in the last record's data", func(d []byte) []byte {
+			d[len(d)-journalTrailerBytes-3] ^= 0x5a
 			return d
-		}, true},
+		}, corrupt},
+		{"a zero byte made non-zero in the last record", func(d []byte) []byte {
+			d[len(d)-journalTrailerBytes-600] = 0x01
+			return d
+		}, corrupt},
 		{"the last record's length damaged", func(d []byte) []byte {
 			d[len(d)-lastRecordLen(t, d)] ^= 0x40
 			return d
-		}, true},
+		}, corrupt},
+		{"the last record's format flag damaged", func(d []byte) []byte {
+			d[len(d)-lastRecordLen(t, d)+3] ^= 0x80
+			return d
+		}, corrupt},
+		{"a flipped byte in the last record's trailer", func(d []byte) []byte {
+			d[len(d)-3] ^= 0x5a
+			return d
+		}, intact},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			img := crashImage(t, s)
@@ -149,7 +169,8 @@ func TestJournalDropsATornTail(t *testing.T) {
 			if err := os.WriteFile(last, tc.tear(data), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			if tc.corrupt {
+			switch tc.want {
+			case corrupt:
 				r, err := OpenBolt(img, BoltOptions{})
 				if err == nil {
 					r.Close()
@@ -158,13 +179,19 @@ func TestJournalDropsATornTail(t *testing.T) {
 				if !errors.Is(err, ErrCorrupt) {
 					t.Fatalf("OpenBolt = %v, want ErrCorrupt", err)
 				}
-				return
+			case torn:
+				r := mustOpenBolt(t, img)
+				if r.Recovered().TornBytes == 0 {
+					t.Error("Recovered().TornBytes = 0, want the torn record's size")
+				}
+				checkState(t, r, wantHS, want) // everything but the torn write
+			case intact:
+				r := mustOpenBolt(t, img)
+				if r.Recovered().TornBytes != 0 {
+					t.Errorf("Recovered().TornBytes = %d, want nothing dropped", r.Recovered().TornBytes)
+				}
+				checkState(t, r, wantHS, cat(want, big))
 			}
-			r := mustOpenBolt(t, img)
-			if r.Recovered().TornBytes == 0 {
-				t.Error("Recovered().TornBytes = 0, want the torn record's size")
-			}
-			checkState(t, r, wantHS, want) // everything but the torn write
 		})
 	}
 }
@@ -174,7 +201,7 @@ func TestJournalDropsATornTail(t *testing.T) {
 func lastRecordLen(t *testing.T, d []byte) int {
 	off, n := 0, 0
 	for off < len(d) {
-		n = journalHeaderBytes + int(binary.LittleEndian.Uint32(d[off:])&^recordSealed)
+		n = journalHeaderBytes + int(binary.LittleEndian.Uint32(d[off:])&^recordSealed) + journalTrailerBytes
 		off += n
 	}
 	if off != len(d) {

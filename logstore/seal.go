@@ -16,10 +16,12 @@ import (
 // so a checkpoint still copies them without decoding, and every read from
 // bbolt or the journal verifies the seal before anything is decoded.
 //
-// Files written before seals existed have no format key in the meta
-// bucket; OpenBolt seals their values once, in one transaction, and their
-// journal records (recognised by a flag in the record header) are sealed
-// as they are replayed.
+// Files written before seals existed (by an older ketch: no freelist on
+// disk, no format key in the meta bucket) are copied once into a new file
+// of the current format (migrateLegacy), and their journal records (which
+// lack the flag of the current record format) are sealed as they are
+// replayed. Damage those files took before the upgrade cannot be told from
+// data: they had no checksums.
 
 // sealBytes is the size of a seal.
 const sealBytes = 4
@@ -56,8 +58,10 @@ func unseal(v []byte) ([]byte, error) {
 // ones make its page arithmetic go out of bounds (a slice out of range in
 // a cursor, a page id past the file) or fault on the memory map, which
 // debug.SetPanicOnFault turns into a panic as well. bbolt rolls its
-// transaction back on a panic, so the file and its lock are left as they
-// were. The store must not be used for anything but Close afterwards.
+// transactions back on a panic; a panic inside bolt.Open may leave the
+// file open and locked in this process, which then stops (the node exits
+// on ErrCorrupt). The store must not be used for anything but Close
+// afterwards.
 func (s *BoltStore) guard(op string, f func() error) error { return guard(s.path, op, f) }
 
 func guard(path, op string, f func() error) (err error) {
