@@ -131,6 +131,12 @@ type Config struct {
 	// followers does not grow without bound. A proposal is always
 	// accepted while nothing is uncommitted, however large. Default 64 MiB.
 	MaxUncommittedBytes int
+	// MaxForwardedReads bounds the reads followers forwarded to this
+	// leader (Config.FollowerReads) that wait for their read round; past
+	// it a ReadIndexRequest is refused at once and the follower fails
+	// its reads with ErrReadNotConfirmed (its clients retry). Local reads
+	// are bounded by the driver. Default 16384.
+	MaxForwardedReads int
 	// LogCacheEntries is how many applied entries the node keeps in memory
 	// beyond those it still needs (not yet durable, committed or applied).
 	// Older entries are dropped from memory (only their terms are kept)
@@ -208,6 +214,8 @@ const (
 	DefaultMaxClockDrift     = 0.1
 	// DefaultMaxUncommittedBytes is Config.MaxUncommittedBytes's default.
 	DefaultMaxUncommittedBytes = 64 << 20
+	// DefaultMaxForwardedReads is Config.MaxForwardedReads's default.
+	DefaultMaxForwardedReads = 16384
 )
 
 func (c *Config) setDefaults() {
@@ -219,9 +227,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxInflight == 0 {
 		c.MaxInflight = DefaultMaxInflight
-	}
-	if c.MaxMsgBytes == 0 {
-		c.MaxMsgBytes = DefaultMaxMsgBytes
 	}
 	if c.RetransmitRounds == 0 {
 		c.RetransmitRounds = DefaultRetransmitRounds
@@ -235,6 +240,12 @@ func (c *Config) setDefaults() {
 	c.Limits = c.Limits.WithDefaults()
 	if c.MaxUncommittedBytes == 0 {
 		c.MaxUncommittedBytes = DefaultMaxUncommittedBytes
+	}
+	if c.MaxForwardedReads == 0 {
+		c.MaxForwardedReads = DefaultMaxForwardedReads
+	}
+	if c.MaxMsgBytes == 0 {
+		c.MaxMsgBytes = min(DefaultMaxMsgBytes, c.Limits.AppendBudget())
 	}
 }
 
@@ -254,8 +265,8 @@ func (c *Config) Validate() error {
 	if c.MaxMsgBytes > c.Limits.AppendBudget() {
 		return fmt.Errorf("fsm: MaxMsgBytes %d exceeds what one message may carry (%d, Limits.MaxMessageBytes less the envelope)", c.MaxMsgBytes, c.Limits.AppendBudget())
 	}
-	if c.MaxUncommittedBytes < 1 {
-		return errors.New("fsm: MaxUncommittedBytes must be positive")
+	if c.MaxUncommittedBytes < 1 || c.MaxForwardedReads < 1 {
+		return errors.New("fsm: MaxUncommittedBytes and MaxForwardedReads must be positive")
 	}
 	seen := map[uint64]bool{}
 	self := false

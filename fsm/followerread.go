@@ -54,10 +54,13 @@ func (n *Node) forwardReads(ids []uint64) {
 // so the asker fails its reads at once.
 func (n *Node) handleReadIndexRequest(m *pb.RaftMessage) {
 	ctx := m.GetReadIndexRequest().GetContext()
-	if n.role != Leader {
+	if n.role != Leader || n.forwarded >= n.cfg.MaxForwardedReads {
+		// Not the leader, or too many followers' reads wait already: the
+		// follower fails its reads at once and its clients retry.
 		n.send(m.From, &pb.ReadIndexResponse{Context: ctx, Rejected: true}, true)
 		return
 	}
+	n.forwarded++
 	n.registerReads([]pendingRead{{from: m.From, ctx: ctx}})
 }
 

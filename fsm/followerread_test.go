@@ -181,6 +181,34 @@ func TestLeaderAnswersForwardedRead(t *testing.T) {
 	})
 }
 
+// Backpressure on followers' reads (review of issue 11): at most
+// MaxForwardedReads wait on the leader; the next is refused at once, and
+// once the waiting ones are answered there is room again.
+func TestForwardedReadsAreBounded(t *testing.T) {
+	cfg := testConfig(1)
+	cfg.MaxForwardedReads = 2
+	n := nodeInRole(t, cfg, Leader)
+	stepSettled(t, n, appendAck(2, 1, 3, 2))
+	refused := func(acts []Action, ctx uint64) bool {
+		for _, m := range sentTo(acts, 2) {
+			if r := m.GetReadIndexResponse(); r.GetContext() == ctx && r.GetRejected() {
+				return true
+			}
+		}
+		return false
+	}
+	for ctx := uint64(1); ctx <= 3; ctx++ {
+		acts := n.Step(Message{Msg: raftMsg(2, 1, 3, &pb.ReadIndexRequest{Context: ctx})})
+		if refused(acts, ctx) != (ctx == 3) {
+			t.Fatalf("request %d: refused %v, want only the third refused: %v", ctx, refused(acts, ctx), describe(acts))
+		}
+	}
+	n.Step(readAck(3, 1, 3, 0, n.readRound)) // the rounds are confirmed: both answered
+	if acts := n.Step(Message{Msg: raftMsg(2, 1, 3, &pb.ReadIndexRequest{Context: 4})}); refused(acts, 4) {
+		t.Fatalf("no room after the answers: %v", describe(acts))
+	}
+}
+
 // A forwarded read must not hang: it fails with ErrReadNotConfirmed when
 // the leader refuses it, when this node stops following the leader it asked
 // before the answer came (new term, new leader, its own election), and at

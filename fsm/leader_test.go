@@ -297,6 +297,48 @@ func TestLeaderBringsFigure7FollowersIntoAgreement(t *testing.T) {
 	}
 }
 
+// Regression (review of issue 11): an in-term rejection past the leader's
+// log moved next past it; every later probe then carried a prev index with
+// no term, which the follower refused as malformed, and replication to it
+// stalled until leadership changed. It is rejected now, and the follower
+// is still caught up.
+func TestRejectionPastTheLogIsRejected(t *testing.T) {
+	n := replicatingLeader(t, testConfig(1))
+	acts := n.Step(appendReject(2, 1, 1, 1<<40, 0, 1<<40))
+	if r := actionsOf[Rejected](acts); len(r) != 1 || !errors.Is(r[0].Err, ErrImpossible) {
+		t.Fatalf("rejection past the log: %v, want a Rejected", describe(acts))
+	}
+	if pr := n.progress[2]; pr.next != 2 {
+		t.Fatalf("progress %+v after the forged rejection, want next 2", *pr)
+	}
+	aes := appendsTo(propose(n, "x"), 2)
+	if len(aes) != 1 || aes[0].PrevLogIndex != 1 || aes[0].PrevLogTerm != 1 {
+		t.Fatalf("replication after the forged rejection: %v", aes)
+	}
+}
+
+// The re-probe rule below fires on honest traffic too: in a pipeline, the
+// rejection of a message that overtook an earlier one arrives after the
+// earlier one's acknowledgement. It costs a probe round and nothing else:
+// the follower is caught up and commits go on.
+func TestReorderedRejectionCostsOneProbe(t *testing.T) {
+	n := replicatingLeader(t, testConfig(1))
+	propose(n, "a", "b")
+	settle(t, n)
+	// The follower got the message with prev 2 first (log ends at 1: it
+	// rejects), then the one with prev 1 (acks 3); the leader hears them in
+	// the other order.
+	n.Step(appendAck(2, 1, 1, 3))
+	n.Step(Message{Msg: raftMsg(2, 1, 1, &pb.AppendEntriesResponse{RejectIndex: 3, ConflictIndex: 2, LastLogIndex: 1})})
+	if st := n.Status(); st.Commit != 3 {
+		t.Fatalf("commit %d, want 3 (it never goes back)", st.Commit)
+	}
+	acts := n.Step(appendAck(2, 1, 1, 3)) // the probe from 2 is answered
+	if pr := n.progress[2]; pr.match != 3 || !pr.replicate {
+		t.Fatalf("progress %+v after the probe's answer: want match 3, replicating (%v)", *pr, describe(acts))
+	}
+}
+
 // A follower that lost entries it had acknowledged (its data dir replaced
 // by an empty one, or an older copy, after corruption) rejects the
 // leader's heartbeat at its match index with a shorter log. Rejections at
@@ -342,7 +384,8 @@ func TestLeaderIgnoresStaleRejections(t *testing.T) {
 	}{
 		// The leader (term 3, log [1 2]) probes 2 at prev 1, next 2.
 		{"probe: answers an older probe", nil, appendReject(2, 1, 3, 0, 0, 1), true, 2, false},
-		{"probe: answers a later point", nil, appendReject(2, 1, 3, 5, 0, 1), true, 2, false},
+		// Past the leader's log: impossible, and rejected as such.
+		{"probe: answers a point past the log", nil, appendReject(2, 1, 3, 5, 0, 1), true, 2, false},
 		{"replicate: at the match index", []Message{appendAck(2, 1, 3, 2)}, appendReject(2, 1, 3, 2, 1, 1), true, 3, true},
 		{"replicate: below the match index", []Message{appendAck(2, 1, 3, 2)}, appendReject(2, 1, 3, 1, 0, 1), true, 3, true},
 		// Control: the current probe's rejection is acted on.
@@ -355,8 +398,11 @@ func TestLeaderIgnoresStaleRejections(t *testing.T) {
 				n.Step(m)
 			}
 			acts := n.Step(tt.reject)
-			if tt.ignored && len(acts) != 0 {
+			if tt.ignored && len(acts) != len(actionsOf[Rejected](acts)) {
 				t.Fatalf("stale rejection caused %v", describe(acts))
+			}
+			if past := tt.reject.Msg.GetAppendEntriesResponse().RejectIndex > 2; past != (len(actionsOf[Rejected](acts)) == 1) {
+				t.Fatalf("a rejection past the log (%v) must be Rejected, no other: %v", past, describe(acts))
 			}
 			if !tt.ignored && len(appendsTo(acts, 2)) != 1 {
 				t.Fatalf("current rejection caused %v, want a new probe", describe(acts))

@@ -55,9 +55,11 @@ type Node struct {
 	// bounded by Config.MaxUncommittedBytes.
 	uncommitted int
 	// ReadIndex (thesis §6.4): the latest read round of this term and the
-	// reads waiting, in arrival order (rounds and indexes never decrease).
+	// reads waiting, in arrival order (rounds and indexes never decrease);
+	// forwarded counts those a follower forwarded (MaxForwardedReads).
 	readRound uint64
 	reads     []pendingRead
+	forwarded int
 	// Leadership transfer (thesis §3.10): the target, 0 when none, and the
 	// leader ticks (election timer firings) it has lasted.
 	transferee    uint64
@@ -252,6 +254,8 @@ func (n *Node) stepMessage(m *pb.RaftMessage) {
 		// responses are dropped (ARCHITECTURE §3 rule 5).
 		switch {
 		case m.GetAppendEntries() != nil:
+			// No conflict_index: the answer says nothing about this log,
+			// and the leader ignores it unless it steps down.
 			n.send(m.From, &pb.AppendEntriesResponse{
 				RejectIndex:  m.GetAppendEntries().PrevLogIndex,
 				LastLogIndex: n.log.lastIndex(),
@@ -444,7 +448,7 @@ func (n *Node) becomeLeader() {
 	n.dropForwarded(true) // the HeartbeatTimer is the leader's now
 	n.votes, n.refusals = nil, nil
 	n.round = 0
-	n.readRound, n.reads = 0, nil
+	n.readRound, n.reads, n.forwarded = 0, nil, 0
 	n.leaseRounds, n.leaseEnded, n.bugCheckAt = nil, false, 0
 	n.transferee, n.transferTicks = 0, 0
 	n.uncommitted = 0

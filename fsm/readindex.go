@@ -83,6 +83,7 @@ func (n *Node) serveReads() {
 			// A follower's read: it waits for its own state machine
 			// (thesis §6.4, last paragraph).
 			n.send(r.from, &pb.ReadIndexResponse{Context: r.ctx, Index: r.index}, false)
+			n.forwarded--
 			continue
 		case n.stateAt >= r.index:
 			n.acts = append(n.acts, ReadReady{ID: r.id, Index: r.index})
@@ -125,5 +126,5 @@ func (n *Node) abandonReads() {
 		}
 		n.acts = append(n.acts, ReadReady{ID: r.id, Err: ErrReadNotConfirmed})
 	}
-	n.reads = nil
+	n.reads, n.forwarded = nil, 0
 }

@@ -72,10 +72,12 @@ func (n *Node) stepLeader(m *pb.RaftMessage) {
 		n.handleRequestVote(m) // refused: this node voted for itself
 	case m.GetAppendEntriesResponse() != nil:
 		n.handleAppendResponse(m.From, m.GetAppendEntriesResponse())
+	case m.GetAppendEntries() != nil:
+		// An AppendEntries in the leader's own term would mean two leaders
+		// in one term (Raft §5.2, Election Safety). It cannot come from a
+		// correct peer: it is rejected rather than trusted.
+		n.reject(m.From, ErrImpossible, "an AppendEntries of this leader's own term %d", m.Term)
 	}
-	// An AppendEntries in the leader's own term would mean two leaders in
-	// one term (Raft §5.2 election safety). It cannot come from a correct
-	// peer and is ignored rather than trusted.
 }
 
 // maybeWin makes a candidate leader once a majority of the members,
@@ -365,6 +367,20 @@ func (n *Node) handleAppendResponse(from uint64, r *pb.AppendEntriesResponse) {
 		n.sendAppend(from)
 		return
 	}
+	if r.ConflictIndex == 0 {
+		// The answer to an AppendEntries of a term the follower had left
+		// (Raft §5.1, see stepMessage): it carries the follower's term and
+		// nothing about its log. This leader may be in that very term and
+		// have sent the message in an earlier one; there is nothing to
+		// learn from it.
+		return
+	}
+	if r.RejectIndex > n.log.lastIndex() {
+		// This leader never sent an AppendEntries in its term whose prev is
+		// past its log; believing it would move next past the log for good.
+		n.reject(from, ErrImpossible, "rejects index %d, but this leader's log ends at %d", r.RejectIndex, n.log.lastIndex())
+		return
+	}
 	// A rejection at the very point the follower acknowledged, from a log
 	// that now ends before it: the follower lost entries it had made
 	// durable (its data dir was replaced or restored from an older copy,
@@ -372,8 +388,10 @@ func (n *Node) handleAppendResponse(from uint64, r *pb.AppendEntriesResponse) {
 	// below would ignore the rejection forever: the follower would never
 	// be caught up. Probe it again from where its log ends. Forgetting
 	// part of its match can only delay commits (the commit index never
-	// decreases), and a late duplicate of an old rejection that looks
-	// like this costs one probe.
+	// decreases). Honest traffic can look like this too (in a pipeline,
+	// a rejection of a later message that overtook an earlier one, or a
+	// duplicate, arriving after the acknowledgement), and then it costs
+	// one probe round.
 	if r.RejectIndex == pr.match && r.ConflictTerm == 0 && r.LastLogIndex < pr.match {
 		pr.match = r.LastLogIndex
 		pr.becomeProbe(r.LastLogIndex + 1)

@@ -201,7 +201,7 @@ func TestAppendReplacingCommittedEntriesIsRejected(t *testing.T) {
 func TestUncommittedBytesAreBounded(t *testing.T) {
 	cfg := testConfig(1)
 	cfg.MaxUncommittedBytes = 4 * entrySize(make([]byte, 100))
-	n := replicatingLeader(t, cfg) // no-op at 1 committed? not yet: 2 acked 1
+	n := replicatingLeader(t, cfg) // its no-op (index 1) acknowledged by 2: committed
 	settle(t, n)
 	if n.uncommitted != 0 {
 		t.Fatalf("uncommitted %d after the no-op committed, want 0", n.uncommitted)

@@ -53,6 +53,8 @@ const (
 	hVoteLastTermAbove
 	hReadIndexAbsurd
 	hReplaceCommitted // for a node with a commit index: entries that replace a committed one
+	hRejectPastLog    // for a leader: a rejection of an index past its log
+	hAppendToLeader   // for a leader: an AppendEntries of its own term (two leaders in one term)
 	numHostileKinds
 )
 
@@ -60,6 +62,7 @@ var hostileNames = [numHostileKinds]string{
 	"wrong-cluster", "non-member", "not-for-receiver", "term-zero", "term-huge", "term-gap", "no-body",
 	"entry-gap", "entry-terms-shrink", "entry-term-above", "entry-too-large", "entry-wraps", "prev-index-absurd",
 	"too-many-entries", "match-absurd", "match-past-log", "vote-last-term-above", "read-index-absurd", "replace-committed",
+	"reject-past-log", "append-to-leader",
 }
 
 func (k hostileKind) String() string {
@@ -77,7 +80,7 @@ var simLimits = pb.Limits{
 	MaxEntryBytes:        512,
 	MaxEntriesPerMessage: 64,
 	MaxMessageBytes:      4096,
-	MaxBatchBytes:        4096,
+	MaxBatchBytes:        8192,
 }
 
 // scheduleHostile arms the next hostile delivery, 20-200 ms from now,
@@ -213,6 +216,17 @@ func (s *Sim) forge(n *simNode, kind hostileKind) (*pb.RaftMessage, bool) {
 			return nil, false
 		}
 		return msg(st.Term, &pb.AppendEntriesResponse{Success: true, MatchIndex: last + 1 + s.rng.Uint64N(1000)}), true
+	case hRejectPastLog:
+		if st.Role != fsm.Leader {
+			return nil, false
+		}
+		past := last + 1 + s.rng.Uint64N(1000)
+		return msg(st.Term, &pb.AppendEntriesResponse{RejectIndex: past, ConflictIndex: past}), true
+	case hAppendToLeader:
+		if st.Role != fsm.Leader {
+			return nil, false
+		}
+		return ae(st.Term, 0, 0), true
 	case hVoteLastTermAbove:
 		return msg(term+1, &pb.RequestVote{LastLogIndex: last + 1, LastLogTerm: term + 2}), true
 	case hReadIndexAbsurd:
