@@ -60,6 +60,9 @@ const (
 	// CommandOverhead is what a command adds to an entry beyond its key
 	// and values: client id, sequence and framing.
 	CommandOverhead = 128
+	// batchFraming is what one message adds to a RaftBatch: its field tag
+	// and length, with room to spare.
+	batchFraming = 16
 	// maxBatchLimit keeps a frame of several batches (protoactor packs
 	// up to 8 per gRPC frame) far below gRPC's own limits.
 	maxBatchLimit = 16 << 20
@@ -108,8 +111,8 @@ func (l Limits) Validate() error {
 		return fmt.Errorf("limits: MaxEntryBytes %d must exceed MaxKeyBytes %d plus %d bytes of command", l.MaxEntryBytes, l.MaxKeyBytes, CommandOverhead)
 	case l.MaxEntryBytes+EntryOverhead > l.AppendBudget():
 		return fmt.Errorf("limits: MaxMessageBytes %d must hold one entry of MaxEntryBytes %d plus %d bytes of envelope", l.MaxMessageBytes, l.MaxEntryBytes, EntryOverhead+MessageOverhead)
-	case l.MaxMessageBytes > l.MaxBatchBytes:
-		return fmt.Errorf("limits: MaxBatchBytes %d must be at least MaxMessageBytes %d", l.MaxBatchBytes, l.MaxMessageBytes)
+	case l.MaxMessageBytes+batchFraming > l.MaxBatchBytes:
+		return fmt.Errorf("limits: MaxBatchBytes %d must hold one message of MaxMessageBytes %d and its framing (%d bytes)", l.MaxBatchBytes, l.MaxMessageBytes, batchFraming)
 	case l.MaxBatchBytes > maxBatchLimit:
 		return fmt.Errorf("limits: MaxBatchBytes %d is above %d", l.MaxBatchBytes, maxBatchLimit)
 	}

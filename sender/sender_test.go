@@ -269,9 +269,6 @@ func TestFailover(t *testing.T) {
 	// The peer stays down until the sender holds messages for it.
 	waitFor(t, 10*time.Second, "messages held for the dead peer", func() bool { return s.Stats().Peers[2].Queued > 0 })
 	down := s.Stats().Peers[2]
-	if down.Queued == 0 {
-		t.Error("nothing held while the peer was down")
-	}
 	b2 := startPeer(t, portOf(t, b.addr), "")
 	waitFor(t, 10*time.Second, "messages flowing to the new process", func() bool { _, m := b2.counts(); return m > 0 })
 	recovery := b2.firstBatch().Sub(b2.ready)

@@ -74,7 +74,8 @@ func (g *gatewayActor) Receive(ctx actor.Context) {
 			return
 		}
 		if ctx.Sender() == nil {
-			return // nobody to answer: not a client
+			g.cfg.Rejected.Add(1) // nobody to answer: not a client
+			return
 		}
 		ctx.Send(g.cfg.FSM, &protocol.Command{Req: m, ReplyTo: ctx.Sender()})
 	case *pb.StatusRequest:
@@ -106,7 +107,7 @@ func (g *gatewayActor) check(m *pb.ClientRequest) error {
 }
 
 func (g *gatewayActor) wrongCluster(got string) string {
-	return fmt.Sprintf("node %d is in cluster %.*q, not %q; check --cluster-id", g.cfg.NodeID, pb.MaxClusterIDBytes, got, g.cfg.ClusterID)
+	return fmt.Sprintf("node %d is in cluster %q, not %.*q; check --cluster-id", g.cfg.NodeID, g.cfg.ClusterID, pb.MaxClusterIDBytes, got)
 }
 
 func (g *gatewayActor) crash(m *pb.CrashRequest) *pb.CrashResponse {

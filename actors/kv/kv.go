@@ -184,7 +184,7 @@ func ValidateRequest(r *pb.ClientRequest, lim pb.Limits) error {
 	case len(key) > lim.MaxKeyBytes:
 		return fmt.Errorf("the key is %d bytes; the limit is %d", len(key), lim.MaxKeyBytes)
 	case !utf8.ValidString(key):
-		return fmt.Errorf("the key %q is not valid UTF-8; keys are UTF-8 strings", key)
+		return fmt.Errorf("the key %.64q is not valid UTF-8; keys are UTF-8 strings", key)
 	}
 	if n := proto.Size(&pb.KVEntry{ClientId: r.ClientId, Sequence: r.Sequence, Command: r.Command}); n > lim.MaxEntryBytes {
 		return fmt.Errorf("the command is %d bytes encoded; the limit is %d (a value may be up to %d bytes)", n, lim.MaxEntryBytes, lim.MaxValueBytes())

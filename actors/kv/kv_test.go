@@ -114,7 +114,7 @@ func TestSessionEvictionFollowsTheLog(t *testing.T) {
 // oversized or non-UTF-8 key, a command whose entry would exceed the limit.
 // The limits are exact: the largest key and the largest entry pass.
 func TestValidateRequest(t *testing.T) {
-	lim := pb.Limits{MaxKeyBytes: 10, MaxEntryBytes: 200, MaxMessageBytes: 2048, MaxBatchBytes: 2048}
+	lim := pb.Limits{MaxKeyBytes: 10, MaxEntryBytes: 200, MaxMessageBytes: 2048, MaxBatchBytes: 4096}
 	if err := lim.Validate(); err != nil {
 		t.Fatal(err)
 	}

@@ -32,52 +32,58 @@ import (
 // changes to come make the configuration in the log the truth; the record
 // stays what this node was bootstrapped with.
 
-// resolveIdentity checks cfg against the identity recorded in store (or
-// records it) and fills in cfg.Peers from the record when none were given.
-func resolveIdentity(store *logstore.BoltStore, cfg *Config, log *slog.Logger) error {
+// resolveIdentity checks cfg against the identity recorded in store and
+// fills in cfg.Peers from the record when none were given (Peers nil; an
+// empty, non-nil map says "no peers": a one-node cluster). It writes
+// nothing: it returns the identity to record, or nil when one is recorded
+// already, so that the caller records it only once every other check of the
+// start has passed (a start refused for another reason must not leave an
+// identity behind).
+func resolveIdentity(store *logstore.BoltStore, cfg *Config, log *slog.Logger) (*pb.NodeIdentity, error) {
 	id, err := store.Identity()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	dir := cfg.DataDir
 	if id == nil {
 		st, err := store.Load()
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if (st.HardState != nil || len(st.Entries) > 0) && cfg.Peers == nil {
-			return bad("data dir %s holds a log but no recorded identity (it was written by an older ketch); start it once with the --peers it ran with, to record them", dir)
+		old := st.HardState != nil || len(st.Entries) > 0
+		if old && cfg.Peers == nil {
+			return nil, bad("data dir %s holds a log but no recorded identity (it was written by an older ketch); start it once with the --peers it ran with (--peers \"\" for a one-node cluster), to record them", dir)
 		}
 		if cfg.Peers == nil {
 			log.Warn("no --peers on a new data dir: bootstrapping a one-node cluster", "data", dir)
 		}
-		if st.HardState != nil || len(st.Entries) > 0 {
+		if old {
 			log.Warn("data dir has no recorded identity (written by an older ketch); recording the one given", "data", dir)
 		}
-		return store.SetIdentity(identityOf(cfg))
+		return identityOf(cfg), nil
 	}
 	if id.ClusterId != cfg.ClusterID {
-		return bad("data dir %s belongs to cluster %q, not %q (--cluster-id); start it with --cluster-id %s, or use another --data", dir, id.ClusterId, cfg.ClusterID, id.ClusterId)
+		return nil, bad("data dir %s belongs to cluster %q, not %q (--cluster-id); start it with --cluster-id %s, or use another --data", dir, id.ClusterId, cfg.ClusterID, id.ClusterId)
 	}
 	if id.NodeId != cfg.ID {
-		return bad("data dir %s belongs to node %d of cluster %q, not node %d (--id); start node %d with it, or give node %d its own --data", dir, id.NodeId, id.ClusterId, cfg.ID, id.NodeId, cfg.ID)
+		return nil, bad("data dir %s belongs to node %d of cluster %q, not node %d (--id); start node %d with it, or give node %d its own --data", dir, id.NodeId, id.ClusterId, cfg.ID, id.NodeId, cfg.ID)
 	}
 	recorded := map[uint64]string{}
 	for _, m := range id.Members {
 		recorded[m.Id] = m.Address
 	}
 	if self := recorded[cfg.ID]; self != cfg.Listen {
-		return bad("data dir %s records node %d's address as %s, not %s (--listen); start it with --listen %s: its peers know it there", dir, cfg.ID, self, cfg.Listen, self)
+		return nil, bad("data dir %s records node %d's address as %s, not %s (--listen); start it with --listen %s: its peers know it there", dir, cfg.ID, self, cfg.Listen, self)
 	}
 	delete(recorded, cfg.ID)
 	if cfg.Peers == nil {
 		cfg.Peers = recorded
-		return nil
+		return nil, nil
 	}
 	if !maps.Equal(cfg.Peers, recorded) {
-		return bad("--peers %s disagrees with the members data dir %s records (%s); omit --peers to use the recorded members", peerList(cfg.Peers), dir, peerList(recorded))
+		return nil, bad("--peers %s disagrees with the members data dir %s records (%s); omit --peers to use the recorded members (if this node never joined a cluster and the record is wrong, move the data dir aside and start again)", peerList(cfg.Peers), dir, peerList(recorded))
 	}
-	return nil
+	return nil, nil
 }
 
 // identityOf is the identity cfg describes: its cluster, its id, and every

@@ -209,12 +209,49 @@ func Start(cfg Config) (*Node, error) {
 	// Open the store once here, before anything else: a locked, corrupt or
 	// foreign data dir is a clean startup error rather than a crash loop
 	// (the store actor reopens the file on every start), and the identity
-	// it records decides who this node is.
-	if err := openData(dbPath, &cfg, log); err != nil {
+	// it records decides who this node is. A new identity is recorded only
+	// once every other check has passed.
+	store, identity, err := openData(dbPath, &cfg, log)
+	if err != nil {
 		return nil, err
+	}
+	closeStore := func() {
+		if store != nil {
+			_ = store.Close()
+			store = nil
+		}
+	}
+	defer closeStore()
+
+	members := append(slices.Sorted(maps.Keys(cfg.Peers)), cfg.ID)
+	addrs := map[uint64]string{cfg.ID: cfg.Listen}
+	maps.Copy(addrs, cfg.Peers)
+	raftCfg := fsm.Config{
+		ID: cfg.ID, ClusterID: cfg.ClusterID, Members: members,
+		ElectionTimeout: cfg.ElectionTimeout, HeartbeatInterval: cfg.HeartbeatInterval,
+		FollowerReads: true, LeaseReads: cfg.LeaseReads, DisableCheckQuorum: cfg.DisableCheckQuorum,
+		LogCacheEntries:     cfg.LogCacheEntries,
+		Limits:              cfg.Limits,
+		MaxUncommittedBytes: cfg.MaxUncommittedBytes,
+	}
+	// Validate the raft config now, so a bad one is a startup error (the
+	// fsm actor supplies Rand).
+	check := raftCfg
+	check.Rand = nopRand{}
+	if err := check.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
 	}
 
 	n := &Node{cfg: cfg, done: make(chan struct{})}
+	n.send, err = sender.New(sender.Config{
+		Peers:         cfg.Peers,
+		Target:        func(_ uint64, addr string) *actor.PID { return actor.NewPID(addr, FSMID) },
+		MaxBatchBytes: cfg.Limits.MaxBatchBytes,
+		Logger:        log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
+	}
 	n.system = actor.NewActorSystem(actor.WithLoggerFactory(sender.QuietLogger(cfg.Logger, slog.LevelWarn)))
 	n.remote, err = sender.StartRemote(n.system, host, port, sender.WithGuard(sender.GuardConfig{
 		MaxMessageBytes: cfg.Limits.MaxBatchBytes,
@@ -226,41 +263,18 @@ func Start(cfg Config) (*Node, error) {
 		n.system.Shutdown()
 		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
 	}
-
-	members := append(slices.Sorted(maps.Keys(cfg.Peers)), cfg.ID)
-	addrs := map[uint64]string{cfg.ID: cfg.Listen}
-	maps.Copy(addrs, cfg.Peers)
+	if identity != nil {
+		// Durable before the node takes part.
+		if err := store.SetIdentity(identity); err != nil {
+			n.shutdownSystem()
+			return nil, storeError(err)
+		}
+	}
+	closeStore() // the store actor opens it
 	pid := func(name string) *actor.PID {
 		return actor.NewPID(n.system.Address(), supervisor.ChildID(SupervisorID, name))
 	}
 
-	n.send, err = sender.New(sender.Config{
-		Peers:         cfg.Peers,
-		Target:        func(_ uint64, addr string) *actor.PID { return actor.NewPID(addr, FSMID) },
-		MaxBatchBytes: cfg.Limits.MaxBatchBytes,
-		Logger:        log,
-	})
-	if err != nil {
-		n.shutdownSystem()
-		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
-	}
-
-	raftCfg := fsm.Config{
-		ID: cfg.ID, ClusterID: cfg.ClusterID, Members: members,
-		ElectionTimeout: cfg.ElectionTimeout, HeartbeatInterval: cfg.HeartbeatInterval,
-		FollowerReads: true, LeaseReads: cfg.LeaseReads, DisableCheckQuorum: cfg.DisableCheckQuorum,
-		LogCacheEntries: cfg.LogCacheEntries,
-		Limits:          cfg.Limits, MaxMsgBytes: min(fsm.DefaultMaxMsgBytes, cfg.Limits.AppendBudget()),
-		MaxUncommittedBytes: cfg.MaxUncommittedBytes,
-	}
-	// Validate the raft config now, so a bad one is a startup error (the
-	// fsm actor supplies Rand).
-	check := raftCfg
-	check.Rand = nopRand{}
-	if err := check.Validate(); err != nil {
-		n.shutdownSystem()
-		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
-	}
 	crash := map[string]any{
 		"store":   &logstore.Crash{Reason: "ketch crash"},
 		"state":   &state.Crash{Reason: "ketch crash"},
@@ -396,21 +410,24 @@ func (n *Node) storeCorrupt(err error) {
 	go n.Stop()
 }
 
-// openData opens the data file once: it must open, load and agree with
-// the identity it records (which fills in cfg.Peers when none were given).
-func openData(path string, cfg *Config, log *slog.Logger) error {
+// openData opens the data file: it must open, load and agree with the
+// identity it records (which fills in cfg.Peers when none were given). It
+// returns the open store and the identity to record (nil when recorded).
+func openData(path string, cfg *Config, log *slog.Logger) (*logstore.BoltStore, *pb.NodeIdentity, error) {
 	st, err := logstore.OpenBolt(path, logstore.BoltOptions{UnsafeNoSync: cfg.UnsafeNoSync})
 	if err != nil {
-		return storeError(err)
+		return nil, nil, storeError(err)
 	}
-	defer st.Close()
 	if _, err := st.Load(); err != nil {
-		return storeError(err)
+		_ = st.Close()
+		return nil, nil, storeError(err)
 	}
-	if err := resolveIdentity(st, cfg, log); err != nil {
-		return storeError(err)
+	id, err := resolveIdentity(st, cfg, log)
+	if err != nil {
+		_ = st.Close()
+		return nil, nil, storeError(err)
 	}
-	return nil
+	return st, id, nil
 }
 
 // storeError keeps a corrupt data file's error as it is (the CLI exits 4

@@ -145,6 +145,13 @@ func cmdNode(args []string, stderr io.Writer) int {
 	if err != nil {
 		return fail(stderr, "node: %v", err)
 	}
+	// --peers "" (given, empty) says "no peers": a one-node cluster. Not
+	// given at all, the data dir's recorded members are used.
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "peers" && peerMap == nil {
+			peerMap = map[uint64]string{}
+		}
+	})
 	n, err := node.Start(node.Config{
 		ID: *id, Listen: *listen, Peers: peerMap, DataDir: *data, ClusterID: *clusterID, Chaos: *chaos,
 		ElectionTimeout: *election, HeartbeatInterval: *heartbeat, LeaseReads: *leaseReads,
@@ -177,7 +184,7 @@ func cmdNode(args []string, stderr io.Writer) int {
 	}
 }
 
-// parsePeers parses "2=host:port,3=host:port"; "" is nil, no --peers.
+// parsePeers parses "2=host:port,3=host:port"; "" is nil.
 func parsePeers(s string) (map[uint64]string, error) {
 	if strings.TrimSpace(s) == "" {
 		return nil, nil

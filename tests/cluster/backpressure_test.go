@@ -130,7 +130,12 @@ func TestLeaderWithoutFollowersStaysBounded(t *testing.T) {
 	if limit := uint64(maxUncommitted/len(value)) + 1; appended > limit {
 		t.Errorf("%d proposals appended, but MaxUncommittedBytes allows about %d", appended, limit)
 	}
-	if peakHeap-baseHeap > 400<<20 {
+	// The uncommitted entries are held by the log, the journal's pending
+	// checkpoint and the messages queued for the dead followers, and the
+	// flood itself passes through: measured about 90 MB. Without the fsm's
+	// bound (16,384 waiting writes only) it peaked at 301 MB; the flood is
+	// 400 MB.
+	if peakHeap-baseHeap > 150<<20 {
 		t.Errorf("the heap grew by %d MB: backpressure did not bound it", (peakHeap-baseHeap)>>20)
 	}
 	if other.Load() != 0 {
