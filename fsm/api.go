@@ -422,6 +422,15 @@ type Persist struct {
 // effort: Raft tolerates loss, duplication and reordering.
 type Send struct{ Msg *pb.RaftMessage }
 
+// Proposed reports where the leader appended a proposal: the log index and
+// the term it assigned (Raft §5.3). The entry may still be lost if this
+// leader is deposed before it commits; once applied, the entry at Index has
+// Term, so the answer to the client can name both (as hashicorp/raft's
+// ApplyFuture.Index does). Only proposals with an ID are reported.
+type Proposed struct {
+	ID, Index, Term uint64
+}
+
 // Ref ties a committed entry to the proposal that created it on this node.
 type Ref struct {
 	ID    uint64
@@ -497,6 +506,7 @@ type Rejected struct {
 
 func (Rejected) isAction() {}
 
+func (Proposed) isAction() {}
 func (Persist) isAction()  {}
 func (Send) isAction()     {}
 func (Apply) isAction()    {}

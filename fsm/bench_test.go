@@ -29,7 +29,7 @@ import (
 )
 
 // benchData is a proposal's payload: a 16-byte key and a 128-byte value
-// with their KVEntry framing, about what the fsm actor proposes.
+// with their ClientCommand framing, about what the fsm actor proposes.
 var benchData = make([]byte, 160)
 
 // resetEvery bounds the rounds one node runs before it is replaced.

@@ -15,12 +15,12 @@
 //	  Start ─────────────┐                  ┌──▶ Persist{Seq, HardState, Entries} ─▶ store
 //	  Message (peer) ────┤                  ├──▶ Send{Msg}                          ─▶ sender
 //	  Timeout{…,Now} ────┤   ┌──────────┐   ├──▶ Apply{Entries, Refs}               ─▶ state
-//	  Propose ───────────┼──▶│   Node   │───┼──▶ Reply{ID, Err, Leader}            ─▶ client
-//	  Persisted{Seq} ────┤   └──────────┘   ├──▶ SetTimer{Timer, After, Gen}        ─▶ timers
-//	  Applied{Index} ────┤                  ├──▶ ReadReady{ID, Index, Err, Leader}  ─▶ client
-//	  ReadIndex{IDs,Now}─┤                  ├──▶ Fetch{Peer, Term, Lo, Hi}          ─▶ store
-//	  Fetched{…} ────────┤                  └──▶ Rejected{From, Err}                ─▶ counters, log
-//	  TransferLeadership{To}
+//	  Propose ───────────┼──▶│   Node   │───┼──▶ Proposed{ID, Index, Term}         ─▶ client
+//	  Persisted{Seq} ────┤   └──────────┘   ├──▶ Reply{ID, Err, Leader}            ─▶ client
+//	  Applied{Index} ────┤                  ├──▶ SetTimer{Timer, After, Gen}        ─▶ timers
+//	  ReadIndex{IDs,Now}─┤                  ├──▶ ReadReady{ID, Index, Err, Leader}  ─▶ client
+//	  Fetched{…} ────────┤                  ├──▶ Fetch{Peer, Term, Lo, Hi}          ─▶ store
+//	  TransferLeadership{To}                └──▶ Rejected{From, Err}                ─▶ counters, log
 //
 // # Validation (validate.go)
 //

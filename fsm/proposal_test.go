@@ -87,6 +87,10 @@ func TestProposalAcknowledgedThroughApplyRefsWhenCommitted(t *testing.T) {
 			if len(actionsOf[Apply](acts)) != 0 || len(actionsOf[Reply](acts)) != 0 {
 				t.Fatalf("answered before commit: %v", describe(acts))
 			}
+			// The Propose step says where each proposal with an ID went.
+			if got, want := actionsOf[Proposed](acts), []Proposed{{ID: 7, Index: 2, Term: 1}, {ID: 8, Index: 4, Term: 1}}; !slices.Equal(got, want) {
+				t.Fatalf("Proposed %v, want %v", got, want)
+			}
 			settle(t, n)
 			var got [][]Ref
 			for _, match := range tt.acks {

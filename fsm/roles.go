@@ -200,6 +200,7 @@ func (n *Node) leaderAppend(ps []Proposal) {
 	for i, p := range ps {
 		if p.ID != 0 {
 			n.proposals = append(n.proposals, pendingProposal{index: ents[i].Index, id: p.ID})
+			n.acts = append(n.acts, Proposed{ID: p.ID, Index: ents[i].Index, Term: ents[i].Term})
 		}
 	}
 	for _, p := range n.peers {

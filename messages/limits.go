@@ -3,6 +3,8 @@ package messages
 import (
 	"errors"
 	"fmt"
+
+	"google.golang.org/protobuf/proto"
 )
 
 // Limits bounds what ketch's messages may carry. A node validates one set
@@ -128,3 +130,29 @@ func (l Limits) AppendBudget() int { return l.MaxMessageBytes - MessageOverhead 
 // entry holds beyond the largest key and the command's own fields. A
 // compare-and-swap carries two values, which together must fit.
 func (l Limits) MaxValueBytes() int { return l.MaxEntryBytes - l.MaxKeyBytes - CommandOverhead }
+
+// CheckData checks an opaque command or query of a ClientRequest (data,
+// for a state machine other than the key-value store): a command must fit
+// one log entry as the ClientCommand that carries it, a query one entry's
+// bytes too (it travels in one client message).
+func (l Limits) CheckData(clientID, seq uint64, data []byte, query bool) error {
+	l = l.WithDefaults()
+	if query {
+		if len(data) > l.MaxEntryBytes {
+			return fmt.Errorf("the query is %d bytes; the limit is %d", len(data), l.MaxEntryBytes)
+		}
+		return nil
+	}
+	if n := commandSize(clientID, seq, data); n > l.MaxEntryBytes {
+		return fmt.Errorf("the command is %d bytes encoded; the limit is %d (its data may be up to %d bytes)", n, l.MaxEntryBytes, l.MaxDataBytes())
+	}
+	return nil
+}
+
+// MaxDataBytes is the largest opaque command a client can propose: what an
+// entry holds beyond the command's own fields.
+func (l Limits) MaxDataBytes() int { return l.WithDefaults().MaxEntryBytes - CommandOverhead }
+
+func commandSize(clientID, seq uint64, data []byte) int {
+	return proto.Size(&ClientCommand{ClientId: clientID, Sequence: seq, Data: data})
+}

@@ -35,3 +35,23 @@ func TestLimitsValidate(t *testing.T) {
 		t.Errorf("MaxValueBytes %d", d.MaxValueBytes())
 	}
 }
+
+// An opaque command of MaxDataBytes fits one entry with any client id and
+// sequence; one entry's worth of data does not. Queries are bounded by the
+// entry size alone.
+func TestCheckData(t *testing.T) {
+	l := DefaultLimits()
+	const maxID = ^uint64(0)
+	if err := l.CheckData(maxID, maxID, make([]byte, l.MaxDataBytes()), false); err != nil {
+		t.Errorf("MaxDataBytes refused: %v", err)
+	}
+	if err := l.CheckData(1, 1, make([]byte, l.MaxEntryBytes), false); err == nil || !strings.Contains(err.Error(), "limit") {
+		t.Errorf("an entry's worth of data: %v", err)
+	}
+	if err := l.CheckData(1, 1, make([]byte, l.MaxEntryBytes), true); err != nil {
+		t.Errorf("a query of MaxEntryBytes: %v", err)
+	}
+	if err := l.CheckData(1, 1, make([]byte, l.MaxEntryBytes+1), true); err == nil {
+		t.Error("a query over MaxEntryBytes accepted")
+	}
+}

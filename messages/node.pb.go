@@ -99,9 +99,9 @@ func (ClientStatus) EnumDescriptor() ([]byte, []int) {
 	return file_node_proto_rawDescGZIP(), []int{0}
 }
 
-// ClientRequest is a command for the replicated state machine. A client
-// numbers its requests; the state machine remembers each client's last
-// sequence number and result, so a retried request (same client_id and
+// ClientRequest is a command or a read-only query for the replicated state
+// machine. A client numbers its requests; the node remembers each client's
+// last sequence number and result, so a retried command (same client_id and
 // sequence) is applied at most once (Raft thesis §6.3).
 type ClientRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -109,8 +109,15 @@ type ClientRequest struct {
 	// Chosen by the client, unique per client process (random 64-bit).
 	ClientId uint64 `protobuf:"varint,2,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
 	// Increases by one per new command; a retry reuses the number.
-	Sequence      uint64     `protobuf:"varint,3,opt,name=sequence,proto3" json:"sequence,omitempty"`
-	Command       *KVCommand `protobuf:"bytes,4,opt,name=command,proto3" json:"command,omitempty"`
+	Sequence uint64 `protobuf:"varint,3,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// A command of the key-value store, typed (what the CLI sends). The
+	// answer carries found, value and swapped. A get is a query.
+	Command *KVCommand `protobuf:"bytes,4,opt,name=command,proto3" json:"command,omitempty"`
+	// When command is not set: an opaque command for the node's state
+	// machine (actors/statemachine), or with query a read-only query. The
+	// answer carries the state machine's result.
+	Data          []byte `protobuf:"bytes,5,opt,name=data,proto3" json:"data,omitempty"`
+	Query         bool   `protobuf:"varint,6,opt,name=query,proto3" json:"query,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -171,6 +178,20 @@ func (x *ClientRequest) GetCommand() *KVCommand {
 		return x.Command
 	}
 	return nil
+}
+
+func (x *ClientRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *ClientRequest) GetQuery() bool {
+	if x != nil {
+		return x.Query
+	}
+	return false
 }
 
 // KVCommand is one operation on the key-value state machine.
@@ -511,15 +532,20 @@ type ClientResponse struct {
 	// address its gateway listens on.
 	LeaderId      uint64 `protobuf:"varint,4,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
 	LeaderAddress string `protobuf:"bytes,5,opt,name=leader_address,json=leaderAddress,proto3" json:"leader_address,omitempty"`
-	// For Get: whether the key exists and its value. For CompareAndSwap:
-	// whether it swapped, and on a mismatch the current value in value.
+	// For a typed command (ClientRequest.command): for Get whether the key
+	// exists and its value, for CompareAndSwap whether it swapped and on a
+	// mismatch the current value in value, for Delete whether it existed.
 	Found   bool   `protobuf:"varint,6,opt,name=found,proto3" json:"found,omitempty"`
 	Value   []byte `protobuf:"bytes,7,opt,name=value,proto3" json:"value,omitempty"`
 	Swapped bool   `protobuf:"varint,8,opt,name=swapped,proto3" json:"swapped,omitempty"`
 	// A one-line reason for INVALID and UNAVAILABLE.
 	Error string `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
-	// The log index at which the command was applied.
-	Index         uint64 `protobuf:"varint,10,opt,name=index,proto3" json:"index,omitempty"`
+	// The log index and term at which the command was applied (for a query,
+	// the index the state had reached when it was answered).
+	Index uint64 `protobuf:"varint,10,opt,name=index,proto3" json:"index,omitempty"`
+	Term  uint64 `protobuf:"varint,12,opt,name=term,proto3" json:"term,omitempty"`
+	// The state machine's result, for a request sent as data.
+	Result        []byte `protobuf:"bytes,11,opt,name=result,proto3" json:"result,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -624,31 +650,47 @@ func (x *ClientResponse) GetIndex() uint64 {
 	return 0
 }
 
-// KVEntry is what the log holds for one client command: the command and
-// who sent it, so every replica deduplicates retries the same way.
-type KVEntry struct {
+func (x *ClientResponse) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *ClientResponse) GetResult() []byte {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+// ClientCommand is what the log holds for one client command: who sent it
+// and the command's bytes, so every replica deduplicates retries the same
+// way. (Its encoding is that of the KVEntry of earlier versions, whose
+// command field held a KVCommand: logs written then read the same.)
+type ClientCommand struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ClientId      uint64                 `protobuf:"varint,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
 	Sequence      uint64                 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
-	Command       *KVCommand             `protobuf:"bytes,3,opt,name=command,proto3" json:"command,omitempty"`
+	Data          []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *KVEntry) Reset() {
-	*x = KVEntry{}
+func (x *ClientCommand) Reset() {
+	*x = ClientCommand{}
 	mi := &file_node_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *KVEntry) String() string {
+func (x *ClientCommand) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*KVEntry) ProtoMessage() {}
+func (*ClientCommand) ProtoMessage() {}
 
-func (x *KVEntry) ProtoReflect() protoreflect.Message {
+func (x *ClientCommand) ProtoReflect() protoreflect.Message {
 	mi := &file_node_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -660,30 +702,102 @@ func (x *KVEntry) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use KVEntry.ProtoReflect.Descriptor instead.
-func (*KVEntry) Descriptor() ([]byte, []int) {
+// Deprecated: Use ClientCommand.ProtoReflect.Descriptor instead.
+func (*ClientCommand) Descriptor() ([]byte, []int) {
 	return file_node_proto_rawDescGZIP(), []int{7}
 }
 
-func (x *KVEntry) GetClientId() uint64 {
+func (x *ClientCommand) GetClientId() uint64 {
 	if x != nil {
 		return x.ClientId
 	}
 	return 0
 }
 
-func (x *KVEntry) GetSequence() uint64 {
+func (x *ClientCommand) GetSequence() uint64 {
 	if x != nil {
 		return x.Sequence
 	}
 	return 0
 }
 
-func (x *KVEntry) GetCommand() *KVCommand {
+func (x *ClientCommand) GetData() []byte {
 	if x != nil {
-		return x.Command
+		return x.Data
 	}
 	return nil
+}
+
+// KVResult is the key-value store's result for one command: for Get whether
+// the key exists and its value, for CompareAndSwap whether it swapped and
+// on a mismatch the current value, for Delete whether the key existed. A
+// command the store cannot execute has error set.
+type KVResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Found         bool                   `protobuf:"varint,1,opt,name=found,proto3" json:"found,omitempty"`
+	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	Swapped       bool                   `protobuf:"varint,3,opt,name=swapped,proto3" json:"swapped,omitempty"`
+	Error         string                 `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KVResult) Reset() {
+	*x = KVResult{}
+	mi := &file_node_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KVResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KVResult) ProtoMessage() {}
+
+func (x *KVResult) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KVResult.ProtoReflect.Descriptor instead.
+func (*KVResult) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *KVResult) GetFound() bool {
+	if x != nil {
+		return x.Found
+	}
+	return false
+}
+
+func (x *KVResult) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+func (x *KVResult) GetSwapped() bool {
+	if x != nil {
+		return x.Swapped
+	}
+	return false
+}
+
+func (x *KVResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
 }
 
 // StatusRequest asks a node for its NodeStatus.
@@ -696,7 +810,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_node_proto_msgTypes[8]
+	mi := &file_node_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -708,7 +822,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[8]
+	mi := &file_node_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -721,7 +835,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{8}
+	return file_node_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *StatusRequest) GetClusterId() string {
@@ -762,7 +876,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_node_proto_msgTypes[9]
+	mi := &file_node_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -774,7 +888,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[9]
+	mi := &file_node_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -787,7 +901,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{9}
+	return file_node_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *NodeStatus) GetId() uint64 {
@@ -905,7 +1019,7 @@ type ChildStatus struct {
 
 func (x *ChildStatus) Reset() {
 	*x = ChildStatus{}
-	mi := &file_node_proto_msgTypes[10]
+	mi := &file_node_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -917,7 +1031,7 @@ func (x *ChildStatus) String() string {
 func (*ChildStatus) ProtoMessage() {}
 
 func (x *ChildStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[10]
+	mi := &file_node_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -930,7 +1044,7 @@ func (x *ChildStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChildStatus.ProtoReflect.Descriptor instead.
 func (*ChildStatus) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{10}
+	return file_node_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ChildStatus) GetRestarts() uint64 {
@@ -960,7 +1074,7 @@ type CrashRequest struct {
 
 func (x *CrashRequest) Reset() {
 	*x = CrashRequest{}
-	mi := &file_node_proto_msgTypes[11]
+	mi := &file_node_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -972,7 +1086,7 @@ func (x *CrashRequest) String() string {
 func (*CrashRequest) ProtoMessage() {}
 
 func (x *CrashRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[11]
+	mi := &file_node_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -985,7 +1099,7 @@ func (x *CrashRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CrashRequest.ProtoReflect.Descriptor instead.
 func (*CrashRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{11}
+	return file_node_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CrashRequest) GetClusterId() string {
@@ -1012,7 +1126,7 @@ type CrashResponse struct {
 
 func (x *CrashResponse) Reset() {
 	*x = CrashResponse{}
-	mi := &file_node_proto_msgTypes[12]
+	mi := &file_node_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1024,7 +1138,7 @@ func (x *CrashResponse) String() string {
 func (*CrashResponse) ProtoMessage() {}
 
 func (x *CrashResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[12]
+	mi := &file_node_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1037,7 +1151,7 @@ func (x *CrashResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CrashResponse.ProtoReflect.Descriptor instead.
 func (*CrashResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{12}
+	return file_node_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CrashResponse) GetOk() bool {
@@ -1067,7 +1181,7 @@ type TransferRequest struct {
 
 func (x *TransferRequest) Reset() {
 	*x = TransferRequest{}
-	mi := &file_node_proto_msgTypes[13]
+	mi := &file_node_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1079,7 +1193,7 @@ func (x *TransferRequest) String() string {
 func (*TransferRequest) ProtoMessage() {}
 
 func (x *TransferRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[13]
+	mi := &file_node_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1092,7 +1206,7 @@ func (x *TransferRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferRequest.ProtoReflect.Descriptor instead.
 func (*TransferRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{13}
+	return file_node_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TransferRequest) GetClusterId() string {
@@ -1122,7 +1236,7 @@ type TransferResponse struct {
 
 func (x *TransferResponse) Reset() {
 	*x = TransferResponse{}
-	mi := &file_node_proto_msgTypes[14]
+	mi := &file_node_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1134,7 +1248,7 @@ func (x *TransferResponse) String() string {
 func (*TransferResponse) ProtoMessage() {}
 
 func (x *TransferResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[14]
+	mi := &file_node_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1147,7 +1261,7 @@ func (x *TransferResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferResponse.ProtoReflect.Descriptor instead.
 func (*TransferResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{14}
+	return file_node_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TransferResponse) GetOk() bool {
@@ -1183,13 +1297,15 @@ var File_node_proto protoreflect.FileDescriptor
 const file_node_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"node.proto\x12\bketch.v1\"\x96\x01\n" +
+	"node.proto\x12\bketch.v1\"\xc0\x01\n" +
 	"\rClientRequest\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\x04R\bclientId\x12\x1a\n" +
 	"\bsequence\x18\x03 \x01(\x04R\bsequence\x12-\n" +
-	"\acommand\x18\x04 \x01(\v2\x13.ketch.v1.KVCommandR\acommand\"\xb1\x01\n" +
+	"\acommand\x18\x04 \x01(\v2\x13.ketch.v1.KVCommandR\acommand\x12\x12\n" +
+	"\x04data\x18\x05 \x01(\fR\x04data\x12\x14\n" +
+	"\x05query\x18\x06 \x01(\bR\x05query\"\xb1\x01\n" +
 	"\tKVCommand\x12!\n" +
 	"\x03put\x18\x01 \x01(\v2\r.ketch.v1.PutH\x00R\x03put\x12!\n" +
 	"\x03get\x18\x02 \x01(\v2\r.ketch.v1.GetH\x00R\x03get\x12*\n" +
@@ -1207,7 +1323,7 @@ const file_node_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1a\n" +
 	"\bexpected\x18\x02 \x01(\fR\bexpected\x12#\n" +
 	"\rexpect_absent\x18\x03 \x01(\bR\fexpectAbsent\x12\x14\n" +
-	"\x05value\x18\x04 \x01(\fR\x05value\"\xaf\x02\n" +
+	"\x05value\x18\x04 \x01(\fR\x05value\"\xdb\x02\n" +
 	"\x0eClientResponse\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x1a\n" +
 	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12.\n" +
@@ -1219,11 +1335,18 @@ const file_node_proto_rawDesc = "" +
 	"\aswapped\x18\b \x01(\bR\aswapped\x12\x14\n" +
 	"\x05error\x18\t \x01(\tR\x05error\x12\x14\n" +
 	"\x05index\x18\n" +
-	" \x01(\x04R\x05index\"q\n" +
-	"\aKVEntry\x12\x1b\n" +
+	" \x01(\x04R\x05index\x12\x12\n" +
+	"\x04term\x18\f \x01(\x04R\x04term\x12\x16\n" +
+	"\x06result\x18\v \x01(\fR\x06result\"\\\n" +
+	"\rClientCommand\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\x04R\bclientId\x12\x1a\n" +
-	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12-\n" +
-	"\acommand\x18\x03 \x01(\v2\x13.ketch.v1.KVCommandR\acommand\".\n" +
+	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\"f\n" +
+	"\bKVResult\x12\x14\n" +
+	"\x05found\x18\x01 \x01(\bR\x05found\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\x12\x18\n" +
+	"\aswapped\x18\x03 \x01(\bR\aswapped\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\".\n" +
 	"\rStatusRequest\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\"\xe0\x04\n" +
@@ -1291,7 +1414,7 @@ func file_node_proto_rawDescGZIP() []byte {
 }
 
 var file_node_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_node_proto_goTypes = []any{
 	(ClientStatus)(0),        // 0: ketch.v1.ClientStatus
 	(*ClientRequest)(nil),    // 1: ketch.v1.ClientRequest
@@ -1301,15 +1424,16 @@ var file_node_proto_goTypes = []any{
 	(*Delete)(nil),           // 5: ketch.v1.Delete
 	(*CompareAndSwap)(nil),   // 6: ketch.v1.CompareAndSwap
 	(*ClientResponse)(nil),   // 7: ketch.v1.ClientResponse
-	(*KVEntry)(nil),          // 8: ketch.v1.KVEntry
-	(*StatusRequest)(nil),    // 9: ketch.v1.StatusRequest
-	(*NodeStatus)(nil),       // 10: ketch.v1.NodeStatus
-	(*ChildStatus)(nil),      // 11: ketch.v1.ChildStatus
-	(*CrashRequest)(nil),     // 12: ketch.v1.CrashRequest
-	(*CrashResponse)(nil),    // 13: ketch.v1.CrashResponse
-	(*TransferRequest)(nil),  // 14: ketch.v1.TransferRequest
-	(*TransferResponse)(nil), // 15: ketch.v1.TransferResponse
-	nil,                      // 16: ketch.v1.NodeStatus.ChildrenEntry
+	(*ClientCommand)(nil),    // 8: ketch.v1.ClientCommand
+	(*KVResult)(nil),         // 9: ketch.v1.KVResult
+	(*StatusRequest)(nil),    // 10: ketch.v1.StatusRequest
+	(*NodeStatus)(nil),       // 11: ketch.v1.NodeStatus
+	(*ChildStatus)(nil),      // 12: ketch.v1.ChildStatus
+	(*CrashRequest)(nil),     // 13: ketch.v1.CrashRequest
+	(*CrashResponse)(nil),    // 14: ketch.v1.CrashResponse
+	(*TransferRequest)(nil),  // 15: ketch.v1.TransferRequest
+	(*TransferResponse)(nil), // 16: ketch.v1.TransferResponse
+	nil,                      // 17: ketch.v1.NodeStatus.ChildrenEntry
 }
 var file_node_proto_depIdxs = []int32{
 	2,  // 0: ketch.v1.ClientRequest.command:type_name -> ketch.v1.KVCommand
@@ -1318,14 +1442,13 @@ var file_node_proto_depIdxs = []int32{
 	5,  // 3: ketch.v1.KVCommand.delete:type_name -> ketch.v1.Delete
 	6,  // 4: ketch.v1.KVCommand.cas:type_name -> ketch.v1.CompareAndSwap
 	0,  // 5: ketch.v1.ClientResponse.status:type_name -> ketch.v1.ClientStatus
-	2,  // 6: ketch.v1.KVEntry.command:type_name -> ketch.v1.KVCommand
-	16, // 7: ketch.v1.NodeStatus.children:type_name -> ketch.v1.NodeStatus.ChildrenEntry
-	11, // 8: ketch.v1.NodeStatus.ChildrenEntry.value:type_name -> ketch.v1.ChildStatus
-	9,  // [9:9] is the sub-list for method output_type
-	9,  // [9:9] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	17, // 6: ketch.v1.NodeStatus.children:type_name -> ketch.v1.NodeStatus.ChildrenEntry
+	12, // 7: ketch.v1.NodeStatus.ChildrenEntry.value:type_name -> ketch.v1.ChildStatus
+	8,  // [8:8] is the sub-list for method output_type
+	8,  // [8:8] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_node_proto_init() }
@@ -1345,7 +1468,7 @@ func file_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_node_proto_rawDesc), len(file_node_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,6 +1,8 @@
 // Package client is ketch's Go client: typed Put, Get, Delete and
-// CompareAndSwap calls on a ketch cluster, sent as remote actor messages to
-// the nodes' gateway actors.
+// CompareAndSwap calls on the built-in key-value store, and opaque Propose
+// and Query calls for any state machine (actors/statemachine), sent as
+// remote actor messages to the nodes' gateway actors. A Propose's answer
+// names the log index and term its command was applied at.
 //
 // It finds the leader by following the hints that followers return, retries
 // a command with the same client id and sequence number until it gets an
@@ -80,7 +82,11 @@ type Config struct {
 	// Limits are the cluster's (zero fields: messages.DefaultLimits); the
 	// client refuses commands over them before sending.
 	Limits pb.Limits
-	Logger *slog.Logger
+	// Gateway is the actor id of the nodes' gateways: GatewayName (the
+	// default) for nodes started by `ketch node` or node.Start, and
+	// node.Names().Gateway for nodes embedded with node.StartIn.
+	Gateway string
+	Logger  *slog.Logger
 }
 
 // DefaultClusterID is the cluster id nodes and clients use by default.
@@ -102,6 +108,9 @@ func (c *Config) validate() error {
 	}
 	if c.ListenHost == "" {
 		c.ListenHost = listenHostFor(c.Cluster[0])
+	}
+	if c.Gateway == "" {
+		c.Gateway = GatewayName
 	}
 	if c.AttemptTimeout == 0 {
 		c.AttemptTimeout = 300 * time.Millisecond
@@ -241,10 +250,56 @@ func (c *Client) CompareAndSwap(ctx context.Context, key string, old, value []by
 	return r.Swapped, r.Value, r.Found, nil
 }
 
-// Do sends one command and waits for the state machine's answer, retrying
-// with the same sequence number across nodes and leader changes until it
-// succeeds, the cluster calls it invalid, or ctx ends (ErrTimeout).
+// Result is what the cluster answered a Propose or a Query.
+type Result struct {
+	// Data is the state machine's result (statemachine.StateMachine's
+	// Apply or Query).
+	Data []byte
+	// Index and Term are where the command was applied in the log (Raft
+	// §5.3), for a Propose; for a Query, the index the state had reached
+	// when it answered and that entry's term.
+	Index, Term uint64
+}
+
+// Propose sends an opaque command to the cluster's state machine and waits
+// until it is applied: the result says what the state machine answered
+// and at which log index and term. It retries like Do; a retried command
+// is applied at most once.
+func (c *Client) Propose(ctx context.Context, cmd []byte) (Result, error) {
+	r, err := c.send(ctx, func(id, seq uint64) *pb.ClientRequest {
+		return &pb.ClientRequest{ClusterId: c.cfg.ClusterID, ClientId: id, Sequence: seq, Data: cmd}
+	})
+	if err != nil {
+		return Result{}, err
+	}
+	return Result{Data: r.Result, Index: r.Index, Term: r.Term}, nil
+}
+
+// Query sends a read-only query to the cluster's state machine and returns
+// its answer, linearizable (ReadIndex, thesis §6.4): it reflects every
+// command applied before the call began.
+func (c *Client) Query(ctx context.Context, q []byte) (Result, error) {
+	r, err := c.send(ctx, func(id, seq uint64) *pb.ClientRequest {
+		return &pb.ClientRequest{ClusterId: c.cfg.ClusterID, ClientId: id, Sequence: seq, Data: q, Query: true}
+	})
+	if err != nil {
+		return Result{}, err
+	}
+	return Result{Data: r.Result, Index: r.Index, Term: r.Term}, nil
+}
+
+// Do sends one command of the key-value store and waits for its answer,
+// retrying with the same sequence number across nodes and leader changes
+// until it succeeds, the cluster calls it invalid, or ctx ends (ErrTimeout).
 func (c *Client) Do(ctx context.Context, cmd *pb.KVCommand) (*pb.ClientResponse, error) {
+	return c.send(ctx, func(id, seq uint64) *pb.ClientRequest {
+		return &pb.ClientRequest{ClusterId: c.cfg.ClusterID, ClientId: id, Sequence: seq, Command: cmd}
+	})
+}
+
+// send runs one request, built by build for a session's id and next
+// sequence number, until it gets an answer.
+func (c *Client) send(ctx context.Context, build func(id, seq uint64) *pb.ClientRequest) (*pb.ClientResponse, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.cfg.Timeout)
@@ -252,11 +307,17 @@ func (c *Client) Do(ctx context.Context, cmd *pb.KVCommand) (*pb.ClientResponse,
 	}
 	s := c.sessions.Get()
 	defer c.sessions.Put(s)
-	req := &pb.ClientRequest{ClusterId: c.cfg.ClusterID, ClientId: s.ID, Sequence: s.Seq + 1, Command: cmd}
+	req := build(s.ID, s.Seq+1)
 	// protoactor drops a message it cannot serialize (a key that is not
 	// UTF-8) without a word, and the wire guard one over the size limit:
 	// refuse them here, at once, with the gateway's reasons.
-	if err := kv.ValidateRequest(req, c.cfg.Limits); err != nil {
+	var err error
+	if req.Command != nil {
+		err = kv.ValidateRequest(req, c.cfg.Limits)
+	} else {
+		err = c.cfg.Limits.CheckData(req.ClientId, req.Sequence, req.Data, req.Query)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	s.Seq++
@@ -277,7 +338,7 @@ func (c *Client) Do(ctx context.Context, cmd *pb.KVCommand) (*pb.ClientResponse,
 	var busy *pb.ClientResponse      // the last BUSY answer, if the call ends in one
 	for {
 		addr := c.target()
-		c.system.Root.RequestWithCustomSender(actor.NewPID(addr, GatewayName), req, c.reply)
+		c.system.Root.RequestWithCustomSender(actor.NewPID(addr, c.cfg.Gateway), req, c.reply)
 		attempt := time.NewTimer(c.cfg.AttemptTimeout)
 		var r *pb.ClientResponse
 		select {
@@ -471,7 +532,7 @@ func (c *Client) ask(ctx context.Context, addr string, req any) (any, error) {
 		}
 	}))
 	defer c.system.Root.Stop(pid)
-	c.system.Root.RequestWithCustomSender(actor.NewPID(addr, GatewayName), req, pid)
+	c.system.Root.RequestWithCustomSender(actor.NewPID(addr, c.cfg.Gateway), req, pid)
 	select {
 	case r := <-ch:
 		return r, nil

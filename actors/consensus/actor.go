@@ -99,10 +99,14 @@ type timeout struct {
 type waiter struct {
 	replyTo          *actor.PID
 	clientID, seqNum uint64
-	read             *pb.KVCommand // the read-only command, for reads
+	typed            bool   // a typed key-value request (protocol.Waiter.Typed)
+	reading          bool   // a read-only query, served through ReadIndex
+	query            []byte // the query, for reads
+	// index and term are where the leader appended the command (Proposed).
+	index, term uint64
 }
 
-func (w waiter) isRead() bool { return w.read != nil }
+func (w waiter) isRead() bool { return w.reading }
 
 // flushReads is sent to self when the first read of a batch arrives; by the
 // time it is handled, every read queued before it is in the batch, and one
@@ -319,13 +323,25 @@ func (a *fsmActor) command(ctx actor.Context, r *pb.ClientRequest, replyTo *acto
 			Status: pb.ClientStatus_CLIENT_STATUS_UNAVAILABLE, Error: "the node is starting; retry shortly"})
 		return
 	}
-	if r.Command.GetGet() != nil {
+	typed := r.Command != nil
+	var body []byte // the command or query as the state machine sees it
+	if typed {
+		b, err := proto.Marshal(r.Command)
+		if err != nil {
+			a.refuseClient(ctx, replyTo, r.ClientId, r.Sequence, "cannot encode the command: "+err.Error())
+			return
+		}
+		body = b
+	} else {
+		body = r.Data
+	}
+	if typed && r.Command.GetGet() != nil || !typed && r.Query {
 		// Reads do not go through the log: ReadIndex (thesis §6.4).
 		if a.pendingReads >= a.cfg.MaxPendingReads {
 			a.busy(ctx, replyTo, r.ClientId, r.Sequence, fmt.Sprintf("node %d has %d reads waiting (the limit)", a.cfg.Raft.ID, a.pendingReads))
 			return
 		}
-		id := a.wait(waiter{replyTo: replyTo, clientID: r.ClientId, seqNum: r.Sequence, read: r.Command})
+		id := a.wait(waiter{replyTo: replyTo, clientID: r.ClientId, seqNum: r.Sequence, typed: typed, reading: true, query: body})
 		if len(a.reads) == 0 {
 			ctx.Send(ctx.Self(), &flushReads{})
 		}
@@ -336,12 +352,14 @@ func (a *fsmActor) command(ctx actor.Context, r *pb.ClientRequest, replyTo *acto
 		a.busy(ctx, replyTo, r.ClientId, r.Sequence, fmt.Sprintf("node %d has %d writes waiting (the limit)", a.cfg.Raft.ID, a.pendingWrites))
 		return
 	}
-	data, err := proto.Marshal(&pb.KVEntry{ClientId: r.ClientId, Sequence: r.Sequence, Command: r.Command})
+	// The log holds who sent the command with its bytes, so that every
+	// replica's state actor deduplicates retries alike (thesis §6.3).
+	data, err := proto.Marshal(&pb.ClientCommand{ClientId: r.ClientId, Sequence: r.Sequence, Data: body})
 	if err != nil {
 		a.refuseClient(ctx, replyTo, r.ClientId, r.Sequence, "cannot encode the command: "+err.Error())
 		return
 	}
-	id := a.wait(waiter{replyTo: replyTo, clientID: r.ClientId, seqNum: r.Sequence})
+	id := a.wait(waiter{replyTo: replyTo, clientID: r.ClientId, seqNum: r.Sequence, typed: typed})
 	if len(a.proposals) == 0 {
 		ctx.Send(ctx.Self(), &flushProposals{})
 	}
@@ -408,6 +426,11 @@ func (a *fsmActor) step(ctx actor.Context, ev fsm.Event) {
 			ctx.Request(a.cfg.Store, &logstore.WriteRequest{Epoch: a.epoch, Seq: x.Seq, HardState: x.HardState, Entries: x.Entries})
 		case fsm.Send:
 			a.outbound = append(a.outbound, x.Msg)
+		case fsm.Proposed:
+			if w, ok := a.waiters[x.ID]; ok {
+				w.index, w.term = x.Index, x.Term
+				a.waiters[x.ID] = w
+			}
 		case fsm.Apply:
 			a.apply(ctx, x)
 		case fsm.Reply:
@@ -444,7 +467,7 @@ func (a *fsmActor) apply(ctx actor.Context, x fsm.Apply) {
 	req := &protocol.ApplyRequest{Epoch: a.epoch, Entries: x.Entries}
 	for _, ref := range x.Refs {
 		if w, ok := a.settle(ref.ID); ok {
-			req.Waiters = append(req.Waiters, protocol.Waiter{Index: ref.Index, ReplyTo: w.replyTo})
+			req.Waiters = append(req.Waiters, protocol.Waiter{Index: ref.Index, ReplyTo: w.replyTo, Typed: w.typed})
 		}
 	}
 	ctx.Request(a.cfg.State, req)
@@ -465,8 +488,13 @@ func (a *fsmActor) reply(ctx actor.Context, x fsm.Reply) {
 	case errors.Is(x.Err, fsm.ErrTooLarge):
 		a.refuseClient(ctx, w.replyTo, w.clientID, w.seqNum, fmt.Sprintf("the command is over the entry limit of %d bytes", a.cfg.Raft.Limits.WithDefaults().MaxEntryBytes))
 	default:
+		// ErrLeadershipLost: appended, outcome unknown; say where.
+		why := x.Err.Error()
+		if w.index != 0 {
+			why = fmt.Sprintf("%s (it was appended at index %d of term %d)", why, w.index, w.term)
+		}
 		a.answer(ctx, w.replyTo, &pb.ClientResponse{ClientId: w.clientID, Sequence: w.seqNum,
-			Status: pb.ClientStatus_CLIENT_STATUS_UNKNOWN, Error: x.Err.Error()})
+			Status: pb.ClientStatus_CLIENT_STATUS_UNKNOWN, Error: why, Index: w.index, Term: w.term})
 	}
 }
 
@@ -479,7 +507,7 @@ func (a *fsmActor) readReady(ctx actor.Context, x fsm.ReadReady) {
 	}
 	switch x.Err {
 	case nil:
-		ctx.Send(a.cfg.State, &protocol.ReadRequest{Index: x.Index, Command: w.read, ReplyTo: w.replyTo, ClientID: w.clientID, SeqNum: w.seqNum})
+		ctx.Send(a.cfg.State, &protocol.ReadRequest{Index: x.Index, Query: w.query, Typed: w.typed, ReplyTo: w.replyTo, ClientID: w.clientID, SeqNum: w.seqNum})
 	case fsm.ErrNotLeader:
 		a.answer(ctx, w.replyTo, &pb.ClientResponse{ClientId: w.clientID, Sequence: w.seqNum,
 			Status: pb.ClientStatus_CLIENT_STATUS_NOT_LEADER, LeaderId: x.Leader, LeaderAddress: a.cfg.Peers[x.Leader]})

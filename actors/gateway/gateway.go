@@ -4,10 +4,12 @@
 // client traffic: the wire guard routes client messages to it alone, and
 // the fsm actor takes client work only as the protocol.Command and
 // protocol.Transfer the gateway builds. It checks the cluster id, the
-// client's identity and the command's shape, key (UTF-8, within
-// Limits.MaxKeyBytes) and encoded size (within Limits.MaxEntryBytes),
-// answers what is wrong in one line, and forwards only well-formed requests,
-// naming the client so the answer goes straight back to it.
+// client's identity and the request: a typed key-value command's shape, key
+// (UTF-8, within Limits.MaxKeyBytes) and encoded size (within
+// Limits.MaxEntryBytes), or an opaque command's or query's size; it answers
+// what is wrong in one line, and forwards only well-formed requests, naming
+// the client so the answer goes straight back to it. Typed commands are
+// refused when the node's state machine is not the key-value store.
 //
 // It holds no state worth keeping, so it sits last in the node's
 // rest_for_one order and its crash restarts nothing else. It must never
@@ -34,6 +36,9 @@ type Config struct {
 	// Limits bounds a command's key and encoded size; zero fields take
 	// messages.DefaultLimits. It must be the node's.
 	Limits pb.Limits
+	// Typed says the node's state machine is the key-value store, so typed
+	// requests (ClientRequest.command) are accepted.
+	Typed bool
 	// Rejected, if set, counts the requests refused as invalid.
 	Rejected *atomic.Uint64
 	// Status builds this node's status report.
@@ -102,6 +107,19 @@ func (g *gatewayActor) check(m *pb.ClientRequest) error {
 	}
 	if m.ClientId == 0 || m.Sequence == 0 {
 		return fmt.Errorf("client_id and sequence must be positive (got %d, %d)", m.ClientId, m.Sequence)
+	}
+	if m.Command == nil {
+		if g.cfg.Typed && len(m.Data) == 0 {
+			// Empty data is an empty KVCommand, which the store cannot run.
+			return fmt.Errorf("the request has no command (put, get, delete or cas) and no data")
+		}
+		return g.cfg.Limits.CheckData(m.ClientId, m.Sequence, m.Data, m.Query)
+	}
+	if !g.cfg.Typed {
+		return fmt.Errorf("node %d does not run the key-value store; send the command as data for its state machine", g.cfg.NodeID)
+	}
+	if len(m.Data) > 0 || m.Query {
+		return fmt.Errorf("the request has both a key-value command and data; send one")
 	}
 	return kv.ValidateRequest(m, g.cfg.Limits)
 }

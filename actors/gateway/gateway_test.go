@@ -64,7 +64,7 @@ func TestGatewayChecksAndForwards(t *testing.T) {
 	fsmPID := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return fsm }))
 	clientPID := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return client }))
 	var rejected atomic.Uint64
-	gw := sys.Root.Spawn(Props(Config{ClusterID: "ketch", NodeID: 1, FSM: fsmPID, Rejected: &rejected,
+	gw := sys.Root.Spawn(Props(Config{ClusterID: "ketch", NodeID: 1, FSM: fsmPID, Rejected: &rejected, Typed: true,
 		Status: func() *pb.NodeStatus { return &pb.NodeStatus{Id: 1} }, Logger: slog.New(slog.DiscardHandler)}))
 	put := &pb.KVCommand{Op: &pb.KVCommand_Put{Put: &pb.Put{Key: "k", Value: []byte("v")}}}
 
@@ -81,6 +81,9 @@ func TestGatewayChecksAndForwards(t *testing.T) {
 			Command: &pb.KVCommand{Op: &pb.KVCommand_Get{Get: &pb.Get{Key: "\xff"}}}}, "UTF-8"},
 		{"over the entry limit", &pb.ClientRequest{ClusterId: "ketch", ClientId: 1, Sequence: 1,
 			Command: &pb.KVCommand{Op: &pb.KVCommand_Put{Put: &pb.Put{Key: "k", Value: make([]byte, pb.DefaultMaxEntryBytes)}}}}, "limit"},
+		{"data over the entry limit", &pb.ClientRequest{ClusterId: "ketch", ClientId: 1, Sequence: 1,
+			Data: make([]byte, pb.DefaultMaxEntryBytes)}, "limit"},
+		{"a command and data", &pb.ClientRequest{ClusterId: "ketch", ClientId: 1, Sequence: 1, Command: put, Data: []byte("x")}, "send one"},
 	} {
 		sys.Root.RequestWithCustomSender(gw, tc.req, clientPID)
 		r, ok := client.wait(t, answers).(*pb.ClientResponse)
@@ -95,8 +98,8 @@ func TestGatewayChecksAndForwards(t *testing.T) {
 	if tr, ok := client.wait(t, answers).(*pb.TransferResponse); !ok || tr.Ok || !strings.Contains(tr.Error, "cluster") {
 		t.Errorf("a transfer of another cluster: %v", tr)
 	}
-	if got := rejected.Load(); got != 7 {
-		t.Errorf("rejected %d, want 7", got)
+	if got := rejected.Load(); got != 9 {
+		t.Errorf("rejected %d, want 9", got)
 	}
 	if n := fsm.len(); n != 0 {
 		t.Fatalf("the fsm actor got %d messages from refused requests", n)
@@ -110,5 +113,29 @@ func TestGatewayChecksAndForwards(t *testing.T) {
 	}
 	if tr, ok := fsm.wait(t, 1).(*protocol.Transfer); !ok || tr.To != 2 || tr.ReplyTo.Id != clientPID.Id {
 		t.Fatalf("the fsm actor got %v, want a Transfer to 2 naming the client", fsm.wait(t, 1))
+	}
+}
+
+// A node whose state machine is not the key-value store refuses typed
+// commands and forwards opaque commands and queries.
+func TestGatewayOfAnotherStateMachine(t *testing.T) {
+	sys := actor.NewActorSystem(actor.WithLoggerFactory(sender.QuietLogger(slog.New(slog.DiscardHandler), slog.LevelError)))
+	defer sys.Shutdown()
+	fsm, client := &box{}, &box{}
+	fsmPID := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return fsm }))
+	clientPID := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return client }))
+	gw := sys.Root.Spawn(Props(Config{ClusterID: "ketch", NodeID: 1, FSM: fsmPID,
+		Status: func() *pb.NodeStatus { return &pb.NodeStatus{Id: 1} }, Logger: slog.New(slog.DiscardHandler)}))
+	put := &pb.KVCommand{Op: &pb.KVCommand_Put{Put: &pb.Put{Key: "k", Value: []byte("v")}}}
+	sys.Root.RequestWithCustomSender(gw, &pb.ClientRequest{ClusterId: "ketch", ClientId: 1, Sequence: 1, Command: put}, clientPID)
+	if r := client.wait(t, 0).(*pb.ClientResponse); r.Status != pb.ClientStatus_CLIENT_STATUS_INVALID || !strings.Contains(r.Error, "key-value") {
+		t.Fatalf("a typed command answered %v", r)
+	}
+	sys.Root.RequestWithCustomSender(gw, &pb.ClientRequest{ClusterId: "ketch", ClientId: 1, Sequence: 1, Data: nil}, clientPID)
+	sys.Root.RequestWithCustomSender(gw, &pb.ClientRequest{ClusterId: "ketch", ClientId: 1, Sequence: 2, Data: []byte("q"), Query: true}, clientPID)
+	for i := range 2 {
+		if c, ok := fsm.wait(t, i).(*protocol.Command); !ok || c.Req.Sequence != uint64(i+1) {
+			t.Fatalf("the fsm actor got %v", fsm.wait(t, i))
+		}
 	}
 }

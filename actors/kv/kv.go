@@ -1,161 +1,213 @@
-// Package kv is ketch's first replicated state machine: an in-memory
-// key-value map with put, get, delete and compare-and-swap, plus client
-// sessions so that a retried command is applied at most once (Raft thesis
-// §6.3).
+// Package kv is ketch's built-in replicated state machine: an in-memory
+// key-value map with put, get, delete and compare-and-swap. It is one
+// implementation of statemachine.StateMachine (what the CLI, the demo and
+// the tests use); its commands are KVCommand messages and its results
+// KVResult messages.
 //
 // Apply must be deterministic: every replica applies the same entries in
 // the same order and must reach the same state and the same answers. So it
 // never reads a clock, draws randomness, or depends on map iteration order,
-// and it never panics on a command's content: a malformed entry gets the
-// same INVALID answer on every replica.
+// and it never panics on a command's content: a malformed command gets the
+// same error result on every replica.
+//
+// Its snapshots are frozen views (statemachine.COWMap): taking one costs
+// nothing, and the writes made while it is written are folded in after.
 package kv
 
 import (
+	"bufio"
 	"bytes"
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 	"unicode/utf8"
 
+	"github.com/ketch-raft/ketch/actors/statemachine"
 	pb "github.com/ketch-raft/ketch/messages"
 	"google.golang.org/protobuf/proto"
 )
 
-// MaxSessions bounds the client sessions remembered. When a new client
-// would exceed it, the session applied longest ago is forgotten; a retry
-// from that client for its last command then gets an INVALID answer
-// ("session expired") rather than a second application. Eviction follows
-// the log, so it is the same on every replica.
-const MaxSessions = 100_000
-
 // Store is the key-value state machine. It is not safe for concurrent use:
-// the state actor owns it.
+// the state actor owns it (a snapshot's view is written concurrently, as
+// statemachine.COWMap allows).
 type Store struct {
-	data     map[string][]byte
-	sessions map[uint64]*session
-	applied  uint64
+	data *statemachine.COWMap[string, []byte]
 }
 
-// session is what the store remembers of one client (thesis §6.3): its
-// last sequence number and the answer it got.
-type session struct {
-	seq   uint64
-	resp  *pb.ClientResponse
-	index uint64 // log index of the session's last command, for eviction
-}
+var _ statemachine.StateMachine = (*Store)(nil)
 
 // New returns an empty store.
-func New() *Store {
-	return &Store{data: map[string][]byte{}, sessions: map[uint64]*session{}}
-}
+func New() *Store { return &Store{data: statemachine.NewCOWMap[string, []byte]()} }
 
-// Applied is the index of the last entry applied.
-func (s *Store) Applied() uint64 { return s.applied }
+// NewStateMachine is New as the node wants it.
+func NewStateMachine() statemachine.StateMachine { return New() }
 
 // Len is the number of keys.
-func (s *Store) Len() int { return len(s.data) }
+func (s *Store) Len() int { return s.data.Len() }
 
 // Lookup reads a key directly, bypassing the log: for tests and for
 // inspecting a replica, never for answering clients (that would not be
 // linearizable).
-func (s *Store) Lookup(key string) ([]byte, bool) {
-	v, ok := s.data[key]
-	return v, ok
+func (s *Store) Lookup(key string) ([]byte, bool) { return s.data.Get(key) }
+
+// Apply executes each command (a KVCommand) and returns its KVResult.
+func (s *Store) Apply(cmds []statemachine.Command) [][]byte {
+	out := make([][]byte, len(cmds))
+	for i, c := range cmds {
+		out[i] = encode(s.execute(c.Data))
+	}
+	return out
 }
 
-// Apply applies the entry at index, which must be the next one. It returns
-// the answer for the client that proposed it (nil for entries that answer
-// nobody, such as a leader's no-op).
-func (s *Store) Apply(e *pb.Entry) *pb.ClientResponse {
-	if e.Index != s.applied+1 {
-		panic(fmt.Sprintf("invariant: kv applies index %d after %d; entries must come in order, once each", e.Index, s.applied))
+// Query answers a read-only command (a Get) from the current state.
+func (s *Store) Query(q []byte) ([]byte, error) {
+	var c pb.KVCommand
+	if err := proto.Unmarshal(q, &c); err != nil {
+		return nil, fmt.Errorf("kv: the query is not a KVCommand: %v", err)
 	}
-	s.applied = e.Index
-	if e.Type != pb.EntryType_ENTRY_TYPE_NORMAL {
-		return nil
-	}
-	var ent pb.KVEntry
-	if err := proto.Unmarshal(e.Data, &ent); err != nil {
-		return &pb.ClientResponse{Status: pb.ClientStatus_CLIENT_STATUS_INVALID, Error: "kv: undecodable command in the log", Index: e.Index}
-	}
-	// Thesis §6.3: a command whose sequence number the session has seen
-	// is not applied again; the client gets the answer it got then.
-	if ent.ClientId != 0 {
-		if ss, ok := s.sessions[ent.ClientId]; ok {
-			switch {
-			case ent.Sequence == ss.seq:
-				return ss.resp
-			case ent.Sequence < ss.seq:
-				return &pb.ClientResponse{ClientId: ent.ClientId, Sequence: ent.Sequence, Status: pb.ClientStatus_CLIENT_STATUS_INVALID,
-					Error: fmt.Sprintf("kv: sequence %d is older than the client's last (%d); it was answered already", ent.Sequence, ss.seq), Index: e.Index}
-			}
-		}
-	}
-	resp := s.execute(ent.Command)
-	resp.ClientId, resp.Sequence, resp.Index = ent.ClientId, ent.Sequence, e.Index
-	if ent.ClientId != 0 {
-		s.remember(ent.ClientId, ent.Sequence, resp, e.Index)
-	}
-	return resp
-}
-
-// Read answers a read-only command (a Get) from the current state, without
-// the log: the caller must have made sure, by ReadIndex (thesis §6.4), that
-// the state is recent enough. Other commands are refused.
-func (s *Store) Read(c *pb.KVCommand) *pb.ClientResponse {
 	get := c.GetGet()
 	if get == nil {
-		return &pb.ClientResponse{Status: pb.ClientStatus_CLIENT_STATUS_INVALID, Error: "kv: only get can be served as a read"}
+		return nil, errors.New("kv: only get can be served as a query")
 	}
-	v, ok := s.data[get.Key]
-	return &pb.ClientResponse{Status: pb.ClientStatus_CLIENT_STATUS_OK, Found: ok, Value: v, Index: s.applied}
+	v, ok := s.data.Get(get.Key)
+	return encode(&pb.KVResult{Found: ok, Value: v}), nil
 }
 
-func (s *Store) execute(c *pb.KVCommand) *pb.ClientResponse {
-	ok := &pb.ClientResponse{Status: pb.ClientStatus_CLIENT_STATUS_OK}
+// execute runs one command; an undecodable or empty command gets an error
+// result, the same on every replica.
+func (s *Store) execute(data []byte) *pb.KVResult {
+	var c pb.KVCommand
+	if err := proto.Unmarshal(data, &c); err != nil {
+		return &pb.KVResult{Error: "kv: undecodable command in the log"}
+	}
+	r := &pb.KVResult{}
 	switch op := c.GetOp().(type) {
 	case *pb.KVCommand_Put:
-		s.data[op.Put.Key] = bytes.Clone(op.Put.Value)
+		s.data.Set(op.Put.Key, bytes.Clone(op.Put.Value))
 	case *pb.KVCommand_Get:
-		ok.Value, ok.Found = s.data[op.Get.Key]
+		r.Value, r.Found = s.data.Get(op.Get.Key)
 	case *pb.KVCommand_Delete:
-		_, ok.Found = s.data[op.Delete.Key]
-		delete(s.data, op.Delete.Key)
+		r.Found = s.data.Delete(op.Delete.Key)
 	case *pb.KVCommand_Cas:
-		cur, exists := s.data[op.Cas.Key]
+		cur, exists := s.data.Get(op.Cas.Key)
 		match := !exists && op.Cas.ExpectAbsent || exists && !op.Cas.ExpectAbsent && bytes.Equal(cur, op.Cas.Expected)
 		if match {
-			s.data[op.Cas.Key] = bytes.Clone(op.Cas.Value)
-			ok.Swapped = true
+			s.data.Set(op.Cas.Key, bytes.Clone(op.Cas.Value))
+			r.Swapped = true
 		} else {
-			ok.Found, ok.Value = exists, cur
+			r.Found, r.Value = exists, cur
 		}
 	default:
-		return &pb.ClientResponse{Status: pb.ClientStatus_CLIENT_STATUS_INVALID, Error: "kv: empty command"}
+		return &pb.KVResult{Error: "kv: empty command"}
 	}
-	return ok
+	return r
 }
 
-func (s *Store) remember(client, seq uint64, resp *pb.ClientResponse, index uint64) {
-	if ss, ok := s.sessions[client]; ok {
-		ss.seq, ss.resp, ss.index = seq, resp, index
+// FillResponse turns a KVResult into the typed fields of a client's answer:
+// found, value and swapped, or INVALID with the store's error.
+func FillResponse(result []byte, resp *pb.ClientResponse) {
+	var r pb.KVResult
+	if err := proto.Unmarshal(result, &r); err != nil {
+		resp.Status, resp.Error = pb.ClientStatus_CLIENT_STATUS_INVALID, "kv: undecodable result"
 		return
 	}
-	if len(s.sessions) >= MaxSessions {
-		s.evictOldest()
+	if r.Error != "" {
+		resp.Status, resp.Error = pb.ClientStatus_CLIENT_STATUS_INVALID, r.Error
+		return
 	}
-	s.sessions[client] = &session{seq: seq, resp: resp, index: index}
+	resp.Found, resp.Value, resp.Swapped = r.Found, r.Value, r.Swapped
 }
 
-// evictOldest forgets the session whose last command is oldest in the log.
-// Indexes are unique, so the choice does not depend on map order.
-func (s *Store) evictOldest() {
-	var oldest uint64
-	var at uint64
-	for id, ss := range s.sessions {
-		if at == 0 || ss.index < at {
-			oldest, at = id, ss.index
-		}
+func encode(r *pb.KVResult) []byte {
+	b, err := proto.Marshal(r)
+	if err != nil {
+		panic(fmt.Sprintf("kv: invariant: a KVResult does not encode: %v", err))
 	}
-	delete(s.sessions, oldest)
+	return b
+}
+
+// Snapshot freezes the map; its Persist writes the frozen view while Apply
+// goes on, and Release folds the writes made meanwhile back in.
+func (s *Store) Snapshot() (statemachine.Snapshot, error) {
+	return &snapshot{m: s.data, view: s.data.Freeze()}, nil
+}
+
+// The snapshot format: the magic, then per key its length (uvarint), the
+// key, the value's length (uvarint) and the value, then a zero-length key
+// flagged by the end marker. Restore checks every length against what
+// remains.
+const snapMagic = "ketch-kv-1\n"
+
+type snapshot struct {
+	m    *statemachine.COWMap[string, []byte] // the map frozen (a Restore may replace the store's since)
+	view statemachine.FrozenMap[string, []byte]
+}
+
+func (sn *snapshot) Persist(w io.Writer) error {
+	bw := bufio.NewWriterSize(w, 256<<10)
+	if _, err := bw.WriteString(snapMagic); err != nil {
+		return err
+	}
+	binary.Write(bw, binary.BigEndian, uint64(sn.view.Len())) //nolint:errcheck // bw keeps the error
+	var lenBuf [binary.MaxVarintLen64]byte
+	sn.view.Range(func(k string, v []byte) bool {
+		bw.Write(lenBuf[:binary.PutUvarint(lenBuf[:], uint64(len(k)))])
+		bw.WriteString(k)
+		bw.Write(lenBuf[:binary.PutUvarint(lenBuf[:], uint64(len(v)))])
+		bw.Write(v)
+		return true
+	})
+	return bw.Flush()
+}
+
+func (sn *snapshot) Release() { sn.m.Thaw() }
+
+// Restore replaces the store with the snapshot r holds.
+func (s *Store) Restore(r io.Reader) error {
+	br := bufio.NewReaderSize(r, 256<<10)
+	magic := make([]byte, len(snapMagic))
+	if _, err := io.ReadFull(br, magic); err != nil || string(magic) != snapMagic {
+		return errors.New("kv: not a key-value snapshot")
+	}
+	var n uint64
+	if err := binary.Read(br, binary.BigEndian, &n); err != nil {
+		return fmt.Errorf("kv: snapshot cut short: %w", err)
+	}
+	data := statemachine.NewCOWMap[string, []byte]()
+	readField := func(what string, limit uint64) ([]byte, error) {
+		l, err := binary.ReadUvarint(br)
+		if err != nil {
+			return nil, fmt.Errorf("kv: snapshot cut short in a %s: %w", what, err)
+		}
+		if l > limit {
+			return nil, fmt.Errorf("kv: snapshot holds a %s of %d bytes", what, l)
+		}
+		b := make([]byte, l)
+		if _, err := io.ReadFull(br, b); err != nil {
+			return nil, fmt.Errorf("kv: snapshot cut short in a %s: %w", what, err)
+		}
+		return b, nil
+	}
+	for i := uint64(0); i < n; i++ {
+		k, err := readField("key", pb.DefaultMaxEntryBytes)
+		if err != nil {
+			return err
+		}
+		v, err := readField("value", pb.DefaultMaxEntryBytes)
+		if err != nil {
+			return err
+		}
+		if !utf8.Valid(k) {
+			return errors.New("kv: snapshot holds a key that is not UTF-8")
+		}
+		data.Set(string(k), v)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		return errors.New("kv: snapshot holds more than its keys")
+	}
+	s.data = data
+	return nil
 }
 
 // ValidateRequest checks a client's request at the boundary, before it is
@@ -186,8 +238,16 @@ func ValidateRequest(r *pb.ClientRequest, lim pb.Limits) error {
 	case !utf8.ValidString(key):
 		return fmt.Errorf("the key %.64q is not valid UTF-8; keys are UTF-8 strings", key)
 	}
-	if n := proto.Size(&pb.KVEntry{ClientId: r.ClientId, Sequence: r.Sequence, Command: r.Command}); n > lim.MaxEntryBytes {
+	if n := proto.Size(&pb.ClientCommand{ClientId: r.ClientId, Sequence: r.Sequence, Data: mustMarshal(r.Command)}); n > lim.MaxEntryBytes {
 		return fmt.Errorf("the command is %d bytes encoded; the limit is %d (a value may be up to %d bytes)", n, lim.MaxEntryBytes, lim.MaxValueBytes())
 	}
 	return nil
+}
+
+func mustMarshal(m proto.Message) []byte {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		return nil // caught by the caller's other checks (an invalid key)
+	}
+	return b
 }

@@ -1,20 +1,33 @@
 package kv
 
 import (
+	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 
+	"github.com/ketch-raft/ketch/actors/statemachine"
 	pb "github.com/ketch-raft/ketch/messages"
 	"google.golang.org/protobuf/proto"
 )
 
-func entry(t *testing.T, index, client, seq uint64, c *pb.KVCommand) *pb.Entry {
+// run applies one command at index and decodes its result.
+func run(t *testing.T, s *Store, index uint64, c *pb.KVCommand) *pb.KVResult {
 	t.Helper()
-	data, err := proto.Marshal(&pb.KVEntry{ClientId: client, Sequence: seq, Command: c})
+	data, err := proto.Marshal(c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &pb.Entry{Index: index, Term: 1, Type: pb.EntryType_ENTRY_TYPE_NORMAL, Data: data}
+	return decode(t, s.Apply([]statemachine.Command{{Index: index, Term: 1, Data: data}})[0])
+}
+
+func decode(t *testing.T, b []byte) *pb.KVResult {
+	t.Helper()
+	var r pb.KVResult
+	if err := proto.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	return &r
 }
 
 func put(k, v string) *pb.KVCommand {
@@ -50,63 +63,104 @@ func TestOperations(t *testing.T) {
 		{"cas on missing fails", cas("a", "3", "4", false), false, "", false},
 	}
 	for i, st := range steps {
-		r := s.Apply(entry(t, uint64(i+1), 0, 0, st.cmd))
-		if r.Status != pb.ClientStatus_CLIENT_STATUS_OK || r.Found != st.found || string(r.Value) != st.value || r.Swapped != st.swapped {
+		r := run(t, s, uint64(i+1), st.cmd)
+		if r.Error != "" || r.Found != st.found || string(r.Value) != st.value || r.Swapped != st.swapped {
 			t.Errorf("%s: got %v", st.name, r)
 		}
 	}
 }
 
-// Raft thesis §6.3: a retried command (same client and sequence) is not
-// applied twice and gets the first answer.
-func TestRetriedCommandAppliesOnce(t *testing.T) {
+// A command the store cannot run gets an error result, the same on every
+// replica, and changes nothing; a query must be a get.
+func TestGarbageAndQueries(t *testing.T) {
 	s := New()
-	s.Apply(entry(t, 1, 7, 1, cas("k", "", "first", true)))
-	s.Apply(entry(t, 2, 8, 1, put("k", "other")))
-	r := s.Apply(entry(t, 3, 7, 1, cas("k", "", "first", true))) // the retry
-	if !r.Swapped || r.Index != 1 {
-		t.Fatalf("retry should get the first answer (swapped at index 1), got %v", r)
-	}
-	if v, _ := s.Lookup("k"); string(v) != "other" {
-		t.Fatalf("retry was applied again: k=%q", v)
-	}
-	if r := s.Apply(entry(t, 4, 7, 0, get("k"))); r.Status != pb.ClientStatus_CLIENT_STATUS_INVALID {
-		t.Fatalf("an older sequence must be refused, got %v", r)
-	}
-}
-
-func TestNoopAndGarbage(t *testing.T) {
-	s := New()
-	if r := s.Apply(&pb.Entry{Index: 1, Type: pb.EntryType_ENTRY_TYPE_NOOP}); r != nil {
-		t.Fatalf("no-op answered %v", r)
-	}
-	if r := s.Apply(&pb.Entry{Index: 2, Type: pb.EntryType_ENTRY_TYPE_NORMAL, Data: []byte{0xff, 0xff}}); r.Status != pb.ClientStatus_CLIENT_STATUS_INVALID {
+	res := s.Apply([]statemachine.Command{{Index: 1, Data: []byte{0xff, 0xff}}, {Index: 2, Data: nil}})
+	if r := decode(t, res[0]); r.Error == "" {
 		t.Fatalf("garbage answered %v", r)
 	}
-	if s.Applied() != 2 {
-		t.Fatalf("applied %d", s.Applied())
+	if r := decode(t, res[1]); !strings.Contains(r.Error, "empty") {
+		t.Fatalf("an empty command answered %v", r)
+	}
+	run(t, s, 3, put("a", "1"))
+	q, _ := proto.Marshal(get("a"))
+	if b, err := s.Query(q); err != nil || string(decode(t, b).Value) != "1" {
+		t.Fatalf("query of a: %v %v", b, err)
+	}
+	p, _ := proto.Marshal(put("a", "2"))
+	if _, err := s.Query(p); err == nil {
+		t.Fatal("a put served as a query")
+	}
+	if _, err := s.Query([]byte{0xff}); err == nil {
+		t.Fatal("garbage served as a query")
 	}
 }
 
-func TestApplyOutOfOrderPanics(t *testing.T) {
-	defer func() {
-		if recover() == nil {
-			t.Fatal("applying index 3 after 0 did not panic")
-		}
-	}()
-	New().Apply(&pb.Entry{Index: 3})
-}
-
-func TestSessionEvictionFollowsTheLog(t *testing.T) {
+// A snapshot is a frozen view: writes after Snapshot do not reach it, and
+// a store restored from it holds exactly the state at Snapshot. After
+// Release the writes made meanwhile are all there.
+func TestSnapshotIsAPointInTimeView(t *testing.T) {
 	s := New()
-	for i := uint64(1); i <= MaxSessions+1; i++ {
-		s.Apply(entry(t, i, i, 1, get("x")))
+	for i := range 1000 {
+		run(t, s, uint64(i+1), put(fmt.Sprintf("k%d", i), strings.Repeat("v", i%50)))
 	}
-	if _, ok := s.sessions[1]; ok {
-		t.Fatal("the oldest session should have been evicted")
+	run(t, s, 1001, del("k7"))
+	want := map[string]string{}
+	s.data.Range(func(k string, v []byte) bool { want[k] = string(v); return true })
+
+	snap, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if len(s.sessions) != MaxSessions {
-		t.Fatalf("%d sessions", len(s.sessions))
+	var buf bytes.Buffer
+	done := make(chan error, 1)
+	go func() { done <- snap.Persist(&buf) }() // concurrently with the applies below
+	for i := range 500 {
+		run(t, s, uint64(1002+i), put(fmt.Sprintf("k%d", i), "new"))
+		run(t, s, uint64(1002+500+i), del(fmt.Sprintf("k%d", 500+i)))
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+	if v, _ := s.Lookup("k3"); string(v) != "new" || s.Len() != 500 {
+		t.Fatalf("after Release: k3=%q, %d keys; want new, 500", v, s.Len())
+	}
+
+	r := New()
+	if err := r.Restore(bytes.NewReader(buf.Bytes())); err != nil {
+		t.Fatal(err)
+	}
+	if r.Len() != len(want) {
+		t.Fatalf("restored %d keys, want %d", r.Len(), len(want))
+	}
+	for k, v := range want {
+		if got, ok := r.Lookup(k); !ok || string(got) != v {
+			t.Fatalf("restored %s=%q, want %q", k, got, v)
+		}
+	}
+}
+
+// Restore refuses what a snapshot of this store could not have written:
+// every truncation of a valid snapshot, and trailing bytes.
+func TestRestoreRefusesDamage(t *testing.T) {
+	s := New()
+	for i := range 20 {
+		run(t, s, uint64(i+1), put(fmt.Sprintf("key%d", i), "value"))
+	}
+	snap, _ := s.Snapshot()
+	var buf bytes.Buffer
+	if err := snap.Persist(&buf); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+	b := buf.Bytes()
+	for n := range len(b) {
+		if err := New().Restore(bytes.NewReader(b[:n])); err == nil {
+			t.Fatalf("a snapshot cut to %d of %d bytes restored", n, len(b))
+		}
+	}
+	if err := New().Restore(bytes.NewReader(append(bytes.Clone(b), 0))); err == nil {
+		t.Fatal("a snapshot with a trailing byte restored")
 	}
 }
 
@@ -124,7 +178,11 @@ func TestValidateRequest(t *testing.T) {
 	// The longest value for which a put of a 1-byte key is an entry of at
 	// most MaxEntryBytes.
 	fit := 0
-	for proto.Size(&pb.KVEntry{ClientId: 1, Sequence: 1, Command: put("k", strings.Repeat("v", fit+1))}) <= 200 {
+	size := func(c *pb.KVCommand) int {
+		b, _ := proto.Marshal(c)
+		return proto.Size(&pb.ClientCommand{ClientId: 1, Sequence: 1, Data: b})
+	}
+	for size(put("k", strings.Repeat("v", fit+1))) <= 200 {
 		fit++
 	}
 	for _, c := range []struct {

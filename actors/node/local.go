@@ -79,6 +79,24 @@ func (l *Local) receive(ctx actor.Context) {
 // (ErrNotLeader or ErrNotApplied, with the response), or ctx ends (the
 // command may still be applied).
 func (l *Local) Do(ctx context.Context, cmd *pb.KVCommand) (*pb.ClientResponse, error) {
+	return l.send(ctx, &pb.ClientRequest{Command: cmd})
+}
+
+// Propose is Do for an opaque command of the node's state machine: the
+// response's result, index and term say what it answered and where it was
+// applied.
+func (l *Local) Propose(ctx context.Context, data []byte) (*pb.ClientResponse, error) {
+	return l.send(ctx, &pb.ClientRequest{Data: data})
+}
+
+// Query is Do for a read-only query of the node's state machine, served
+// through ReadIndex (linearizable) on this node.
+func (l *Local) Query(ctx context.Context, q []byte) (*pb.ClientResponse, error) {
+	return l.send(ctx, &pb.ClientRequest{Data: q, Query: true})
+}
+
+// send fills in req's cluster, client id and sequence and runs it.
+func (l *Local) send(ctx context.Context, req *pb.ClientRequest) (*pb.ClientResponse, error) {
 	s := l.sessions.Get()
 	defer l.sessions.Put(s)
 	s.Seq++
@@ -93,8 +111,8 @@ func (l *Local) Do(ctx context.Context, cmd *pb.KVCommand) (*pb.ClientResponse, 
 		l.mu.Unlock()
 	}()
 
-	gw := actor.NewPID(l.n.system.Address(), GatewayID)
-	req := &pb.ClientRequest{ClusterId: l.n.cfg.ClusterID, ClientId: s.ID, Sequence: s.Seq, Command: cmd}
+	gw := actor.NewPID(l.n.system.Address(), l.n.ids.Gateway)
+	req.ClusterId, req.ClientId, req.Sequence = l.n.cfg.ClusterID, s.ID, s.Seq
 	l.n.system.Root.RequestWithCustomSender(gw, req, l.reply)
 	select {
 	case r := <-ch:

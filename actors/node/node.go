@@ -4,7 +4,7 @@
 //
 //	raft/<group>               supervisor, rest_for_one, bounded restarts
 //	├── raft/<group>/store     the bbolt log (logstore)
-//	├── raft/<group>/state     the key-value state machine (actors/state)
+//	├── raft/<group>/state     the replicated state machine (actors/state)
 //	├── raft/<group>/fsm       consensus (actors/consensus around fsm)
 //	├── raft/<group>/sender    delivery to peers (sender)
 //	└── raft/<group>/gateway   client boundary (actors/gateway)
@@ -41,6 +41,7 @@ import (
 	"github.com/ketch-raft/ketch/actors/gateway"
 	"github.com/ketch-raft/ketch/actors/kv"
 	"github.com/ketch-raft/ketch/actors/state"
+	"github.com/ketch-raft/ketch/actors/statemachine"
 	"github.com/ketch-raft/ketch/fsm"
 	"github.com/ketch-raft/ketch/logstore"
 	pb "github.com/ketch-raft/ketch/messages"
@@ -53,9 +54,13 @@ import (
 // that a node can host several groups later.
 const Group = 1
 
-// Names of the node's actors.
+// SupervisorName is the name the node supervisor is spawned with.
+var SupervisorName = fmt.Sprintf("raft/%d", Group)
+
+// Ids of the actors of a node started with Start (at the root of its own
+// actor system).
 var (
-	SupervisorID = fmt.Sprintf("raft/%d", Group)
+	SupervisorID = SupervisorName
 	FSMID        = supervisor.ChildID(SupervisorID, "fsm")
 	GatewayID    = supervisor.ChildID(SupervisorID, "gateway")
 )
@@ -110,6 +115,17 @@ type Config struct {
 	// off from its followers then keeps leading until it hears of a higher
 	// term. Only for tests of that situation; lease reads need it on.
 	DisableCheckQuorum bool
+	// StateMachine builds the replicated state machine, empty; it is
+	// called at every (re)start of the state actor. Nil means the built-in
+	// key-value store (actors/kv), the only one typed requests (the CLI's
+	// put, get, delete, cas) work with; any other gets opaque commands and
+	// queries (client.Propose, client.Query). Every node of a cluster must
+	// run the same.
+	StateMachine func() statemachine.StateMachine
+	// ExtraRoutes lets the wire guard admit, for an embedder's own actors
+	// (StartIn), the protobuf types they receive from the network: actor
+	// id -> full message names. A node admits nothing else.
+	ExtraRoutes map[string][]string
 	// UnsafeNoSync turns fsync off: acknowledged writes can be lost on
 	// power failure. For benchmarks of the rest of the path only.
 	UnsafeNoSync bool
@@ -171,12 +187,17 @@ func (c *Config) Validate() error {
 
 // Node is a running ketch node.
 type Node struct {
-	cfg    Config
-	system *actor.ActorSystem
-	remote *remote.Remote
-	sup    *supervisor.Supervisor
-	sup0   *actor.PID
-	send   *sender.Sender
+	cfg Config
+	ids Names
+	// ownSystem: the node made its actor system (Start) and shuts it down
+	// on Stop; a node started in a caller's system (StartIn) stops only
+	// its own tree and remote.
+	ownSystem bool
+	system    *actor.ActorSystem
+	remote    *remote.Remote
+	sup       *supervisor.Supervisor
+	sup0      *actor.PID
+	send      *sender.Sender
 
 	raft    atomic.Pointer[fsm.Status]
 	applied atomic.Uint64
@@ -193,11 +214,87 @@ type Node struct {
 	err      error
 }
 
-// Start starts a node and returns once its children are running.
+// Names are the actor ids of one node's tree. Peers address each other's
+// fsm at the same id, so every node of a cluster must use the same Names:
+// started with Start, or with StartIn under parents of the same id.
+type Names struct {
+	Supervisor, FSM, Gateway string
+}
+
+// NamesUnder returns the ids of a node's actors under a parent actor id
+// ("" for the root, as Start uses).
+func NamesUnder(parent string) Names {
+	sup := SupervisorName
+	if parent != "" {
+		sup = parent + "/" + SupervisorName
+	}
+	return Names{Supervisor: sup, FSM: supervisor.ChildID(sup, "fsm"), Gateway: supervisor.ChildID(sup, "gateway")}
+}
+
+// Names returns the ids of this node's actors.
+func (n *Node) Names() Names { return n.ids }
+
+// Start starts a node in an actor system of its own and returns once its
+// children are running.
 func Start(cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	// The logger factory quiets protoactor's own logging.
+	system := actor.NewActorSystem(actor.WithLoggerFactory(sender.QuietLogger(cfg.Logger, slog.LevelWarn)))
+	n, err := start(system.Root, cfg, true)
+	if err != nil {
+		system.Shutdown()
+		return nil, err
+	}
+	if err := n.awaitReady(10 * time.Second); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// StartIn starts a node inside the caller's actor system, as a child of
+// parent: an actor's context, to put the node's tree under that actor (as
+// an OTP application puts ra's servers under its own supervisor), or the
+// system's Root. It starts Proto.Actor remote on cfg.Listen in that system
+// (a system has one remote; it must not have one yet), with the node's wire
+// guard, which admits only the node's messages and cfg.ExtraRoutes. It
+// returns once the tree is spawned, without waiting for it to start: wait
+// on Ready. Stop stops the node's tree and its remote, not the system.
+//
+// The supervisor's id is parent's id + "/" + SupervisorName; clients reach
+// the gateway at Names().Gateway (client.Config.Gateway), and peers reach
+// each other's fsm at the same path, so every node of the cluster must be
+// started under a parent of the same id.
+func StartIn(parent actor.SpawnerContext, cfg Config) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return start(parent, cfg, false)
+}
+
+// Ready is closed once the node's children have all started.
+func (n *Node) Ready() <-chan struct{} { return n.sup.Ready() }
+
+func (n *Node) awaitReady(d time.Duration) error {
+	select {
+	case <-n.sup.Ready():
+		return nil
+	case <-n.sup.Stopped():
+		n.shutdownSystem()
+		return fmt.Errorf("the node stopped while starting: %s", n.sup.Status().Reason)
+	case <-time.After(d):
+		n.shutdownSystem()
+		return fmt.Errorf("the node's actors did not start within %v", d)
+	}
+}
+
+func start(parent actor.SpawnerContext, cfg Config, ownSystem bool) (*Node, error) {
+	var parentID string
+	if self := parent.Self(); self != nil {
+		parentID = self.Id
+	}
+	ids := NamesUnder(parentID)
 	host, portStr, _ := net.SplitHostPort(cfg.Listen)
 	port, err := strconv.Atoi(portStr)
 	if err != nil {
@@ -242,25 +339,31 @@ func Start(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
 	}
 
-	n := &Node{cfg: cfg, done: make(chan struct{})}
+	n := &Node{cfg: cfg, ids: ids, ownSystem: ownSystem, system: parent.ActorSystem(), done: make(chan struct{})}
 	n.send, err = sender.New(sender.Config{
 		Peers:         cfg.Peers,
-		Target:        func(_ uint64, addr string) *actor.PID { return actor.NewPID(addr, FSMID) },
+		Target:        func(_ uint64, addr string) *actor.PID { return actor.NewPID(addr, ids.FSM) },
 		MaxBatchBytes: cfg.Limits.MaxBatchBytes,
 		Logger:        log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
 	}
-	n.system = actor.NewActorSystem(actor.WithLoggerFactory(sender.QuietLogger(cfg.Logger, slog.LevelWarn)))
+	routes := RoutesFor(ids)
+	for id, types := range cfg.ExtraRoutes {
+		if _, taken := routes[id]; taken {
+			return nil, bad("ExtraRoutes names %s, an actor of the node", id)
+		}
+		routes[id] = types
+	}
 	n.remote, err = sender.StartRemote(n.system, host, port, sender.WithGuard(sender.GuardConfig{
 		MaxMessageBytes: cfg.Limits.MaxBatchBytes,
-		Routes:          Routes(),
+		Routes:          routes,
 		Logger:          log,
 		OnReject:        func(r sender.Rejection) { n.rejectedWire.Add(uint64(max(r.Dropped, 1))) },
 	}), sender.WithMaxRecvMsgBytes(sender.RecvMsgBytesFor(cfg.Limits)))
 	if err != nil {
-		n.system.Shutdown()
+		n.remote = nil
 		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
 	}
 	if identity != nil {
@@ -272,9 +375,13 @@ func Start(cfg Config) (*Node, error) {
 	}
 	closeStore() // the store actor opens it
 	pid := func(name string) *actor.PID {
-		return actor.NewPID(n.system.Address(), supervisor.ChildID(SupervisorID, name))
+		return actor.NewPID(n.system.Address(), supervisor.ChildID(ids.Supervisor, name))
 	}
 
+	newSM, typed := cfg.StateMachine, (func([]byte, *pb.ClientResponse))(nil)
+	if newSM == nil {
+		newSM, typed = kv.NewStateMachine, kv.FillResponse
+	}
 	crash := map[string]any{
 		"store":   &logstore.Crash{Reason: "ketch crash"},
 		"state":   &state.Crash{Reason: "ketch crash"},
@@ -287,7 +394,8 @@ func Start(cfg Config) (*Node, error) {
 			return logstore.OpenBolt(dbPath, logstore.BoltOptions{UnsafeNoSync: cfg.UnsafeNoSync})
 		}, logstore.Config{Logger: log, OnCorrupt: n.storeCorrupt})},
 		{Name: "state", Props: state.Props(state.Config{
-			New:       func() state.StateMachine { return kv.New() },
+			New:       newSM,
+			Typed:     typed,
 			OnApplied: n.applied.Store,
 			Logger:    log,
 		})},
@@ -303,7 +411,7 @@ func Start(cfg Config) (*Node, error) {
 		{Name: "sender", Props: n.send.Props()},
 		{Name: "gateway", Props: gateway.Props(gateway.Config{
 			ClusterID: cfg.ClusterID, NodeID: cfg.ID, FSM: pid("fsm"), Chaos: cfg.Chaos,
-			Limits: cfg.Limits, Rejected: &n.rejectedClient,
+			Limits: cfg.Limits, Typed: typed != nil, Rejected: &n.rejectedClient,
 			Status: n.Status,
 			Crash: func(child string) error {
 				msg, ok := crash[child]
@@ -326,32 +434,30 @@ func Start(cfg Config) (*Node, error) {
 		n.shutdownSystem()
 		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
 	}
-	n.sup0, err = n.system.Root.SpawnNamed(n.sup.Props(), SupervisorID)
+	n.sup0, err = parent.SpawnNamed(n.sup.Props(), SupervisorName)
 	if err != nil {
 		n.shutdownSystem()
 		return nil, fmt.Errorf("cannot spawn the node supervisor: %w", err)
 	}
-	select {
-	case <-n.sup.Ready():
-	case <-n.sup.Stopped():
-		n.shutdownSystem()
-		return nil, fmt.Errorf("the node stopped while starting: %s", n.sup.Status().Reason)
-	case <-time.After(10 * time.Second):
-		n.shutdownSystem()
-		return nil, errors.New("the node's actors did not start within 10s")
+	if n.sup0.Id != ids.Supervisor {
+		panic(fmt.Sprintf("invariant: the node supervisor is %s, not %s", n.sup0.Id, ids.Supervisor))
 	}
-	log.Info("node started", "listen", n.system.Address(), "cluster", cfg.ClusterID, "members", members)
+	log.Info("node started", "listen", n.system.Address(), "cluster", cfg.ClusterID, "members", members, "supervisor", ids.Supervisor)
 	return n, nil
 }
 
 // Routes is what the wire guard lets each of a node's actors receive from
-// the network: peers' RaftBatches for the fsm actor, the client protocol
-// for the gateway, and nothing for any other actor.
-func Routes() map[string][]string {
+// the network (for a node started with Start): peers' RaftBatches for the
+// fsm actor, the client protocol for the gateway, and nothing for any
+// other actor.
+func Routes() map[string][]string { return RoutesFor(NamesUnder("")) }
+
+// RoutesFor is Routes for a node whose actors have the ids of ids.
+func RoutesFor(ids Names) map[string][]string {
 	name := func(m proto.Message) string { return string(proto.MessageName(m)) }
 	return map[string][]string{
-		FSMID: {name(&pb.RaftBatch{})},
-		GatewayID: {name(&pb.ClientRequest{}), name(&pb.StatusRequest{}),
+		ids.FSM: {name(&pb.RaftBatch{})},
+		ids.Gateway: {name(&pb.ClientRequest{}), name(&pb.StatusRequest{}),
 			name(&pb.CrashRequest{}), name(&pb.TransferRequest{})},
 	}
 }
@@ -465,5 +571,9 @@ func (n *Node) shutdownSystem() {
 	if n.remote != nil {
 		n.remote.Shutdown(true)
 	}
-	n.system.Shutdown()
+	if n.ownSystem {
+		n.system.Shutdown()
+	} else if n.sup0 != nil {
+		n.system.Root.Stop(n.sup0)
+	}
 }

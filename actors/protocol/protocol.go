@@ -52,10 +52,13 @@ type ApplyRequest struct {
 	Waiters []Waiter
 }
 
-// Waiter is a client waiting for the entry at Index.
+// Waiter is a client waiting for the entry at Index. Typed says the client
+// sent a typed key-value command (ClientRequest.command): its answer carries
+// found, value and swapped rather than the state machine's result bytes.
 type Waiter struct {
 	Index   uint64
 	ReplyTo *actor.PID
+	Typed   bool
 }
 
 // AppliedQuery asks the state actor for its applied index; the answer is
@@ -72,13 +75,14 @@ type AppliedInfo struct {
 }
 
 // ReadRequest asks for a linearizable read, already confirmed by ReadIndex
-// (thesis §6.4): the state machine answers ReplyTo once it has applied
-// Index. The fsm sends it only after the state reported Applied >= Index,
-// so it is answered at once; a state restarted since then (behind Index)
-// answers UNAVAILABLE and the client retries.
+// (thesis §6.4): the state machine answers Query to ReplyTo once it has
+// applied Index. The fsm sends it only after the state reported Applied >=
+// Index, so it is answered at once; a state restarted since then (behind
+// Index) answers UNAVAILABLE and the client retries. Typed is Waiter's.
 type ReadRequest struct {
 	Index            uint64
-	Command          *pb.KVCommand
+	Query            []byte
+	Typed            bool
 	ReplyTo          *actor.PID
 	ClientID, SeqNum uint64
 }

@@ -1,7 +1,9 @@
 package state
 
 import (
+	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -9,6 +11,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/ketch-raft/ketch/actors/kv"
 	"github.com/ketch-raft/ketch/actors/protocol"
+	"github.com/ketch-raft/ketch/actors/statemachine"
 	pb "github.com/ketch-raft/ketch/messages"
 	"github.com/ketch-raft/ketch/sender"
 	"google.golang.org/protobuf/proto"
@@ -73,7 +76,7 @@ func newStateHarness(t *testing.T) *stateHarness {
 	t.Cleanup(h.sys.Shutdown)
 	h.fsmP = h.sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return h.fsm }))
 	h.clientP = h.sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return h.client }))
-	h.state = h.sys.Root.Spawn(Props(Config{New: func() StateMachine { return kv.New() }, Logger: slog.New(slog.DiscardHandler)}))
+	h.state = h.sys.Root.Spawn(Props(Config{New: kv.NewStateMachine, Typed: kv.FillResponse, Logger: slog.New(slog.DiscardHandler)}))
 	return h
 }
 
@@ -84,14 +87,10 @@ func (h *stateHarness) apply(epoch, lo, hi uint64, waitFor ...uint64) *protocol.
 	h.t.Helper()
 	req := &protocol.ApplyRequest{Epoch: epoch}
 	for i := lo; i <= hi; i++ {
-		data, err := proto.Marshal(&pb.KVEntry{ClientId: 1, Sequence: i, Command: &pb.KVCommand{Op: &pb.KVCommand_Put{Put: &pb.Put{Key: "k", Value: []byte{byte(i)}}}}})
-		if err != nil {
-			h.t.Fatal(err)
-		}
-		req.Entries = append(req.Entries, &pb.Entry{Index: i, Term: 1, Type: pb.EntryType_ENTRY_TYPE_NORMAL, Data: data})
+		req.Entries = append(req.Entries, putEntry(h.t, i, 1, i, "k", []byte{byte(i)}))
 	}
 	for _, w := range waitFor {
-		req.Waiters = append(req.Waiters, protocol.Waiter{Index: w, ReplyTo: h.clientP})
+		req.Waiters = append(req.Waiters, protocol.Waiter{Index: w, ReplyTo: h.clientP, Typed: true})
 	}
 	n := h.fsm.len()
 	h.sys.Root.RequestWithCustomSender(h.state, req, h.fsmP)
@@ -100,6 +99,29 @@ func (h *stateHarness) apply(epoch, lo, hi uint64, waitFor ...uint64) *protocol.
 		h.t.Fatalf("the state answered %T to an ApplyRequest", h.fsm.wait(h.t, n))
 	}
 	return info
+}
+
+// putEntry is the log entry of client's put of key (its command number seq).
+func putEntry(t *testing.T, index, client, seq uint64, key string, value []byte) *pb.Entry {
+	t.Helper()
+	cmd, err := proto.Marshal(&pb.KVCommand{Op: &pb.KVCommand_Put{Put: &pb.Put{Key: key, Value: value}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := proto.Marshal(&pb.ClientCommand{ClientId: client, Sequence: seq, Data: cmd})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &pb.Entry{Index: index, Term: 1, Type: pb.EntryType_ENTRY_TYPE_NORMAL, Data: data}
+}
+
+func getQuery(t *testing.T, key string) []byte {
+	t.Helper()
+	q, err := proto.Marshal(&pb.KVCommand{Op: &pb.KVCommand_Get{Get: &pb.Get{Key: key}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
 }
 
 func (h *stateHarness) query(epoch uint64) *protocol.AppliedInfo {
@@ -154,7 +176,7 @@ func TestStateRestartMidRequest(t *testing.T) {
 	h.sys.Root.Send(h.state, &Crash{Reason: "test"})
 	// Queued behind the crash: a batch of the old fsm and a read at 5.
 	h.sys.Root.RequestWithCustomSender(h.state, &protocol.ApplyRequest{Epoch: 1, Entries: []*pb.Entry{{Index: 6, Term: 1, Type: pb.EntryType_ENTRY_TYPE_NOOP}}}, h.fsmP)
-	h.sys.Root.Send(h.state, &protocol.ReadRequest{Index: 5, Command: &pb.KVCommand{Op: &pb.KVCommand_Get{Get: &pb.Get{Key: "k"}}}, ReplyTo: h.clientP, ClientID: 2, SeqNum: 1})
+	h.sys.Root.Send(h.state, &protocol.ReadRequest{Index: 5, Query: getQuery(t, "k"), Typed: true, ReplyTo: h.clientP, ClientID: 2, SeqNum: 1})
 	if got := h.fsm.wait(t, 1).(*protocol.AppliedInfo); got.Index != 0 || got.Epoch != 1 {
 		t.Fatalf("the restarted state answered the queued batch with %+v, want index 0", got)
 	}
@@ -168,3 +190,93 @@ func TestStateRestartMidRequest(t *testing.T) {
 		t.Fatalf("replay from 1: applied %d, want 6", got.Index)
 	}
 }
+
+// Thesis §6.3, in the state actor: a retried command (same client and
+// sequence) is answered with the first result and not applied again, also
+// when both copies are in one batch; an older sequence is refused; a read
+// sees the state the batch left. Answers carry the index and term the
+// command was applied at.
+func TestSessionsDeduplicateRetries(t *testing.T) {
+	h := newStateHarness(t)
+	req := &protocol.ApplyRequest{Epoch: 1, Entries: []*pb.Entry{
+		putEntry(t, 1, 5, 1, "k", []byte("a")),
+		putEntry(t, 2, 5, 1, "k", []byte("b")), // a retry of 1 with other bytes: not applied
+		putEntry(t, 3, 6, 1, "j", []byte("c")),
+		putEntry(t, 4, 5, 2, "k", []byte("d")),
+		putEntry(t, 5, 5, 1, "k", []byte("e")), // older than the session's last
+	}}
+	for i := uint64(1); i <= 5; i++ {
+		req.Waiters = append(req.Waiters, protocol.Waiter{Index: i, ReplyTo: h.clientP, Typed: true})
+	}
+	h.sys.Root.RequestWithCustomSender(h.state, req, h.fsmP)
+	if got := h.fsm.wait(t, 0).(*protocol.AppliedInfo); got.Index != 5 {
+		t.Fatalf("applied %d, want 5", got.Index)
+	}
+	want := []struct {
+		status pb.ClientStatus
+		index  uint64
+	}{{pb.ClientStatus_CLIENT_STATUS_OK, 1}, {pb.ClientStatus_CLIENT_STATUS_OK, 1}, {pb.ClientStatus_CLIENT_STATUS_OK, 3},
+		{pb.ClientStatus_CLIENT_STATUS_OK, 4}, {pb.ClientStatus_CLIENT_STATUS_INVALID, 5}}
+	for i, w := range want {
+		r := h.client.wait(t, i).(*pb.ClientResponse)
+		if r.Status != w.status || r.Index != w.index || r.Term != 1 {
+			t.Fatalf("answer %d: %v at %d/%d, want %v at %d/1 (%s)", i, r.Status, r.Index, r.Term, w.status, w.index, r.Error)
+		}
+	}
+	h.sys.Root.Send(h.state, &protocol.ReadRequest{Index: 5, Query: getQuery(t, "k"), Typed: true, ReplyTo: h.clientP, ClientID: 9, SeqNum: 1})
+	if r := h.client.wait(t, 5).(*pb.ClientResponse); !r.Found || string(r.Value) != "d" || r.Index != 5 {
+		t.Fatalf("read of k answered %+v, want d at index 5", r)
+	}
+	// A query the state machine cannot answer is INVALID, not a crash.
+	h.sys.Root.Send(h.state, &protocol.ReadRequest{Index: 5, Query: []byte{0xff}, ReplyTo: h.clientP, ClientID: 9, SeqNum: 2})
+	if r := h.client.wait(t, 6).(*pb.ClientResponse); r.Status != pb.ClientStatus_CLIENT_STATUS_INVALID {
+		t.Fatalf("a malformed query answered %+v", r)
+	}
+}
+
+// An untyped waiter gets the state machine's result bytes as they are.
+func TestUntypedAnswerCarriesTheResult(t *testing.T) {
+	h := newStateHarness(t)
+	h.sys.Root.RequestWithCustomSender(h.state, &protocol.ApplyRequest{Epoch: 1,
+		Entries: []*pb.Entry{putEntry(t, 1, 5, 1, "k", []byte("a"))},
+		Waiters: []protocol.Waiter{{Index: 1, ReplyTo: h.clientP}}}, h.fsmP)
+	r := h.client.wait(t, 0).(*pb.ClientResponse)
+	var res pb.KVResult
+	if err := proto.Unmarshal(r.Result, &res); err != nil || r.Status != pb.ClientStatus_CLIENT_STATUS_OK || r.Found {
+		t.Fatalf("answer %+v (%v), want OK with a KVResult in result", r, err)
+	}
+}
+
+// A state machine that breaks the contract (one result per command) crashes
+// the state actor instead of answering the wrong clients.
+func TestWrongResultCountCrashes(t *testing.T) {
+	h := newStateHarness(t)
+	crashed := make(chan any, 1)
+	props := Props(Config{New: func() statemachine.StateMachine { return shortSM{} }, Logger: slog.New(slog.DiscardHandler)})
+	strategy := actor.NewOneForOneStrategy(1, time.Second, func(reason any) actor.Directive {
+		select {
+		case crashed <- reason:
+		default:
+		}
+		return actor.StopDirective
+	})
+	parent := h.sys.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
+		if _, ok := ctx.Message().(*actor.Started); ok {
+			st := ctx.Spawn(props)
+			ctx.Send(st, &protocol.ApplyRequest{Epoch: 1, Entries: []*pb.Entry{putEntry(t, 1, 5, 1, "k", nil)}})
+		}
+	}, actor.WithSupervisor(strategy)))
+	defer h.sys.Root.Stop(parent)
+	select {
+	case r := <-crashed:
+		if !strings.Contains(fmt.Sprint(r), "returned 0 results for 1 commands") {
+			t.Fatalf("crashed with %v", r)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the state actor did not crash")
+	}
+}
+
+type shortSM struct{ statemachine.StateMachine }
+
+func (shortSM) Apply([]statemachine.Command) [][]byte { return nil }
