@@ -144,6 +144,17 @@ type Config struct {
 	// with a Fetch action, so a slow or dead follower does not make the
 	// leader's memory grow. Default 8192.
 	LogCacheEntries int
+	// SnapshotTrailing is how many entries the log keeps behind the latest
+	// snapshot when it compacts (SnapshotTaken), so that a follower that
+	// lags by fewer is caught up from the log rather than by a snapshot.
+	// Default 4096.
+	SnapshotTrailing int
+	// SnapshotChunkBytes is the size of one InstallSnapshot chunk. At most
+	// Limits.AppendBudget(). Default 1 MiB (or less, to fit the limits).
+	SnapshotChunkBytes int
+	// MaxSnapshotChunks bounds the chunks in flight to one follower (read
+	// from disk or sent, not yet acknowledged). Default 4.
+	MaxSnapshotChunks int
 	// RetransmitRounds is how many heartbeat intervals a pipelined follower
 	// may go without acknowledging progress before the leader assumes the
 	// in-flight messages were lost and probes again. Default 4.
@@ -211,6 +222,9 @@ const (
 	DefaultMaxMsgBytes       = 1 << 20
 	DefaultRetransmitRounds  = 4
 	DefaultLogCacheEntries   = 8192
+	DefaultSnapshotTrailing  = 4096
+	DefaultSnapshotChunk     = 1 << 20
+	DefaultMaxSnapshotChunks = 4
 	DefaultMaxClockDrift     = 0.1
 	// DefaultMaxUncommittedBytes is Config.MaxUncommittedBytes's default.
 	DefaultMaxUncommittedBytes = 64 << 20
@@ -246,6 +260,15 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxMsgBytes == 0 {
 		c.MaxMsgBytes = min(DefaultMaxMsgBytes, c.Limits.AppendBudget())
+	}
+	if c.SnapshotTrailing == 0 {
+		c.SnapshotTrailing = DefaultSnapshotTrailing
+	}
+	if c.SnapshotChunkBytes == 0 {
+		c.SnapshotChunkBytes = min(DefaultSnapshotChunk, c.Limits.AppendBudget())
+	}
+	if c.MaxSnapshotChunks == 0 {
+		c.MaxSnapshotChunks = DefaultMaxSnapshotChunks
 	}
 }
 
@@ -291,6 +314,12 @@ func (c *Config) Validate() error {
 	if c.MaxInflight < 1 || c.MaxMsgBytes < 1 || c.RetransmitRounds < 1 || c.LogCacheEntries < 1 {
 		return errors.New("fsm: MaxInflight, MaxMsgBytes, RetransmitRounds and LogCacheEntries must be positive")
 	}
+	if c.SnapshotTrailing < 1 || c.SnapshotChunkBytes < 1 || c.MaxSnapshotChunks < 1 {
+		return errors.New("fsm: SnapshotTrailing, SnapshotChunkBytes and MaxSnapshotChunks must be positive")
+	}
+	if c.SnapshotChunkBytes > c.Limits.AppendBudget() {
+		return fmt.Errorf("fsm: SnapshotChunkBytes %d exceeds what one message may carry (%d)", c.SnapshotChunkBytes, c.Limits.AppendBudget())
+	}
 	if c.Rand == nil {
 		return errors.New("fsm: a Rand source for election jitter is required")
 	}
@@ -311,11 +340,38 @@ func (c *Config) Validate() error {
 // leadership are never restored; they are relearned.
 type Restore struct {
 	HardState *pb.HardState
-	// Entries is the whole durable log, indexes 1..n in order.
+	// Base is where the stored log starts: the entries through Base.Index
+	// were compacted into a snapshot (zero when the log never was).
+	Base SnapshotMeta
+	// Entries is the whole durable log after Base, indexes Base.Index+1..n
+	// in order.
 	Entries []*pb.Entry
+	// Snapshot is the latest durable snapshot of the state machine (zero
+	// when there is none); Base.Index <= Snapshot.Index <= Applied. When
+	// the log does not hold Snapshot's last entry with its term (a crash
+	// during an install), the log is discarded (Figure 13 rule 7) and a
+	// Compact{Reset} is the first action of Start.
+	Snapshot SnapshotMeta
+	// Staging is the snapshot being received, as far as its file on disk
+	// holds it (zero when there is none).
+	Staging Staging
 	// Applied is the state machine's applied index; entries up to it are
 	// known committed and are not handed to Apply again.
 	Applied uint64
+}
+
+// SnapshotMeta names a snapshot by the last log entry whose effects it
+// holds (Raft §7, Figure 13's lastIncludedIndex and lastIncludedTerm).
+type SnapshotMeta struct{ Index, Term uint64 }
+
+// Staging is a snapshot file being received from a leader: which snapshot
+// (its meta, size and whole-file checksum) and how many of its bytes are
+// durable (Offset).
+type Staging struct {
+	Meta    SnapshotMeta
+	Size    uint64
+	FileCRC uint32
+	Offset  uint64
 }
 
 // Proposal is a command a client wants appended to the log.
@@ -367,6 +423,41 @@ type Fetched struct {
 	Entries        []*pb.Entry
 }
 
+// SnapshotTaken reports that the state machine's snapshot through Meta is
+// durable. The node compacts its log behind it (keeping
+// Config.SnapshotTrailing entries) with a Compact action, and sends it to
+// followers that need compacted entries. Meta.Index is at most what was
+// handed to Apply.
+type SnapshotTaken struct{ Meta SnapshotMeta }
+
+// ChunkRead answers a ReadChunk: Data is the snapshot file's bytes from
+// Offset (exactly min(MaxBytes, Size-Offset) of them), Size and FileCRC the
+// whole file's (as its trailer records). Err says the snapshot could not be
+// read (it is gone: a newer one replaced it); the transfer then starts over
+// with the latest snapshot.
+type ChunkRead struct {
+	Peer    uint64
+	Meta    SnapshotMeta
+	Offset  uint64
+	Data    []byte
+	Size    uint64
+	FileCRC uint32
+	Err     error
+}
+
+// ChunkStaged answers a StageChunk: the staged file of Meta (with FileCRC)
+// now holds Offset bytes durably. With Done, the file is complete, matched
+// its size and checksum, and is now this node's latest snapshot on disk.
+// Err says the chunk could not be staged or the complete file failed its
+// check; the staged file was discarded.
+type ChunkStaged struct {
+	Meta    SnapshotMeta
+	FileCRC uint32
+	Offset  uint64
+	Done    bool
+	Err     error
+}
+
 // ReadIndex asks for linearizable reads (thesis §6.4). Each ID is chosen
 // by the caller and comes back in one ReadReady. All the reads of one event
 // share one heartbeat round. With Config.FollowerReads, a follower that
@@ -399,6 +490,9 @@ func (Applied) isEvent()   {}
 func (Fetched) isEvent()   {}
 
 func (ReadIndex) isEvent()          {}
+func (SnapshotTaken) isEvent()      {}
+func (ChunkRead) isEvent()          {}
+func (ChunkStaged) isEvent()        {}
 func (TransferLeadership) isEvent() {}
 
 // ---------------------------------------------------------------- actions
@@ -506,6 +600,60 @@ type Rejected struct {
 
 func (Rejected) isAction() {}
 
+// Compact tells the store that the log's entries through Through (of term
+// Term) are in a durable snapshot and may be deleted; the stored log then
+// starts after Through. With Reset, every entry is deleted (Figure 13
+// rule 7: the log disagrees with an installed snapshot). Through is never
+// past what the state machine reported applied, what is durable, or the
+// latest snapshot.
+type Compact struct {
+	Through, Term uint64
+	Reset         bool
+}
+
+// ReadChunk asks the driver to read bytes [Offset, Offset+MaxBytes) of the
+// node's snapshot Meta for follower Peer and step ChunkRead with them. The
+// snapshot is pinned for Peer (kept readable even once a newer one
+// replaces it) until EndTransfer{Peer} or a ReadChunk for Peer of another
+// snapshot.
+type ReadChunk struct {
+	Peer     uint64
+	Meta     SnapshotMeta
+	Offset   uint64
+	MaxBytes int
+}
+
+// EndTransfer says the snapshot transfer to Peer is over (installed,
+// abandoned, or leadership lost): its snapshot may be unpinned.
+type EndTransfer struct{ Peer uint64 }
+
+// StageChunk asks the driver to write Data at Offset of the staged file of
+// snapshot Meta (Size bytes, checksum FileCRC), make it durable and step
+// ChunkStaged. Offset 0 starts a new staged file, discarding any other;
+// otherwise Offset is where the staged file ends. With Done, the chunk is
+// the last: the driver checks the whole file against Size and FileCRC and
+// makes it the node's latest snapshot before it answers.
+type StageChunk struct {
+	Meta    SnapshotMeta
+	Size    uint64
+	FileCRC uint32
+	Offset  uint64
+	Data    []byte
+	Done    bool
+}
+
+// InstallSnapshot tells the state machine to restore the snapshot Meta
+// (already the latest on disk): its applied index becomes Meta.Index. A
+// Compact for Meta precedes it; Apply actions that follow start after
+// Meta.Index.
+type InstallSnapshot struct{ Meta SnapshotMeta }
+
+func (Compact) isAction()         {}
+func (ReadChunk) isAction()       {}
+func (EndTransfer) isAction()     {}
+func (StageChunk) isAction()      {}
+func (InstallSnapshot) isAction() {}
+
 func (Proposed) isAction() {}
 func (Persist) isAction()  {}
 func (Send) isAction()     {}
@@ -533,4 +681,9 @@ type Status struct {
 	// Transferee is the target of the leadership transfer under way, 0
 	// when none is.
 	Transferee uint64
+	// Snapshot is the latest durable snapshot this node knows of (its
+	// own or one it installed), and FirstIndex the first index its log
+	// holds (entries before it are compacted into snapshots).
+	Snapshot   SnapshotMeta
+	FirstIndex uint64
 }

@@ -320,7 +320,7 @@ func TestRestartStartsAsFollowerFromDurableState(t *testing.T) {
 			last := uint64(len(tt.restore.Entries))
 			want := Status{
 				ID: 1, Role: Follower, Term: hs.Term, Vote: hs.Vote, LastIndex: last, LastTerm: n.log.term(last),
-				Commit: tt.restore.Applied, Applied: tt.restore.Applied, Durable: last, InMemory: last,
+				Commit: tt.restore.Applied, Applied: tt.restore.Applied, Durable: last, InMemory: last, FirstIndex: 1,
 			}
 			if last > 0 {
 				want.LastTerm = tt.restore.Entries[last-1].Term

@@ -54,6 +54,21 @@ const (
 	// unchecked-messages: peer messages reach the role functions without
 	// validation (validate.go), as when a driver trusts the network.
 	bugUncheckedMessages
+	// snapshot-discards-tail: on installing a snapshot, the follower keeps
+	// the entries after its last index even when the log's entry there has
+	// another term (Figure 13 rule 7 says discard the whole log), so a
+	// deposed leader's entries survive beside the snapshot.
+	bugSnapshotKeepsConflict
+	// compact-unapplied: the node compacts its log through its commit
+	// index, past what the state machine applied and snapshotted (Raft §7:
+	// only entries a snapshot holds may go).
+	bugCompactUnapplied
+	// install-stale-snapshot: the follower installs a snapshot older than
+	// its commit index, moving its applied and commit index backwards.
+	bugInstallStaleSnapshot
+	// snapshot-chunk-unchecked: the follower stages a chunk wherever its
+	// offset says, not only where the staged file ends.
+	bugSnapshotChunkUnchecked
 )
 
 var bugNames = []struct {
@@ -72,6 +87,10 @@ var bugNames = []struct {
 	{"follower-read-unapplied", bugFollowerReadUnapplied},
 	{"lease-from-check", bugLeaseFromCheck},
 	{"unchecked-messages", bugUncheckedMessages},
+	{"snapshot-discards-tail", bugSnapshotKeepsConflict},
+	{"compact-unapplied", bugCompactUnapplied},
+	{"install-stale-snapshot", bugInstallStaleSnapshot},
+	{"snapshot-chunk-unchecked", bugSnapshotChunkUnchecked},
 }
 
 // BugNames lists the bugs PlantBug knows, in a fixed order.

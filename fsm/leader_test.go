@@ -229,7 +229,7 @@ func TestLeaderFastBacktracking(t *testing.T) {
 			if ae := aes[0]; ae.PrevLogIndex != tt.wantPrev || ae.PrevLogTerm != n.log.term(tt.wantPrev) || ae.Entries[0].Index != tt.wantPrev+1 {
 				t.Fatalf("probe %v, want prev %d (term %d)", ae, tt.wantPrev, n.log.term(tt.wantPrev))
 			}
-			if pr := n.progress[2]; pr.replicate || pr.next != tt.wantPrev+1 {
+			if pr := n.progress[2]; (pr.state == stateReplicate) || pr.next != tt.wantPrev+1 {
 				t.Fatalf("progress %+v, want probe with next %d", *pr, tt.wantPrev+1)
 			}
 		})
@@ -334,7 +334,7 @@ func TestReorderedRejectionCostsOneProbe(t *testing.T) {
 		t.Fatalf("commit %d, want 3 (it never goes back)", st.Commit)
 	}
 	acts := n.Step(appendAck(2, 1, 1, 3)) // the probe from 2 is answered
-	if pr := n.progress[2]; pr.match != 3 || !pr.replicate {
+	if pr := n.progress[2]; pr.match != 3 || !(pr.state == stateReplicate) {
 		t.Fatalf("progress %+v after the probe's answer: want match 3, replicating (%v)", *pr, describe(acts))
 	}
 }
@@ -360,7 +360,7 @@ func TestLeaderReprobesAFollowerThatLostItsLog(t *testing.T) {
 	if len(aes) != 1 || aes[0].PrevLogIndex != 0 || len(aes[0].Entries) == 0 {
 		t.Fatalf("after the lost log: %v, want a probe from index 1", describe(acts))
 	}
-	if pr := n.progress[2]; pr.match != 0 || pr.replicate {
+	if pr := n.progress[2]; pr.match != 0 || (pr.state == stateReplicate) {
 		t.Fatalf("progress %+v, want match 0 and probing", *pr)
 	}
 	// It catches up; the commit index never went back.
@@ -407,7 +407,7 @@ func TestLeaderIgnoresStaleRejections(t *testing.T) {
 			if !tt.ignored && len(appendsTo(acts, 2)) != 1 {
 				t.Fatalf("current rejection caused %v, want a new probe", describe(acts))
 			}
-			if pr := n.progress[2]; pr.next != tt.wantNext || pr.replicate != tt.replicate {
+			if pr := n.progress[2]; pr.next != tt.wantNext || (pr.state == stateReplicate) != tt.replicate {
 				t.Fatalf("progress %+v, want next %d replicate %v", *pr, tt.wantNext, tt.replicate)
 			}
 		})
@@ -437,7 +437,7 @@ func replicatingLeader(t *testing.T, cfg Config) *Node {
 	makeLeader(t, n)
 	settle(t, n)
 	n.Step(appendAck(2, 1, 1, 1))
-	if pr := n.progress[2]; !pr.replicate || pr.next != 2 {
+	if pr := n.progress[2]; !(pr.state == stateReplicate) || pr.next != 2 {
 		t.Fatalf("progress of 2 %+v, want replicate from 2", *pr)
 	}
 	return n
@@ -569,18 +569,18 @@ func TestLeaderProbesStalledFollowerAgain(t *testing.T) {
 					t.Fatalf("heartbeat %d sent %v, want one AppendEntries after match 1", r, aes)
 				}
 				if r < rounds {
-					if len(aes[0].Entries) != 0 || !n.progress[2].replicate {
+					if len(aes[0].Entries) != 0 || !(n.progress[2].state == stateReplicate) {
 						t.Fatalf("heartbeat %d of %d: %v, want an empty heartbeat and still pipelining", r, rounds, aes[0])
 					}
 					continue
 				}
-				if len(aes[0].Entries) != 2 || aes[0].Entries[0].Index != 2 || n.progress[2].replicate {
+				if len(aes[0].Entries) != 2 || aes[0].Entries[0].Index != 2 || (n.progress[2].state == stateReplicate) {
 					t.Fatalf("heartbeat %d: %v, want a probe resending entries 2..3", r, aes[0])
 				}
 			}
 			// Progress before the limit resets the count.
 			n.Step(appendAck(2, 1, 1, 3))
-			if pr := n.progress[2]; !pr.replicate || pr.match != 3 {
+			if pr := n.progress[2]; !(pr.state == stateReplicate) || pr.match != 3 {
 				t.Fatalf("after the ack: %+v, want replicate with match 3", *pr)
 			}
 		})

@@ -16,18 +16,27 @@ import (
 // caller may hold: a truncation copies before it appends.
 //
 // Only the tail is in memory: entries[0] is index offset+1. Entries at or
-// below offset were compacted away (they are committed, applied and
+// below offset were dropped from memory (they are committed, applied and
 // durable, and the store still has them; see Node.maybeCompact), but their
-// terms are kept, as runs, so that term() answers for every index: the
+// terms are kept, as runs, so that term() answers for them: the
 // consistency check of AppendEntries and the election rule need terms,
 // never old contents.
+//
+// Entries at or below floor are gone from the store too: they are in a
+// snapshot (Raft §7), and the log starts after floor. The term of floor
+// itself is kept (floorTerm, Figure 13's lastIncludedTerm), so that an
+// AppendEntries that follows it can be checked; the terms of earlier
+// indexes are unknown, and term() answers 0 for them. floor <= offset.
 type raftLog struct {
 	offset  uint64
 	entries []*pb.Entry
-	// runs holds the terms of indexes 1..offset: runs[k] says that from
+	// runs holds the terms of indexes floor..offset: runs[k] says that from
 	// index runs[k].first on (until the next run) entries have term
 	// runs[k].term. Terms only change at elections, so it stays short.
 	runs []termRun
+	// floor and floorTerm: the last index and term compacted into a
+	// snapshot, 0 when the log was never compacted.
+	floor, floorTerm uint64
 }
 
 type termRun struct{ first, term uint64 }
@@ -37,11 +46,14 @@ func (l *raftLog) lastIndex() uint64 { return l.offset + uint64(len(l.entries)) 
 func (l *raftLog) lastTerm() uint64 { return l.term(l.lastIndex()) }
 
 // term returns the term of the entry at index i, or 0 when the log does not
-// hold it (index 0 is the empty prefix, whose term is 0).
+// hold it (index 0 is the empty prefix, whose term is 0) or no longer knows
+// it (below the floor).
 func (l *raftLog) term(i uint64) uint64 {
 	switch {
-	case i == 0 || i > l.lastIndex():
+	case i == 0 || i > l.lastIndex() || i < l.floor:
 		return 0
+	case i == l.floor:
+		return l.floorTerm
 	case i > l.offset:
 		return l.entries[i-l.offset-1].Term
 	}
@@ -69,6 +81,35 @@ func (l *raftLog) compact(i uint64) {
 	// array may still be referenced by actions, which is fine).
 	l.entries = slices.Clone(l.entries[i-l.offset:])
 	l.offset = i
+}
+
+// compactTo moves the floor up to index i (whose term is t): the entries
+// through i are in a snapshot and may be gone from the store. Entries after
+// i are kept. The caller guarantees i is committed and i <= lastIndex.
+func (l *raftLog) compactTo(i, t uint64) {
+	if i <= l.floor {
+		return
+	}
+	if i > l.lastIndex() {
+		panic(fmt.Sprintf("invariant: compacting the log to %d beyond its last index %d", i, l.lastIndex()))
+	}
+	if got := l.term(i); got != t {
+		panic(fmt.Sprintf("invariant: compacting to %d of term %d, but the log holds term %d there", i, t, got))
+	}
+	l.compact(i)
+	l.floor, l.floorTerm = i, t
+	// Forget the terms of the runs that end before the floor.
+	k := sort.Search(len(l.runs), func(k int) bool { return l.runs[k].first > i }) - 1
+	l.runs = append([]termRun(nil), l.runs[k:]...)
+	l.runs[0].first = i
+}
+
+// reset discards the whole log for a snapshot through index i of term t
+// (Figure 13 rule 7): the log is empty and starts after i.
+func (l *raftLog) reset(i, t uint64) {
+	l.entries = nil
+	l.offset, l.floor, l.floorTerm = i, i, t
+	l.runs = []termRun{{first: i, term: t}}
 }
 
 // slice returns entries lo..hi-1; the result cannot be appended into the log.

@@ -87,6 +87,17 @@ type Node struct {
 	// votes).
 	refusals map[uint64]bool
 
+	// Snapshots (snapshot.go): the latest durable snapshot, the snapshot
+	// being received (staging: as durable; stagingEnd: as far as chunks
+	// were handed to the driver) and the leader that sends it, and the
+	// first action of Start when Restore found the log disagreeing with
+	// the snapshot.
+	snap          SnapshotMeta
+	staging       Staging
+	stagingEnd    uint64
+	stagingLeader uint64
+	startCompact  *Compact
+
 	// Per-Step scratch: what this Step changed and will emit.
 	acts      []Action
 	hsDirty   bool
@@ -143,19 +154,8 @@ func New(cfg Config, r Restore) (*Node, error) {
 		}
 		n.term, n.vote = hs.Term, hs.Vote
 	}
-	prevTerm := uint64(0)
-	for i, e := range r.Entries {
-		if e.Index != uint64(i)+1 {
-			return nil, fmt.Errorf("fsm: restored log holds index %d at position %d; the store is corrupt", e.Index, i+1)
-		}
-		if e.Term == 0 || e.Term < prevTerm || e.Term > n.term {
-			return nil, fmt.Errorf("fsm: restored entry %d has term %d (previous %d, current term %d); the store is corrupt", e.Index, e.Term, prevTerm, n.term)
-		}
-		prevTerm = e.Term
-	}
-	n.log.entries = slices.Clone(r.Entries)
-	if r.Applied > n.log.lastIndex() {
-		return nil, fmt.Errorf("fsm: state machine applied %d but the log ends at %d", r.Applied, n.log.lastIndex())
+	if err := n.restoreLog(r); err != nil {
+		return nil, err
 	}
 	// ARCHITECTURE §3 rule 6: start as a follower; the commit index is
 	// relearned. Entries the state machine applied were committed, so
@@ -170,6 +170,52 @@ func New(cfg Config, r Restore) (*Node, error) {
 	return n, nil
 }
 
+// restoreLog rebuilds the log from what the store and the state machine
+// hold, and checks that they agree: the log starts after Base, the latest
+// snapshot covers Base, and the state machine applied no more than the log
+// holds. A log that does not hold the snapshot's last entry with its term
+// (a crash between installing a snapshot and resetting the log) is
+// discarded, as Figure 13 rule 7 would have.
+func (n *Node) restoreLog(r Restore) error {
+	base := r.Base
+	prevTerm := base.Term
+	for i, e := range r.Entries {
+		if e.Index != base.Index+uint64(i)+1 {
+			return fmt.Errorf("fsm: restored log holds index %d at position %d after base %d; the store is corrupt", e.Index, i+1, base.Index)
+		}
+		if e.Term == 0 || e.Term < prevTerm || e.Term > n.term {
+			return fmt.Errorf("fsm: restored entry %d has term %d (previous %d, current term %d); the store is corrupt", e.Index, e.Term, prevTerm, n.term)
+		}
+		prevTerm = e.Term
+	}
+	if base.Term > n.term || (base.Index == 0) != (base.Term == 0) {
+		return fmt.Errorf("fsm: restored log base %d of term %d (current term %d); the store is corrupt", base.Index, base.Term, n.term)
+	}
+	if base.Index > 0 {
+		n.log.reset(base.Index, base.Term)
+	}
+	n.log.entries = slices.Clone(r.Entries)
+	snap := r.Snapshot
+	switch {
+	case snap.Index < base.Index:
+		return fmt.Errorf("fsm: the log is compacted through %d but the latest snapshot ends at %d; the snapshot the log relies on is missing", base.Index, snap.Index)
+	case r.Applied < snap.Index:
+		return fmt.Errorf("fsm: the state machine applied %d, before its own snapshot at %d", r.Applied, snap.Index)
+	case snap.Index > base.Index && (snap.Index > n.log.lastIndex() || n.log.term(snap.Index) != snap.Term):
+		// Figure 13 rule 7, after the fact.
+		n.log.reset(snap.Index, snap.Term)
+		n.startCompact = &Compact{Through: snap.Index, Term: snap.Term, Reset: true}
+	}
+	n.snap = snap
+	if r.Staging.Meta.Index > 0 {
+		n.staging, n.stagingEnd = r.Staging, r.Staging.Offset
+	}
+	if r.Applied > n.log.lastIndex() {
+		return fmt.Errorf("fsm: state machine applied %d but the log ends at %d", r.Applied, n.log.lastIndex())
+	}
+	return nil
+}
+
 // Status reports the node's volatile state.
 func (n *Node) Status() Status {
 	return Status{
@@ -177,6 +223,7 @@ func (n *Node) Status() Status {
 		LastIndex: n.log.lastIndex(), LastTerm: n.log.lastTerm(),
 		Commit: n.commit, Applied: n.applied, Durable: n.durable,
 		Transferee: n.transferee, InMemory: uint64(len(n.log.entries)),
+		Snapshot: n.snap, FirstIndex: n.log.floor + 1,
 	}
 }
 
@@ -186,6 +233,10 @@ func (n *Node) Status() Status {
 func (n *Node) Step(ev Event) []Action {
 	switch e := ev.(type) {
 	case Start:
+		if c := n.startCompact; c != nil {
+			n.acts = append(n.acts, *c)
+			n.startCompact = nil
+		}
 		n.resetElectionTimer()
 	case Message:
 		if n.bug(bugUncheckedMessages) && e.Msg != nil || n.checkMessage(e.Msg) {
@@ -209,6 +260,12 @@ func (n *Node) Step(ev Event) []Action {
 		n.readIndex(e.IDs)
 	case TransferLeadership:
 		n.transferLeadership(e.To)
+	case SnapshotTaken:
+		n.snapshotTaken(e.Meta)
+	case ChunkRead:
+		n.chunkRead(e)
+	case ChunkStaged:
+		n.chunkStaged(e)
 	default:
 		panic(fmt.Sprintf("fsm: unknown event %T", ev))
 	}
@@ -216,6 +273,7 @@ func (n *Node) Step(ev Event) []Action {
 	n.serveReads()
 	n.serveForwarded()
 	n.maybeCompact()
+	n.maybeCompactLog()
 	n.now = 0
 	return n.flush()
 }
@@ -244,7 +302,7 @@ func (n *Node) stepMessage(m *pb.RaftMessage) {
 		// Raft §5.1: a server that sees a higher term adopts it and
 		// becomes a follower. Only an AppendEntries names the new leader.
 		leader := uint64(0)
-		if m.GetAppendEntries() != nil {
+		if m.GetAppendEntries() != nil || m.GetInstallSnapshot() != nil {
 			leader = m.From
 		}
 		n.becomeFollower(m.Term, leader)
@@ -262,6 +320,11 @@ func (n *Node) stepMessage(m *pb.RaftMessage) {
 			}, true)
 		case m.GetRequestVote() != nil:
 			n.send(m.From, &pb.RequestVoteResponse{}, true)
+		case m.GetInstallSnapshot() != nil:
+			// Refused, with this node's term: the stale leader steps down.
+			is := m.GetInstallSnapshot()
+			n.send(m.From, &pb.InstallSnapshotResponse{LastIncludedIndex: is.LastIncludedIndex,
+				LastIncludedTerm: is.LastIncludedTerm, FileCrc: is.FileCrc, Refused: true}, true)
 		case m.GetReadIndexRequest() != nil:
 			n.send(m.From, &pb.ReadIndexResponse{Context: m.GetReadIndexRequest().GetContext(), Rejected: true}, true)
 		}
@@ -362,6 +425,7 @@ func (n *Node) becomeFollower(term, leader uint64) {
 	if n.role == Leader {
 		n.abandonProposals()
 		n.abandonReads()
+		n.endTransfers()
 		n.timerGen[HeartbeatTimer]++
 		n.progress = nil
 		n.transferee, n.transferTicks = 0, 0

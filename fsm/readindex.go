@@ -52,7 +52,7 @@ func (n *Node) registerReads(rs []pendingRead) {
 	for _, p := range n.peers {
 		// An empty AppendEntries at the known match point cannot be
 		// rejected by a live follower of this term.
-		n.sendEntries(p, n.progress[p].match, nil)
+		n.sendEmpty(p)
 	}
 }
 

@@ -20,6 +20,11 @@ func (n *Node) stepFollower(m *pb.RaftMessage) {
 		n.leader = m.From
 		n.resetElectionTimer()
 		n.handleAppendEntries(m)
+	case m.GetInstallSnapshot() != nil:
+		// Raft §7: so does a chunk of its snapshot.
+		n.leader = m.From
+		n.resetElectionTimer()
+		n.handleInstallSnapshot(m)
 	case m.GetRequestVote() != nil:
 		n.handleRequestVote(m)
 	case m.GetTimeoutNow() != nil:
@@ -37,6 +42,9 @@ func (n *Node) stepPreCandidate(m *pb.RaftMessage) {
 		// A leader of this term exists: stop asking.
 		n.becomeFollower(n.term, m.From)
 		n.handleAppendEntries(m)
+	case m.GetInstallSnapshot() != nil:
+		n.becomeFollower(n.term, m.From)
+		n.handleInstallSnapshot(m)
 	case m.GetRequestVote() != nil:
 		n.handleRequestVote(m)
 		if n.vote == m.From {
@@ -55,6 +63,9 @@ func (n *Node) stepCandidate(m *pb.RaftMessage) {
 		// means the election was lost; return to follower.
 		n.becomeFollower(n.term, m.From)
 		n.handleAppendEntries(m)
+	case m.GetInstallSnapshot() != nil:
+		n.becomeFollower(n.term, m.From)
+		n.handleInstallSnapshot(m)
 	case m.GetRequestVote() != nil:
 		n.handleRequestVote(m) // refused: this node voted for itself
 	case m.GetRequestVoteResponse() != nil:
@@ -72,11 +83,13 @@ func (n *Node) stepLeader(m *pb.RaftMessage) {
 		n.handleRequestVote(m) // refused: this node voted for itself
 	case m.GetAppendEntriesResponse() != nil:
 		n.handleAppendResponse(m.From, m.GetAppendEntriesResponse())
-	case m.GetAppendEntries() != nil:
-		// An AppendEntries in the leader's own term would mean two leaders
-		// in one term (Raft §5.2, Election Safety). It cannot come from a
-		// correct peer: it is rejected rather than trusted.
-		n.reject(m.From, ErrImpossible, "an AppendEntries of this leader's own term %d", m.Term)
+	case m.GetInstallSnapshotResponse() != nil:
+		n.handleSnapshotResponse(m.From, m.GetInstallSnapshotResponse())
+	case m.GetAppendEntries() != nil, m.GetInstallSnapshot() != nil:
+		// An AppendEntries (or snapshot) in the leader's own term would
+		// mean two leaders in one term (Raft §5.2, Election Safety). It
+		// cannot come from a correct peer: it is rejected, not trusted.
+		n.reject(m.From, ErrImpossible, "an AppendEntries or InstallSnapshot of this leader's own term %d", m.Term)
 	}
 }
 
@@ -112,17 +125,31 @@ func (n *Node) handleRequestVote(m *pb.RaftMessage) {
 // Figure 2). The answer is held until the appended entries are durable.
 func (n *Node) handleAppendEntries(m *pb.RaftMessage) {
 	ae := m.GetAppendEntries()
-	prev := ae.PrevLogIndex
+	prev, prevTerm, ents := ae.PrevLogIndex, ae.PrevLogTerm, ae.Entries
 	// thesis §6.4: the answer echoes the read round, success or not: any
 	// answer in this term tells the leader this node still follows it.
 	resp := &pb.AppendEntriesResponse{RejectIndex: prev, ReadRound: ae.ReadRound}
+	if floor := n.log.floor; prev < floor {
+		// Raft §7: the entries through the floor are in this node's
+		// snapshot, committed, so they match the leader's (Leader
+		// Completeness); only what follows the floor is checked and merged.
+		if skip := floor - prev; uint64(len(ents)) <= skip {
+			prev += uint64(len(ents))
+			prevTerm, ents = n.log.term(prev), nil
+		} else {
+			prev, prevTerm, ents = floor, ents[skip-1].Term, ents[skip:]
+		}
+	}
 
 	switch {
+	case prev < n.log.floor:
+		// All of it is in the snapshot.
+		resp.Success, resp.MatchIndex = true, prev
 	case prev > n.log.lastIndex():
 		// Figure 2 rule 2: reply false if the log has no entry at
 		// prevLogIndex. Fast backtracking: say where the log ends.
 		resp.ConflictIndex = n.log.lastIndex() + 1
-	case n.log.term(prev) != ae.PrevLogTerm:
+	case n.log.term(prev) != prevTerm:
 		// Figure 2 rule 2: ... or its term differs. Fast backtracking
 		// (Raft §5.3, last paragraphs): report the conflicting term and
 		// the first index this log holds for it, so the leader can skip
@@ -130,8 +157,8 @@ func (n *Node) handleAppendEntries(m *pb.RaftMessage) {
 		resp.ConflictTerm = n.log.term(prev)
 		resp.ConflictIndex = n.log.firstIndexOfTerm(resp.ConflictTerm, prev)
 	default:
-		n.appendFromLeader(prev, ae.Entries)
-		lastNew := prev + uint64(len(ae.Entries))
+		n.appendFromLeader(prev, ents)
+		lastNew := prev + uint64(len(ents))
 		// Figure 2 rule 5: commitIndex = min(leaderCommit, index of the
 		// last new entry). Entries past lastNew may still be an old
 		// leader's and must not be counted as committed.
@@ -204,7 +231,7 @@ func (n *Node) leaderAppend(ps []Proposal) {
 		}
 	}
 	for _, p := range n.peers {
-		if pr := n.progress[p]; pr.replicate {
+		if pr := n.progress[p]; pr.state == stateReplicate {
 			n.sendAppend(p)
 		}
 	}
@@ -217,7 +244,17 @@ func (n *Node) sendAppend(p uint64) {
 	pr := n.progress[p]
 	last := n.log.lastIndex()
 	// A probe goes out even with no entries; a pipeline only with some.
-	for n.canSend(pr) && (!pr.replicate || pr.next <= last) {
+	if pr.state == stateSnapshot {
+		n.pumpSnapshot(p, pr)
+		return
+	}
+	for n.canSend(pr) && (pr.state == stateProbe || pr.next <= last) {
+		if pr.next <= n.log.floor {
+			// Raft §7: the follower needs entries this node compacted
+			// into its snapshot: send the snapshot.
+			n.startSnapshot(p, pr)
+			return
+		}
 		if pr.next <= n.log.offset {
 			// The follower needs entries this node keeps only on disk: ask
 			// the store for them (one read at a time); fetched sends them.
@@ -235,7 +272,7 @@ func (n *Node) sendAppend(p uint64) {
 // another AppendEntries: in probe state when no probe is out, in
 // replicate state while the in-flight window has room.
 func (n *Node) canSend(pr *progress) bool {
-	if pr.replicate {
+	if pr.state == stateReplicate {
 		return len(pr.inflight) < n.cfg.MaxInflight
 	}
 	return !pr.probeSent
@@ -246,7 +283,7 @@ func (n *Node) canSend(pr *progress) bool {
 // advanced by one message.
 func (n *Node) sendChunk(p uint64, pr *progress, ents []*pb.Entry) {
 	n.sendEntries(p, pr.next-1, ents)
-	if !pr.replicate {
+	if pr.state == stateProbe {
 		pr.probeSent = true
 		return
 	}
@@ -268,7 +305,7 @@ func (n *Node) fetched(f Fetched) {
 	}
 	pr.fetching = false
 	ents := f.Entries
-	if len(ents) > 0 && ents[0].Index == f.Lo && f.Lo == pr.next {
+	if len(ents) > 0 && ents[0].Index == f.Lo && f.Lo == pr.next && f.Lo > n.log.floor {
 		// Only what is still compacted: newer entries come from memory.
 		// The store bounds what it reads by bytes; the message's own
 		// bounds apply too.
@@ -287,6 +324,14 @@ func (n *Node) fetched(f Fetched) {
 		}
 	}
 	n.sendAppend(f.Peer)
+}
+
+// sendEmpty sends follower p an empty AppendEntries at its match index (a
+// heartbeat or a read round). Below the floor this leader no longer knows
+// the terms, so it is sent at the floor: a follower that lacks it rejects
+// it, and is sent the snapshot.
+func (n *Node) sendEmpty(p uint64) {
+	n.sendEntries(p, max(n.progress[p].match, n.log.floor), nil)
 }
 
 func (n *Node) sendEntries(p, prev uint64, ents []*pb.Entry) {
@@ -317,7 +362,9 @@ func (n *Node) heartbeat() {
 			pr.fetching = false // the Fetch or its answer was lost
 		}
 		switch {
-		case !pr.replicate:
+		case pr.state == stateSnapshot:
+			n.snapshotTick(p, pr)
+		case pr.state == stateProbe:
 			pr.probeSent = false // the probe or its answer may be lost
 			n.sendAppend(p)
 		case pr.match < last && len(pr.inflight) > 0 && n.round-pr.stallRound >= uint64(n.cfg.RetransmitRounds):
@@ -327,7 +374,7 @@ func (n *Node) heartbeat() {
 			// An empty AppendEntries at the known match point cannot be
 			// rejected by a live follower, and lets it learn the commit
 			// index up to what it holds.
-			n.sendEntries(p, pr.match, nil)
+			n.sendEmpty(p)
 		}
 	}
 	n.setTimer(HeartbeatTimer, n.cfg.HeartbeatInterval)
@@ -343,11 +390,29 @@ func (n *Node) handleAppendResponse(from uint64, r *pb.AppendEntriesResponse) {
 	// term shows the follower still recognizes this leader.
 	pr.active = true
 	pr.readAck = max(pr.readAck, min(r.ReadRound, n.readRound))
-	if r.Success {
-		if r.MatchIndex > n.log.lastIndex() {
-			n.reject(from, ErrImpossible, "acknowledges index %d, but this leader's log ends at %d", r.MatchIndex, n.log.lastIndex())
-			return
+	switch {
+	case r.Success && r.MatchIndex > n.log.lastIndex():
+		n.reject(from, ErrImpossible, "acknowledges index %d, but this leader's log ends at %d", r.MatchIndex, n.log.lastIndex())
+		return
+	case !r.Success && r.ConflictIndex != 0 && r.RejectIndex > n.log.lastIndex():
+		// This leader never sent an AppendEntries in its term whose prev is
+		// past its log; believing it would move next past the log for good.
+		n.reject(from, ErrImpossible, "rejects index %d, but this leader's log ends at %d", r.RejectIndex, n.log.lastIndex())
+		return
+	}
+	if pr.state == stateSnapshot {
+		// An answer to an AppendEntries sent before the transfer began.
+		// One that shows the follower holds the log through the floor
+		// makes the snapshot unnecessary.
+		if r.Success && r.MatchIndex >= n.log.floor {
+			pr.match = max(pr.match, r.MatchIndex)
+			n.endSnapshot(from, pr, pr.match+1)
+			n.maybeCommit()
+			n.sendAppend(from)
 		}
+		return
+	}
+	if r.Success {
 		if r.MatchIndex > pr.match {
 			pr.match = r.MatchIndex
 			pr.stallRound = n.round
@@ -361,7 +426,7 @@ func (n *Node) handleAppendResponse(from uint64, r *pb.AppendEntriesResponse) {
 		}
 		// The answer to a probe shows where the logs match: switch to
 		// pipelining from there.
-		if !pr.replicate && r.MatchIndex+1 >= pr.next {
+		if pr.state == stateProbe && r.MatchIndex+1 >= pr.next {
 			pr.match = max(pr.match, r.MatchIndex)
 			pr.becomeReplicate()
 		}
@@ -374,12 +439,6 @@ func (n *Node) handleAppendResponse(from uint64, r *pb.AppendEntriesResponse) {
 		// nothing about its log. This leader may be in that very term and
 		// have sent the message in an earlier one; there is nothing to
 		// learn from it.
-		return
-	}
-	if r.RejectIndex > n.log.lastIndex() {
-		// This leader never sent an AppendEntries in its term whose prev is
-		// past its log; believing it would move next past the log for good.
-		n.reject(from, ErrImpossible, "rejects index %d, but this leader's log ends at %d", r.RejectIndex, n.log.lastIndex())
 		return
 	}
 	// A rejection at the very point the follower acknowledged, from a log
@@ -402,7 +461,7 @@ func (n *Node) handleAppendResponse(from uint64, r *pb.AppendEntriesResponse) {
 	// A rejection. Ignore it when stale (ARCHITECTURE §3 rule 5): it
 	// answers a probe other than the current one, or a point at or below
 	// what the follower has already matched.
-	if r.RejectIndex <= pr.match || (!pr.replicate && r.RejectIndex != pr.next-1) {
+	if r.RejectIndex <= pr.match || (pr.state == stateProbe && r.RejectIndex != pr.next-1) {
 		return
 	}
 	// Raft §5.3: decrement nextIndex and retry; with fast backtracking

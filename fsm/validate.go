@@ -3,6 +3,7 @@ package fsm
 import (
 	"errors"
 	"fmt"
+	"hash/crc32"
 
 	pb "github.com/ketch-raft/ketch/messages"
 )
@@ -80,6 +81,12 @@ func (n *Node) checkMessage(m *pb.RaftMessage) bool {
 	if ae := m.GetAppendEntries(); why == "" && ae != nil && m.Term >= n.term {
 		why, kind = n.contradictsCommitted(ae), ErrImpossible
 	}
+	if is := m.GetInstallSnapshot(); why == "" && is != nil && m.Term >= n.term {
+		// A snapshot through a committed index must agree with it.
+		if i := is.LastIncludedIndex; i <= n.commit && i >= n.log.floor && i <= n.log.lastIndex() && n.log.term(i) != is.LastIncludedTerm {
+			why, kind = fmt.Sprintf("a snapshot through %d of term %d, but committed entry %d is of term %d", i, is.LastIncludedTerm, i, n.log.term(i)), ErrImpossible
+		}
+	}
 	if why != "" {
 		n.reject(m.From, kind, "%s", why)
 		return false
@@ -94,12 +101,17 @@ func (n *Node) checkMessage(m *pb.RaftMessage) bool {
 // replaces a committed one. The check runs before the message can change
 // the term, the leader or the election timer.
 func (n *Node) contradictsCommitted(ae *pb.AppendEntries) string {
-	if p := ae.PrevLogIndex; p <= n.commit && p > 0 && n.log.term(p) != ae.PrevLogTerm {
+	// Below the floor the terms are gone with the compacted entries; they
+	// are in the snapshot, and nothing there can be replaced.
+	if p := ae.PrevLogIndex; p <= n.commit && p >= n.log.floor && p > 0 && n.log.term(p) != ae.PrevLogTerm {
 		return fmt.Sprintf("prev log entry %d of term %d, but committed entry %d is of term %d (commit index %d)", p, ae.PrevLogTerm, p, n.log.term(p), n.commit)
 	}
 	for _, e := range ae.Entries {
 		if e.Index > n.commit {
 			break
+		}
+		if e.Index < n.log.floor {
+			continue
 		}
 		if t := n.log.term(e.Index); t != e.Term {
 			return fmt.Sprintf("entry %d of term %d would replace committed entry %d of term %d (commit index %d)", e.Index, e.Term, e.Index, t, n.commit)
@@ -179,6 +191,17 @@ func checkMessage(m *pb.RaftMessage, cfg *Config, isPeer func(uint64) bool) (str
 		}
 	case *pb.RaftMessage_AppendEntries:
 		return checkAppendEntries(m, b.AppendEntries, cfg)
+	case *pb.RaftMessage_InstallSnapshot:
+		return checkInstallSnapshot(m, b.InstallSnapshot, cfg)
+	case *pb.RaftMessage_InstallSnapshotResponse:
+		switch r := b.InstallSnapshotResponse; {
+		case r == nil:
+			return "empty InstallSnapshotResponse", ErrMalformed
+		case r.LastIncludedIndex >= MaxIndex || r.MatchIndex >= MaxIndex || r.NextOffset >= MaxIndex:
+			return "an index or offset out of range", ErrMalformed
+		case r.LastIncludedTerm > m.Term:
+			return fmt.Sprintf("snapshot term %d above the sender's term %d", r.LastIncludedTerm, m.Term), ErrMalformed
+		}
 	default:
 		return "no body", ErrMalformed
 	}
@@ -226,6 +249,32 @@ func checkAppendEntries(m *pb.RaftMessage, ae *pb.AppendEntries, cfg *Config) (s
 			return fmt.Sprintf("entry %d holds %d bytes, the limit is %d", e.Index, len(e.Data), lim.MaxEntryBytes), ErrMalformed
 		}
 		prevTerm = e.Term
+	}
+	return "", nil
+}
+
+// checkInstallSnapshot: a chunk of a snapshot of something (index and term
+// positive, the term at most the leader's) that lies within the file, whose
+// bytes match its checksum, and that is done exactly when it ends the file
+// (Figure 13).
+func checkInstallSnapshot(m *pb.RaftMessage, is *pb.InstallSnapshot, cfg *Config) (string, error) {
+	switch {
+	case is == nil:
+		return "empty InstallSnapshot", ErrMalformed
+	case is.LastIncludedIndex == 0 || is.LastIncludedIndex >= MaxIndex:
+		return fmt.Sprintf("snapshot through index %d", is.LastIncludedIndex), ErrMalformed
+	case is.LastIncludedTerm == 0 || is.LastIncludedTerm > m.Term:
+		return fmt.Sprintf("snapshot term %d (the leader's is %d)", is.LastIncludedTerm, m.Term), ErrMalformed
+	case is.Size >= MaxIndex || is.Offset >= is.Size:
+		return fmt.Sprintf("chunk at %d of a snapshot of %d bytes", is.Offset, is.Size), ErrMalformed
+	case len(is.Data) == 0 || len(is.Data) > cfg.Limits.AppendBudget():
+		return fmt.Sprintf("chunk of %d bytes (at most %d)", len(is.Data), cfg.Limits.AppendBudget()), ErrMalformed
+	case uint64(len(is.Data)) > is.Size-is.Offset:
+		return fmt.Sprintf("chunk of %d bytes at %d runs past the snapshot's %d", len(is.Data), is.Offset, is.Size), ErrMalformed
+	case is.Done != (is.Offset+uint64(len(is.Data)) == is.Size):
+		return fmt.Sprintf("chunk ending at %d of %d marked done=%v", is.Offset+uint64(len(is.Data)), is.Size, is.Done), ErrMalformed
+	case crc32.Checksum(is.Data, crc32c) != is.ChunkCrc:
+		return fmt.Sprintf("chunk at %d fails its checksum", is.Offset), ErrMalformed
 	}
 	return "", nil
 }

@@ -4,7 +4,8 @@ import "fmt"
 
 // NewRaftMessage wraps a peer message body (one of RequestVote,
 // RequestVoteResponse, AppendEntries, AppendEntriesResponse, TimeoutNow,
-// ReadIndexRequest, ReadIndexResponse) in its envelope. It panics on any
+// ReadIndexRequest, ReadIndexResponse, InstallSnapshot,
+// InstallSnapshotResponse) in its envelope. It panics on any
 // other type: that is a programming error, never input from the network.
 func NewRaftMessage(clusterID string, from, to, term uint64, body any) *RaftMessage {
 	m := &RaftMessage{ClusterId: clusterID, From: from, To: to, Term: term}
@@ -23,6 +24,10 @@ func NewRaftMessage(clusterID string, from, to, term uint64, body any) *RaftMess
 		m.Body = &RaftMessage_ReadIndexRequest{ReadIndexRequest: b}
 	case *ReadIndexResponse:
 		m.Body = &RaftMessage_ReadIndexResponse{ReadIndexResponse: b}
+	case *InstallSnapshot:
+		m.Body = &RaftMessage_InstallSnapshot{InstallSnapshot: b}
+	case *InstallSnapshotResponse:
+		m.Body = &RaftMessage_InstallSnapshotResponse{InstallSnapshotResponse: b}
 	default:
 		panic(fmt.Sprintf("messages: %T is not a peer message body", body))
 	}

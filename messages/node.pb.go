@@ -869,7 +869,12 @@ type NodeStatus struct {
 	RejectedClientRequests uint64 `protobuf:"varint,13,opt,name=rejected_client_requests,json=rejectedClientRequests,proto3" json:"rejected_client_requests,omitempty"`
 	RejectedWireMessages   uint64 `protobuf:"varint,14,opt,name=rejected_wire_messages,json=rejectedWireMessages,proto3" json:"rejected_wire_messages,omitempty"`
 	// Client requests answered BUSY (backpressure) since the node started.
-	BusyRefusals  uint64 `protobuf:"varint,15,opt,name=busy_refusals,json=busyRefusals,proto3" json:"busy_refusals,omitempty"`
+	BusyRefusals uint64 `protobuf:"varint,15,opt,name=busy_refusals,json=busyRefusals,proto3" json:"busy_refusals,omitempty"`
+	// The node's latest durable snapshot: the last index it includes (0: none
+	// yet) and the file's size; and the first index its log still holds.
+	SnapshotIndex uint64 `protobuf:"varint,16,opt,name=snapshot_index,json=snapshotIndex,proto3" json:"snapshot_index,omitempty"`
+	SnapshotBytes uint64 `protobuf:"varint,17,opt,name=snapshot_bytes,json=snapshotBytes,proto3" json:"snapshot_bytes,omitempty"`
+	FirstIndex    uint64 `protobuf:"varint,18,opt,name=first_index,json=firstIndex,proto3" json:"first_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1005,6 +1010,27 @@ func (x *NodeStatus) GetRejectedWireMessages() uint64 {
 func (x *NodeStatus) GetBusyRefusals() uint64 {
 	if x != nil {
 		return x.BusyRefusals
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetSnapshotIndex() uint64 {
+	if x != nil {
+		return x.SnapshotIndex
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetSnapshotBytes() uint64 {
+	if x != nil {
+		return x.SnapshotBytes
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetFirstIndex() uint64 {
+	if x != nil {
+		return x.FirstIndex
 	}
 	return 0
 }
@@ -1223,6 +1249,130 @@ func (x *TransferRequest) GetTo() uint64 {
 	return 0
 }
 
+// SnapshotRequest asks a node to take a snapshot now and compact its log
+// behind it (`ketch snapshot`).
+type SnapshotRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId     string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotRequest) Reset() {
+	*x = SnapshotRequest{}
+	mi := &file_node_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotRequest) ProtoMessage() {}
+
+func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
+func (*SnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SnapshotRequest) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+// SnapshotResponse answers once the snapshot is durable (or why not).
+type SnapshotResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ok    bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
+	Error string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	// The snapshot's last included index and term, and its size in bytes.
+	Index         uint64 `protobuf:"varint,3,opt,name=index,proto3" json:"index,omitempty"`
+	Term          uint64 `protobuf:"varint,4,opt,name=term,proto3" json:"term,omitempty"`
+	Bytes         uint64 `protobuf:"varint,5,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotResponse) Reset() {
+	*x = SnapshotResponse{}
+	mi := &file_node_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotResponse) ProtoMessage() {}
+
+func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotResponse.ProtoReflect.Descriptor instead.
+func (*SnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SnapshotResponse) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *SnapshotResponse) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *SnapshotResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *SnapshotResponse) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *SnapshotResponse) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
 type TransferResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Ok    bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
@@ -1236,7 +1386,7 @@ type TransferResponse struct {
 
 func (x *TransferResponse) Reset() {
 	*x = TransferResponse{}
-	mi := &file_node_proto_msgTypes[15]
+	mi := &file_node_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1248,7 +1398,7 @@ func (x *TransferResponse) String() string {
 func (*TransferResponse) ProtoMessage() {}
 
 func (x *TransferResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[15]
+	mi := &file_node_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1261,7 +1411,7 @@ func (x *TransferResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferResponse.ProtoReflect.Descriptor instead.
 func (*TransferResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{15}
+	return file_node_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TransferResponse) GetOk() bool {
@@ -1349,7 +1499,7 @@ const file_node_proto_rawDesc = "" +
 	"\x05error\x18\x04 \x01(\tR\x05error\".\n" +
 	"\rStatusRequest\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\x01 \x01(\tR\tclusterId\"\xe0\x04\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\"\xcf\x05\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
@@ -1368,7 +1518,11 @@ const file_node_proto_rawDesc = "" +
 	"\x16rejected_peer_messages\x18\f \x01(\x04R\x14rejectedPeerMessages\x128\n" +
 	"\x18rejected_client_requests\x18\r \x01(\x04R\x16rejectedClientRequests\x124\n" +
 	"\x16rejected_wire_messages\x18\x0e \x01(\x04R\x14rejectedWireMessages\x12#\n" +
-	"\rbusy_refusals\x18\x0f \x01(\x04R\fbusyRefusals\x1aR\n" +
+	"\rbusy_refusals\x18\x0f \x01(\x04R\fbusyRefusals\x12%\n" +
+	"\x0esnapshot_index\x18\x10 \x01(\x04R\rsnapshotIndex\x12%\n" +
+	"\x0esnapshot_bytes\x18\x11 \x01(\x04R\rsnapshotBytes\x12\x1f\n" +
+	"\vfirst_index\x18\x12 \x01(\x04R\n" +
+	"firstIndex\x1aR\n" +
 	"\rChildrenEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12+\n" +
 	"\x05value\x18\x02 \x01(\v2\x15.ketch.v1.ChildStatusR\x05value:\x028\x01\"H\n" +
@@ -1386,7 +1540,16 @@ const file_node_proto_rawDesc = "" +
 	"\x0fTransferRequest\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x0e\n" +
-	"\x02to\x18\x02 \x01(\x04R\x02to\"|\n" +
+	"\x02to\x18\x02 \x01(\x04R\x02to\"0\n" +
+	"\x0fSnapshotRequest\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\"x\n" +
+	"\x10SnapshotResponse\x12\x0e\n" +
+	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\x12\x14\n" +
+	"\x05index\x18\x03 \x01(\x04R\x05index\x12\x12\n" +
+	"\x04term\x18\x04 \x01(\x04R\x04term\x12\x14\n" +
+	"\x05bytes\x18\x05 \x01(\x04R\x05bytes\"|\n" +
 	"\x10TransferResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12\x1b\n" +
@@ -1414,7 +1577,7 @@ func file_node_proto_rawDescGZIP() []byte {
 }
 
 var file_node_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_node_proto_goTypes = []any{
 	(ClientStatus)(0),        // 0: ketch.v1.ClientStatus
 	(*ClientRequest)(nil),    // 1: ketch.v1.ClientRequest
@@ -1432,8 +1595,10 @@ var file_node_proto_goTypes = []any{
 	(*CrashRequest)(nil),     // 13: ketch.v1.CrashRequest
 	(*CrashResponse)(nil),    // 14: ketch.v1.CrashResponse
 	(*TransferRequest)(nil),  // 15: ketch.v1.TransferRequest
-	(*TransferResponse)(nil), // 16: ketch.v1.TransferResponse
-	nil,                      // 17: ketch.v1.NodeStatus.ChildrenEntry
+	(*SnapshotRequest)(nil),  // 16: ketch.v1.SnapshotRequest
+	(*SnapshotResponse)(nil), // 17: ketch.v1.SnapshotResponse
+	(*TransferResponse)(nil), // 18: ketch.v1.TransferResponse
+	nil,                      // 19: ketch.v1.NodeStatus.ChildrenEntry
 }
 var file_node_proto_depIdxs = []int32{
 	2,  // 0: ketch.v1.ClientRequest.command:type_name -> ketch.v1.KVCommand
@@ -1442,7 +1607,7 @@ var file_node_proto_depIdxs = []int32{
 	5,  // 3: ketch.v1.KVCommand.delete:type_name -> ketch.v1.Delete
 	6,  // 4: ketch.v1.KVCommand.cas:type_name -> ketch.v1.CompareAndSwap
 	0,  // 5: ketch.v1.ClientResponse.status:type_name -> ketch.v1.ClientStatus
-	17, // 6: ketch.v1.NodeStatus.children:type_name -> ketch.v1.NodeStatus.ChildrenEntry
+	19, // 6: ketch.v1.NodeStatus.children:type_name -> ketch.v1.NodeStatus.ChildrenEntry
 	12, // 7: ketch.v1.NodeStatus.ChildrenEntry.value:type_name -> ketch.v1.ChildStatus
 	8,  // [8:8] is the sub-list for method output_type
 	8,  // [8:8] is the sub-list for method input_type
@@ -1468,7 +1633,7 @@ func file_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_node_proto_rawDesc), len(file_node_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   17,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -226,6 +226,8 @@ type RaftMessage struct {
 	//	*RaftMessage_TimeoutNow
 	//	*RaftMessage_ReadIndexRequest
 	//	*RaftMessage_ReadIndexResponse
+	//	*RaftMessage_InstallSnapshot
+	//	*RaftMessage_InstallSnapshotResponse
 	Body          isRaftMessage_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -359,6 +361,24 @@ func (x *RaftMessage) GetReadIndexResponse() *ReadIndexResponse {
 	return nil
 }
 
+func (x *RaftMessage) GetInstallSnapshot() *InstallSnapshot {
+	if x != nil {
+		if x, ok := x.Body.(*RaftMessage_InstallSnapshot); ok {
+			return x.InstallSnapshot
+		}
+	}
+	return nil
+}
+
+func (x *RaftMessage) GetInstallSnapshotResponse() *InstallSnapshotResponse {
+	if x != nil {
+		if x, ok := x.Body.(*RaftMessage_InstallSnapshotResponse); ok {
+			return x.InstallSnapshotResponse
+		}
+	}
+	return nil
+}
+
 type isRaftMessage_Body interface {
 	isRaftMessage_Body()
 }
@@ -391,6 +411,14 @@ type RaftMessage_ReadIndexResponse struct {
 	ReadIndexResponse *ReadIndexResponse `protobuf:"bytes,16,opt,name=read_index_response,json=readIndexResponse,proto3,oneof"`
 }
 
+type RaftMessage_InstallSnapshot struct {
+	InstallSnapshot *InstallSnapshot `protobuf:"bytes,17,opt,name=install_snapshot,json=installSnapshot,proto3,oneof"`
+}
+
+type RaftMessage_InstallSnapshotResponse struct {
+	InstallSnapshotResponse *InstallSnapshotResponse `protobuf:"bytes,18,opt,name=install_snapshot_response,json=installSnapshotResponse,proto3,oneof"`
+}
+
 func (*RaftMessage_RequestVote) isRaftMessage_Body() {}
 
 func (*RaftMessage_RequestVoteResponse) isRaftMessage_Body() {}
@@ -404,6 +432,10 @@ func (*RaftMessage_TimeoutNow) isRaftMessage_Body() {}
 func (*RaftMessage_ReadIndexRequest) isRaftMessage_Body() {}
 
 func (*RaftMessage_ReadIndexResponse) isRaftMessage_Body() {}
+
+func (*RaftMessage_InstallSnapshot) isRaftMessage_Body() {}
+
+func (*RaftMessage_InstallSnapshotResponse) isRaftMessage_Body() {}
 
 // RequestVote is sent by a candidate to gather votes (Raft §5.2, Figure 2).
 type RequestVote struct {
@@ -880,6 +912,363 @@ func (x *ReadIndexResponse) GetRejected() bool {
 	return false
 }
 
+// InstallSnapshot carries one chunk of the leader's latest snapshot to a
+// follower that needs entries the leader has compacted away (Raft §7,
+// Figure 13). The snapshot is a file; a chunk is the bytes at offset. The
+// follower stages the chunks in order to a file, makes each durable before
+// it answers, checks the whole file against file_crc when done, and then
+// installs it (Figure 13 rules 6 and 7). Chunks of the same snapshot (same
+// last_included_index, last_included_term, size and file_crc) from any
+// leader resume where the follower's staged file ends.
+type InstallSnapshot struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The last index and term the snapshot includes.
+	LastIncludedIndex uint64 `protobuf:"varint,1,opt,name=last_included_index,json=lastIncludedIndex,proto3" json:"last_included_index,omitempty"`
+	LastIncludedTerm  uint64 `protobuf:"varint,2,opt,name=last_included_term,json=lastIncludedTerm,proto3" json:"last_included_term,omitempty"`
+	// The chunk: its byte offset in the file, its bytes, and their CRC-32C
+	// (Castagnoli).
+	Offset   uint64 `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	Data     []byte `protobuf:"bytes,4,opt,name=data,proto3" json:"data,omitempty"`
+	ChunkCrc uint32 `protobuf:"varint,5,opt,name=chunk_crc,json=chunkCrc,proto3" json:"chunk_crc,omitempty"`
+	// The whole file: its size and the CRC-32C its trailer records. done is
+	// true on the chunk that ends at size.
+	Size          uint64 `protobuf:"varint,6,opt,name=size,proto3" json:"size,omitempty"`
+	FileCrc       uint32 `protobuf:"varint,7,opt,name=file_crc,json=fileCrc,proto3" json:"file_crc,omitempty"`
+	Done          bool   `protobuf:"varint,8,opt,name=done,proto3" json:"done,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstallSnapshot) Reset() {
+	*x = InstallSnapshot{}
+	mi := &file_raft_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstallSnapshot) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstallSnapshot) ProtoMessage() {}
+
+func (x *InstallSnapshot) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstallSnapshot.ProtoReflect.Descriptor instead.
+func (*InstallSnapshot) Descriptor() ([]byte, []int) {
+	return file_raft_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *InstallSnapshot) GetLastIncludedIndex() uint64 {
+	if x != nil {
+		return x.LastIncludedIndex
+	}
+	return 0
+}
+
+func (x *InstallSnapshot) GetLastIncludedTerm() uint64 {
+	if x != nil {
+		return x.LastIncludedTerm
+	}
+	return 0
+}
+
+func (x *InstallSnapshot) GetOffset() uint64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *InstallSnapshot) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *InstallSnapshot) GetChunkCrc() uint32 {
+	if x != nil {
+		return x.ChunkCrc
+	}
+	return 0
+}
+
+func (x *InstallSnapshot) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *InstallSnapshot) GetFileCrc() uint32 {
+	if x != nil {
+		return x.FileCrc
+	}
+	return 0
+}
+
+func (x *InstallSnapshot) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+// InstallSnapshotResponse answers an InstallSnapshot once what the follower
+// says it holds is durable. It names the snapshot it answers, so the leader
+// ignores answers to another transfer.
+type InstallSnapshotResponse struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	LastIncludedIndex uint64                 `protobuf:"varint,1,opt,name=last_included_index,json=lastIncludedIndex,proto3" json:"last_included_index,omitempty"`
+	LastIncludedTerm  uint64                 `protobuf:"varint,2,opt,name=last_included_term,json=lastIncludedTerm,proto3" json:"last_included_term,omitempty"`
+	FileCrc           uint32                 `protobuf:"varint,3,opt,name=file_crc,json=fileCrc,proto3" json:"file_crc,omitempty"`
+	// How many bytes of the snapshot the follower holds durably: the leader
+	// sends from there (a lost chunk, a restart, another leader's transfer).
+	NextOffset uint64 `protobuf:"varint,4,opt,name=next_offset,json=nextOffset,proto3" json:"next_offset,omitempty"`
+	// The follower installed the snapshot: it holds the log through
+	// last_included_index.
+	Installed bool `protobuf:"varint,5,opt,name=installed,proto3" json:"installed,omitempty"`
+	// The follower needs no snapshot: it holds committed entries through
+	// match_index already (a stale or duplicated transfer). 0 otherwise.
+	MatchIndex uint64 `protobuf:"varint,6,opt,name=match_index,json=matchIndex,proto3" json:"match_index,omitempty"`
+	// The chunk answered was not staged: it did not start where the staged
+	// file ends (lost, duplicated or reordered), or it belongs to another
+	// snapshot than the one staged. The leader resends from next_offset
+	// unless a chunk starting there is already on its way.
+	Refused       bool `protobuf:"varint,7,opt,name=refused,proto3" json:"refused,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstallSnapshotResponse) Reset() {
+	*x = InstallSnapshotResponse{}
+	mi := &file_raft_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstallSnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstallSnapshotResponse) ProtoMessage() {}
+
+func (x *InstallSnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstallSnapshotResponse.ProtoReflect.Descriptor instead.
+func (*InstallSnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_raft_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *InstallSnapshotResponse) GetLastIncludedIndex() uint64 {
+	if x != nil {
+		return x.LastIncludedIndex
+	}
+	return 0
+}
+
+func (x *InstallSnapshotResponse) GetLastIncludedTerm() uint64 {
+	if x != nil {
+		return x.LastIncludedTerm
+	}
+	return 0
+}
+
+func (x *InstallSnapshotResponse) GetFileCrc() uint32 {
+	if x != nil {
+		return x.FileCrc
+	}
+	return 0
+}
+
+func (x *InstallSnapshotResponse) GetNextOffset() uint64 {
+	if x != nil {
+		return x.NextOffset
+	}
+	return 0
+}
+
+func (x *InstallSnapshotResponse) GetInstalled() bool {
+	if x != nil {
+		return x.Installed
+	}
+	return false
+}
+
+func (x *InstallSnapshotResponse) GetMatchIndex() uint64 {
+	if x != nil {
+		return x.MatchIndex
+	}
+	return 0
+}
+
+func (x *InstallSnapshotResponse) GetRefused() bool {
+	if x != nil {
+		return x.Refused
+	}
+	return false
+}
+
+// SnapshotHeader opens every snapshot file (after its magic): what the
+// snapshot includes. The file ends with a trailer holding the body's length
+// and a CRC-32C of everything before it.
+type SnapshotHeader struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// The last log index and term whose effects the state holds.
+	LastIncludedIndex uint64 `protobuf:"varint,2,opt,name=last_included_index,json=lastIncludedIndex,proto3" json:"last_included_index,omitempty"`
+	LastIncludedTerm  uint64 `protobuf:"varint,3,opt,name=last_included_term,json=lastIncludedTerm,proto3" json:"last_included_term,omitempty"`
+	// The cluster's configuration at last_included_index: today the members
+	// the node was bootstrapped with (the membership issue makes it the
+	// configuration in the log).
+	Members       []*Member `protobuf:"bytes,4,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SnapshotHeader) Reset() {
+	*x = SnapshotHeader{}
+	mi := &file_raft_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SnapshotHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SnapshotHeader) ProtoMessage() {}
+
+func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
+func (*SnapshotHeader) Descriptor() ([]byte, []int) {
+	return file_raft_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SnapshotHeader) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *SnapshotHeader) GetLastIncludedIndex() uint64 {
+	if x != nil {
+		return x.LastIncludedIndex
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetLastIncludedTerm() uint64 {
+	if x != nil {
+		return x.LastIncludedTerm
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetMembers() []*Member {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+// LogBase is where a store's log starts after compaction (Raft §7): the
+// entries through index, whose term is term, are gone into a snapshot. The
+// store records it beside the hard state; in the journal, reset says the
+// compaction also deleted every entry after index (Figure 13 rule 7).
+type LogBase struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Term          uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	Reset_        bool                   `protobuf:"varint,3,opt,name=reset,proto3" json:"reset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogBase) Reset() {
+	*x = LogBase{}
+	mi := &file_raft_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogBase) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogBase) ProtoMessage() {}
+
+func (x *LogBase) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogBase.ProtoReflect.Descriptor instead.
+func (*LogBase) Descriptor() ([]byte, []int) {
+	return file_raft_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *LogBase) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *LogBase) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *LogBase) GetReset_() bool {
+	if x != nil {
+		return x.Reset_
+	}
+	return false
+}
+
 // RaftBatch carries every message queued for one peer in one remote send.
 type RaftBatch struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -890,7 +1279,7 @@ type RaftBatch struct {
 
 func (x *RaftBatch) Reset() {
 	*x = RaftBatch{}
-	mi := &file_raft_proto_msgTypes[10]
+	mi := &file_raft_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -902,7 +1291,7 @@ func (x *RaftBatch) String() string {
 func (*RaftBatch) ProtoMessage() {}
 
 func (x *RaftBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[10]
+	mi := &file_raft_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -915,7 +1304,7 @@ func (x *RaftBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftBatch.ProtoReflect.Descriptor instead.
 func (*RaftBatch) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{10}
+	return file_raft_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RaftBatch) GetMessages() []*RaftMessage {
@@ -937,7 +1326,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_raft_proto_msgTypes[11]
+	mi := &file_raft_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -949,7 +1338,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[11]
+	mi := &file_raft_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -962,7 +1351,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{11}
+	return file_raft_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Member) GetId() uint64 {
@@ -995,7 +1384,7 @@ type NodeIdentity struct {
 
 func (x *NodeIdentity) Reset() {
 	*x = NodeIdentity{}
-	mi := &file_raft_proto_msgTypes[12]
+	mi := &file_raft_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1007,7 +1396,7 @@ func (x *NodeIdentity) String() string {
 func (*NodeIdentity) ProtoMessage() {}
 
 func (x *NodeIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[12]
+	mi := &file_raft_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1020,7 +1409,7 @@ func (x *NodeIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeIdentity.ProtoReflect.Descriptor instead.
 func (*NodeIdentity) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{12}
+	return file_raft_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *NodeIdentity) GetClusterId() string {
@@ -1057,7 +1446,7 @@ const file_raft_proto_rawDesc = "" +
 	"\x04data\x18\x04 \x01(\fR\x04data\"3\n" +
 	"\tHardState\x12\x12\n" +
 	"\x04term\x18\x01 \x01(\x04R\x04term\x12\x12\n" +
-	"\x04vote\x18\x02 \x01(\x04R\x04vote\"\xee\x04\n" +
+	"\x04vote\x18\x02 \x01(\x04R\x04vote\"\x97\x06\n" +
 	"\vRaftMessage\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x12\n" +
@@ -1072,7 +1461,9 @@ const file_raft_proto_rawDesc = "" +
 	"\vtimeout_now\x18\x0e \x01(\v2\x14.ketch.v1.TimeoutNowH\x00R\n" +
 	"timeoutNow\x12J\n" +
 	"\x12read_index_request\x18\x0f \x01(\v2\x1a.ketch.v1.ReadIndexRequestH\x00R\x10readIndexRequest\x12M\n" +
-	"\x13read_index_response\x18\x10 \x01(\v2\x1b.ketch.v1.ReadIndexResponseH\x00R\x11readIndexResponseB\x06\n" +
+	"\x13read_index_response\x18\x10 \x01(\v2\x1b.ketch.v1.ReadIndexResponseH\x00R\x11readIndexResponse\x12F\n" +
+	"\x10install_snapshot\x18\x11 \x01(\v2\x19.ketch.v1.InstallSnapshotH\x00R\x0finstallSnapshot\x12_\n" +
+	"\x19install_snapshot_response\x18\x12 \x01(\v2!.ketch.v1.InstallSnapshotResponseH\x00R\x17installSnapshotResponseB\x06\n" +
 	"\x04body\"\x8e\x01\n" +
 	"\vRequestVote\x12$\n" +
 	"\x0elast_log_index\x18\x01 \x01(\x04R\flastLogIndex\x12\"\n" +
@@ -1106,7 +1497,36 @@ const file_raft_proto_rawDesc = "" +
 	"\x11ReadIndexResponse\x12\x18\n" +
 	"\acontext\x18\x01 \x01(\x04R\acontext\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x12\x1a\n" +
-	"\brejected\x18\x03 \x01(\bR\brejected\">\n" +
+	"\brejected\x18\x03 \x01(\bR\brejected\"\xfb\x01\n" +
+	"\x0fInstallSnapshot\x12.\n" +
+	"\x13last_included_index\x18\x01 \x01(\x04R\x11lastIncludedIndex\x12,\n" +
+	"\x12last_included_term\x18\x02 \x01(\x04R\x10lastIncludedTerm\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x04R\x06offset\x12\x12\n" +
+	"\x04data\x18\x04 \x01(\fR\x04data\x12\x1b\n" +
+	"\tchunk_crc\x18\x05 \x01(\rR\bchunkCrc\x12\x12\n" +
+	"\x04size\x18\x06 \x01(\x04R\x04size\x12\x19\n" +
+	"\bfile_crc\x18\a \x01(\rR\afileCrc\x12\x12\n" +
+	"\x04done\x18\b \x01(\bR\x04done\"\x8c\x02\n" +
+	"\x17InstallSnapshotResponse\x12.\n" +
+	"\x13last_included_index\x18\x01 \x01(\x04R\x11lastIncludedIndex\x12,\n" +
+	"\x12last_included_term\x18\x02 \x01(\x04R\x10lastIncludedTerm\x12\x19\n" +
+	"\bfile_crc\x18\x03 \x01(\rR\afileCrc\x12\x1f\n" +
+	"\vnext_offset\x18\x04 \x01(\x04R\n" +
+	"nextOffset\x12\x1c\n" +
+	"\tinstalled\x18\x05 \x01(\bR\tinstalled\x12\x1f\n" +
+	"\vmatch_index\x18\x06 \x01(\x04R\n" +
+	"matchIndex\x12\x18\n" +
+	"\arefused\x18\a \x01(\bR\arefused\"\xb9\x01\n" +
+	"\x0eSnapshotHeader\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12.\n" +
+	"\x13last_included_index\x18\x02 \x01(\x04R\x11lastIncludedIndex\x12,\n" +
+	"\x12last_included_term\x18\x03 \x01(\x04R\x10lastIncludedTerm\x12*\n" +
+	"\amembers\x18\x04 \x03(\v2\x10.ketch.v1.MemberR\amembers\"I\n" +
+	"\aLogBase\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x12\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x14\n" +
+	"\x05reset\x18\x03 \x01(\bR\x05reset\">\n" +
 	"\tRaftBatch\x121\n" +
 	"\bmessages\x18\x01 \x03(\v2\x15.ketch.v1.RaftMessageR\bmessages\"2\n" +
 	"\x06Member\x12\x0e\n" +
@@ -1135,22 +1555,26 @@ func file_raft_proto_rawDescGZIP() []byte {
 }
 
 var file_raft_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_raft_proto_goTypes = []any{
-	(EntryType)(0),                // 0: ketch.v1.EntryType
-	(*Entry)(nil),                 // 1: ketch.v1.Entry
-	(*HardState)(nil),             // 2: ketch.v1.HardState
-	(*RaftMessage)(nil),           // 3: ketch.v1.RaftMessage
-	(*RequestVote)(nil),           // 4: ketch.v1.RequestVote
-	(*RequestVoteResponse)(nil),   // 5: ketch.v1.RequestVoteResponse
-	(*AppendEntries)(nil),         // 6: ketch.v1.AppendEntries
-	(*AppendEntriesResponse)(nil), // 7: ketch.v1.AppendEntriesResponse
-	(*TimeoutNow)(nil),            // 8: ketch.v1.TimeoutNow
-	(*ReadIndexRequest)(nil),      // 9: ketch.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),     // 10: ketch.v1.ReadIndexResponse
-	(*RaftBatch)(nil),             // 11: ketch.v1.RaftBatch
-	(*Member)(nil),                // 12: ketch.v1.Member
-	(*NodeIdentity)(nil),          // 13: ketch.v1.NodeIdentity
+	(EntryType)(0),                  // 0: ketch.v1.EntryType
+	(*Entry)(nil),                   // 1: ketch.v1.Entry
+	(*HardState)(nil),               // 2: ketch.v1.HardState
+	(*RaftMessage)(nil),             // 3: ketch.v1.RaftMessage
+	(*RequestVote)(nil),             // 4: ketch.v1.RequestVote
+	(*RequestVoteResponse)(nil),     // 5: ketch.v1.RequestVoteResponse
+	(*AppendEntries)(nil),           // 6: ketch.v1.AppendEntries
+	(*AppendEntriesResponse)(nil),   // 7: ketch.v1.AppendEntriesResponse
+	(*TimeoutNow)(nil),              // 8: ketch.v1.TimeoutNow
+	(*ReadIndexRequest)(nil),        // 9: ketch.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),       // 10: ketch.v1.ReadIndexResponse
+	(*InstallSnapshot)(nil),         // 11: ketch.v1.InstallSnapshot
+	(*InstallSnapshotResponse)(nil), // 12: ketch.v1.InstallSnapshotResponse
+	(*SnapshotHeader)(nil),          // 13: ketch.v1.SnapshotHeader
+	(*LogBase)(nil),                 // 14: ketch.v1.LogBase
+	(*RaftBatch)(nil),               // 15: ketch.v1.RaftBatch
+	(*Member)(nil),                  // 16: ketch.v1.Member
+	(*NodeIdentity)(nil),            // 17: ketch.v1.NodeIdentity
 }
 var file_raft_proto_depIdxs = []int32{
 	0,  // 0: ketch.v1.Entry.type:type_name -> ketch.v1.EntryType
@@ -1161,14 +1585,17 @@ var file_raft_proto_depIdxs = []int32{
 	8,  // 5: ketch.v1.RaftMessage.timeout_now:type_name -> ketch.v1.TimeoutNow
 	9,  // 6: ketch.v1.RaftMessage.read_index_request:type_name -> ketch.v1.ReadIndexRequest
 	10, // 7: ketch.v1.RaftMessage.read_index_response:type_name -> ketch.v1.ReadIndexResponse
-	1,  // 8: ketch.v1.AppendEntries.entries:type_name -> ketch.v1.Entry
-	3,  // 9: ketch.v1.RaftBatch.messages:type_name -> ketch.v1.RaftMessage
-	12, // 10: ketch.v1.NodeIdentity.members:type_name -> ketch.v1.Member
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	11, // 8: ketch.v1.RaftMessage.install_snapshot:type_name -> ketch.v1.InstallSnapshot
+	12, // 9: ketch.v1.RaftMessage.install_snapshot_response:type_name -> ketch.v1.InstallSnapshotResponse
+	1,  // 10: ketch.v1.AppendEntries.entries:type_name -> ketch.v1.Entry
+	16, // 11: ketch.v1.SnapshotHeader.members:type_name -> ketch.v1.Member
+	3,  // 12: ketch.v1.RaftBatch.messages:type_name -> ketch.v1.RaftMessage
+	16, // 13: ketch.v1.NodeIdentity.members:type_name -> ketch.v1.Member
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_raft_proto_init() }
@@ -1184,6 +1611,8 @@ func file_raft_proto_init() {
 		(*RaftMessage_TimeoutNow)(nil),
 		(*RaftMessage_ReadIndexRequest)(nil),
 		(*RaftMessage_ReadIndexResponse)(nil),
+		(*RaftMessage_InstallSnapshot)(nil),
+		(*RaftMessage_InstallSnapshotResponse)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1191,7 +1620,7 @@ func file_raft_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raft_proto_rawDesc), len(file_raft_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   13,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -102,12 +102,26 @@ func (c *logChain) firstDifference(o *logChain) uint64 {
 
 // disk is a node's durable state: what a crash leaves behind.
 type disk struct {
-	hs      *pb.HardState // nil until the first hard state is written
-	entries []*pb.Entry   // entries[i-1] holds index i; owned by the disk
-	chain   logChain
+	hs *pb.HardState // nil until the first hard state is written
+	// entries[i-1] holds index i; owned by the disk. Entries through base
+	// were compacted away (nil).
+	entries        []*pb.Entry
+	base, baseTerm uint64
+	chain          logChain
+	// snap is the latest durable snapshot of the state machine (nil:
+	// none), staged the snapshot being received as far as it is durable.
+	snap   *simSnap
+	staged *stagedFile
 }
 
 func newDisk() disk { return disk{chain: newChain()} }
+
+// diskWrite is one write the store makes durable in order: a Persist, or
+// a Compact (Seq 0) riding with them.
+type diskWrite struct {
+	fsm.Persist
+	compact *fsm.Compact
+}
 
 // write makes one Persist durable, with the semantics documented on
 // fsm.Persist: a non-nil HardState replaces the stored one, and Entries
@@ -128,15 +142,38 @@ func (d *disk) write(p fsm.Persist) {
 	}
 }
 
+// compact carries out a Compact (fsm.Compact): the entries through
+// c.Through go; with Reset every entry goes, and the log's chain through
+// c.Through becomes prefix (the committed entries the snapshot holds).
+func (d *disk) compact(c fsm.Compact, prefix func(uint64) logChain) {
+	if c.Reset {
+		d.entries = make([]*pb.Entry, c.Through)
+		d.chain = prefix(c.Through)
+	} else {
+		for i := d.base; i < c.Through && i < uint64(len(d.entries)); i++ {
+			d.entries[i] = nil
+		}
+	}
+	d.base, d.baseTerm = max(d.base, c.Through), c.Term
+}
+
 // restore returns a fresh copy of the disk's contents for fsm.New, so that
-// nothing the restarted fsm does can reach the disk's own entries.
+// nothing the restarted fsm does can reach the disk's own entries: the log
+// after its base, and the state machine's snapshot and staged file.
 func (d *disk) restore() fsm.Restore {
-	r := fsm.Restore{Entries: make([]*pb.Entry, len(d.entries))}
+	r := fsm.Restore{Entries: make([]*pb.Entry, 0, len(d.entries)-int(d.base)),
+		Base: fsm.SnapshotMeta{Index: d.base, Term: d.baseTerm}}
 	if d.hs != nil {
 		r.HardState = &pb.HardState{Term: d.hs.GetTerm(), Vote: d.hs.GetVote()}
 	}
-	for i, e := range d.entries {
-		r.Entries[i] = copyEntry(e)
+	for _, e := range d.entries[d.base:] {
+		r.Entries = append(r.Entries, copyEntry(e))
+	}
+	if d.snap != nil {
+		r.Snapshot, r.Applied = d.snap.meta, d.snap.meta.Index
+	}
+	if f := d.staged; f != nil {
+		r.Staging = fsm.Staging{Meta: f.meta, Size: f.size, FileCRC: f.crc, Offset: uint64(len(f.data))}
 	}
 	return r
 }

@@ -161,6 +161,14 @@ func (s *Sim) checkCommitRule(n *simNode, st fsm.Status, ev fsm.Event) {
 		}
 		return
 	}
+	if n.installed != 0 {
+		// Figure 13 rule 8: an installed snapshot's contents are
+		// committed.
+		if st.Commit > n.installed {
+			s.fail("commit-rule", "n%d installed a snapshot through %d and advanced its commit index to %d", n.id, n.installed, st.Commit)
+		}
+		return
+	}
 	m, _ := ev.(fsm.Message)
 	ae := m.Msg.GetAppendEntries()
 	if ae == nil {
@@ -178,6 +186,11 @@ func (s *Sim) checkCommitRule(n *simNode, st fsm.Status, ev fsm.Event) {
 // durableMatches reports whether the disk holds the node's log up to
 // index i.
 func (s *Sim) durableMatches(n *simNode, i uint64) bool {
+	if i <= n.snapIndex() {
+		// A durable snapshot holds the committed entries through its index.
+		m, ok := n.mirror.hashAt(i)
+		return ok && i < uint64(len(s.committed)) && m == s.committed[i].hash
+	}
 	d, ok1 := n.disk.chain.hashAt(i)
 	m, ok2 := n.mirror.hashAt(i)
 	return ok1 && ok2 && d == m

@@ -234,10 +234,13 @@ func (s *Sim) forge(n *simNode, kind hostileKind) (*pb.RaftMessage, bool) {
 	case hReplaceCommitted:
 		// An entry at a committed index with another term; the receiver
 		// may be of any role, and the message of its term or a later one.
-		if st.Commit == 0 {
+		// Below the floor the receiver no longer knows the terms: those
+		// entries are in its snapshot and cannot be replaced.
+		floor := max(st.FirstIndex-1, 1)
+		if st.Commit < floor {
 			return nil, false
 		}
-		i := 1 + s.rng.Uint64N(st.Commit)
+		i := floor + s.rng.Uint64N(st.Commit-floor+1)
 		t, _ := n.mirror.termAt(i)
 		if t == 0 || term < 2 && t == 1 {
 			return nil, false

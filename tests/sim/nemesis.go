@@ -252,8 +252,8 @@ func (s *Sim) crash(n *simNode, why uint8) {
 	if len(n.unsynced) > 0 && s.rng.IntN(3) == 0 {
 		kept = s.rng.IntN(len(n.unsynced) + 1)
 	}
-	for _, p := range n.unsynced[:kept] {
-		n.disk.write(p)
+	for _, w := range n.unsynced[:kept] {
+		s.diskWrite(n, w)
 	}
 	lost := len(n.unsynced) - kept
 	inMemory := n.mirror

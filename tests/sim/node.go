@@ -23,10 +23,22 @@ type simNode struct {
 	// an older incarnation (timers, fsyncs, apply reports) are dropped.
 	inc uint32
 
-	disk     disk          // survives crashes
-	unsynced []fsm.Persist // emitted, not yet durable, in order; lost by a crash
-	syncing  int           // how many of unsynced the fsync in progress covers; 0 when idle
-	lastSeq  uint64        // Seq of the last Persist of this incarnation
+	disk     disk        // survives crashes
+	unsynced []diskWrite // emitted, not yet durable, in order; lost by a crash
+	syncing  int         // how many of unsynced the fsync in progress covers; 0 when idle
+	lastSeq  uint64      // Seq of the last Persist of this incarnation
+
+	// Snapshots (snapshot.go), of this incarnation: a snapshot is being
+	// written; the Compacts of the step in progress (checked at its end);
+	// the snapshots pinned for peers; where the staged file will end once
+	// the chunks handed over are written, and when the last of them is;
+	// the index installed in the step in progress (0: none).
+	snapshotting bool
+	compacted    []fsm.Compact
+	pinned       map[uint64]*simSnap
+	stagingEnd   uint64
+	stageBusy    time.Duration
+	installed    uint64
 
 	// mirror is the node's in-memory log, rebuilt from its Persist
 	// actions as they are emitted (same replace-the-suffix semantics as
@@ -66,6 +78,7 @@ func (n *simNode) forget() {
 	n.fsm, n.up = nil, false
 	n.inc++
 	n.unsynced, n.syncing, n.lastSeq = nil, 0, 0
+	n.snapshotting, n.compacted, n.pinned, n.stagingEnd, n.stageBusy, n.installed = false, nil, nil, 0, 0, 0
 	n.timerGen = [2]uint64{}
 	n.status = fsm.Status{}
 	n.commit, n.applied, n.appliedHash, n.appliedQueued, n.reported = 0, 0, 0, false, 0
@@ -74,9 +87,20 @@ func (n *simNode) forget() {
 
 // start creates the node's fsm from its disk and steps Start, at time 0 or
 // when it restarts after a crash (ARCHITECTURE §3 rule 6: term, vote and
-// log come from the store; the state machine starts empty, so Applied is 0).
+// log come from the store; the state machine restores its latest snapshot,
+// or starts empty, so Applied is the snapshot's index or 0).
 func (s *Sim) start(n *simNode) {
-	f, err := newNode(n.cfg, n.disk.restore())
+	r := n.disk.restore()
+	n.pinned = map[uint64]*simSnap{}
+	if f := n.disk.staged; f != nil {
+		n.stagingEnd = uint64(len(f.data))
+	}
+	if sn := n.disk.snap; sn != nil {
+		n.applied, n.appliedHash, n.reported = sn.meta.Index, sn.hash, sn.meta.Index
+		// Its contents were committed: the commit index starts there.
+		n.commit = sn.meta.Index
+	}
+	f, err := newNode(n.cfg, r)
 	if err != nil {
 		s.fail("fsm-contract", "n%d cannot start from its disk (term %d, vote %d, %d entries): %v",
 			n.id, n.disk.hs.GetTerm(), n.disk.hs.GetVote(), len(n.disk.entries), err)
@@ -135,6 +159,18 @@ func (s *Sim) step(n *simNode, ev fsm.Event) {
 			s.onFetch(n, a)
 		case fsm.Rejected:
 			s.onRejected(n, a)
+		case fsm.Proposed:
+			s.onProposed(n, a)
+		case fsm.Compact:
+			s.onCompact(n, a)
+		case fsm.ReadChunk:
+			s.onReadChunk(n, a)
+		case fsm.EndTransfer:
+			delete(n.pinned, a.Peer)
+		case fsm.StageChunk:
+			s.onStageChunk(n, a)
+		case fsm.InstallSnapshot:
+			s.onInstallSnapshot(n, a, len(n.compacted) > 0 && !n.compacted[len(n.compacted)-1].Reset)
 		default:
 			s.fail("fsm-contract", "n%d returned an action of unknown type %T", n.id, a)
 		}
@@ -142,8 +178,13 @@ func (s *Sim) step(n *simNode, ev fsm.Event) {
 			return
 		}
 	}
+	s.checkCompaction(n)
+	if s.violation != nil {
+		return
+	}
 	wasLeader := n.status.Role == fsm.Leader
 	s.checkNode(n, ev)
+	n.installed = 0
 	if s.violation == nil {
 		s.maybeAwkwardCrash(n, hardState, !wasLeader && n.status.Role == fsm.Leader)
 	}
@@ -177,7 +218,7 @@ func (s *Sim) onPersist(n *simNode, p fsm.Persist) {
 	if len(p.Entries) > 0 && !s.updateMirror(n, p.Entries) {
 		return
 	}
-	n.unsynced = append(n.unsynced, p)
+	n.unsynced = append(n.unsynced, diskWrite{Persist: p})
 	if n.syncing == 0 {
 		s.startFsync(n)
 	}
@@ -195,6 +236,8 @@ func (s *Sim) onFetch(n *simNode, f fsm.Fetch) {
 		s.fail("fsm-contract", "n%d emitted a Fetch for peer %d", n.id, f.Peer)
 	case f.Lo == 0 || f.Lo >= f.Hi || f.Hi-1 > uint64(len(n.disk.entries)) || f.Hi-1 > st.Commit:
 		s.fail("fsm-contract", "n%d fetches [%d,%d) but its disk ends at %d and it committed %d", n.id, f.Lo, f.Hi, len(n.disk.entries), st.Commit)
+	case f.Lo <= st.FirstIndex-1:
+		s.fail("fsm-contract", "n%d fetches [%d,%d) but its log was compacted through %d", n.id, f.Lo, f.Hi, st.FirstIndex-1)
 	case f.MaxBytes < 1:
 		s.fail("fsm-contract", "n%d fetches with MaxBytes %d", n.id, f.MaxBytes)
 	}
@@ -213,7 +256,9 @@ func (s *Sim) fetchDone(ev *event) {
 	f := ev.fetch
 	var ents []*pb.Entry
 	size := 0
-	for i := f.Lo; i < f.Hi && i <= uint64(len(n.disk.entries)); i++ {
+	// A compaction may have overtaken the Fetch: the store then has none
+	// of it.
+	for i := f.Lo; i < f.Hi && i <= uint64(len(n.disk.entries)) && i > n.disk.base; i++ {
 		e := copyEntry(n.disk.entries[i-1])
 		size += len(e.Data) + 16
 		if len(ents) > 0 && size > f.MaxBytes {
@@ -239,15 +284,41 @@ func (s *Sim) fsyncDone(ev *event) {
 	if !n.up || n.inc != ev.inc {
 		return
 	}
-	for _, p := range n.unsynced[:n.syncing] {
-		n.disk.write(p)
+	seq := uint64(0)
+	for _, w := range n.unsynced[:n.syncing] {
+		s.diskWrite(n, w)
+		seq = max(seq, w.Seq)
 	}
-	seq := n.unsynced[n.syncing-1].Seq
 	n.unsynced = append(n.unsynced[:0], n.unsynced[n.syncing:]...)
 	n.syncing = 0
-	s.step(n, fsm.Persisted{Seq: seq})
+	if seq != 0 {
+		s.step(n, fsm.Persisted{Seq: seq})
+	}
 	if n.up && n.syncing == 0 && len(n.unsynced) > 0 {
 		s.startFsync(n)
+	}
+}
+
+// diskWrite makes one write durable.
+func (s *Sim) diskWrite(n *simNode, w diskWrite) {
+	if w.compact != nil {
+		n.disk.compact(*w.compact, s.committedChain)
+		return
+	}
+	n.disk.write(w.Persist)
+}
+
+// onProposed checks where the leader says it appended a proposal.
+func (s *Sim) onProposed(n *simNode, p fsm.Proposed) {
+	pr := s.proposal(p.ID)
+	switch {
+	case pr == nil || pr.node != n.idx:
+		s.fail("fsm-contract", "n%d reports proposal %d appended, which is not waiting on it", n.id, p.ID)
+	case n.fsm.Status().Role != fsm.Leader || p.Term != n.fsm.Status().Term:
+		s.fail("fsm-contract", "n%d reports proposal %d appended in term %d as %v of term %d", n.id, p.ID, p.Term, n.fsm.Status().Role, n.fsm.Status().Term)
+	}
+	if t, ok := n.mirror.termAt(p.Index); s.violation == nil && (!ok || t != p.Term) {
+		s.fail("fsm-contract", "n%d reports proposal %d at index %d of term %d, which its log does not hold", n.id, p.ID, p.Index, p.Term)
 	}
 }
 

@@ -25,6 +25,9 @@ const (
 	evRead                           // client read a reaches node `node`
 	evFetch                          // node's store answers the Fetch in `fetch`
 	evHostile                        // a forged message reaches a random live node (hostile.go)
+	evSnapshotDone                   // node's snapshot in `snap` is durable
+	evChunkRead                      // node's store answers a ReadChunk with `chunk`
+	evStaged                         // node's staged chunk in `stage` is durable
 )
 
 // event is one entry of the simulator's agenda.
@@ -39,6 +42,9 @@ type event struct {
 	a, b  uint64 // kind-specific arguments
 	msg   *pb.RaftMessage
 	fetch *fsm.Fetch
+	snap  *simSnap
+	chunk *fsm.ChunkRead
+	stage *fsm.StageChunk
 }
 
 // agenda is a binary min-heap of events ordered by (at, seq), so that two

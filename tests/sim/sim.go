@@ -175,6 +175,12 @@ type Stats struct {
 	// the default); Busy counts proposals refused with ErrBusy.
 	MaxUncommitted int
 	Busy           uint64
+	// Snapshots (snapshot.go): a node snapshots every SnapshotEvery
+	// applied entries (0: never), keeps SnapshotTrailing entries behind,
+	// and sends chunks of SnapshotChunk bytes, SnapshotWindow at a time.
+	// Snapshots counts the snapshots taken, Installs those installed.
+	SnapshotEvery, SnapshotTrailing, SnapshotChunk, SnapshotWindow int
+	Snapshots, Installs                                            uint64
 	// Converged is how long after the heal the liveness condition held;
 	// negative when it did not.
 	Converged time.Duration
@@ -313,6 +319,15 @@ func newSim(seed uint64, opts Options) (*Sim, error) {
 	if s.rng.IntN(4) == 0 {
 		s.stats.MaxUncommitted = (4 + s.rng.IntN(16)) * (pb.EntryOverhead + 16)
 	}
+	// Snapshots: most seeds snapshot every few entries and keep few behind,
+	// so that lagging and restarted followers are caught up by
+	// InstallSnapshot; a few never snapshot.
+	s.stats.SnapshotChunk = 8 + s.rng.IntN(120)
+	s.stats.SnapshotWindow = 1 + s.rng.IntN(4)
+	s.stats.SnapshotTrailing = 1 + s.rng.IntN(12)
+	if s.rng.IntN(8) != 0 {
+		s.stats.SnapshotEvery = 2 + s.rng.IntN(40)
+	}
 	maxMsgBytes := s.stats.MaxMsgBytes
 	if maxMsgBytes == 0 {
 		maxMsgBytes = simLimits.AppendBudget()
@@ -346,9 +361,12 @@ func newSim(seed uint64, opts Options) (*Sim, error) {
 			DisableCheckQuorum: s.stats.BaseElections,
 			// thesis §6.4: followers serve reads with a read index from
 			// the leader; clients send reads to followers too.
-			FollowerReads:   true,
-			LeaseReads:      s.stats.LeaseReads,
-			LogCacheEntries: s.stats.LogCache,
+			FollowerReads:      true,
+			LeaseReads:         s.stats.LeaseReads,
+			LogCacheEntries:    s.stats.LogCache,
+			SnapshotTrailing:   s.stats.SnapshotTrailing,
+			SnapshotChunkBytes: s.stats.SnapshotChunk,
+			MaxSnapshotChunks:  s.stats.SnapshotWindow,
 			// Node clocks run at rates within ±maxDrift of real time, so
 			// one runs at most (1+maxDrift)/(1-maxDrift) ≈ 1.094 times as
 			// fast as another: within the default MaxClockDrift of 0.1.
@@ -429,6 +447,9 @@ func (s *Sim) dispatch(ev *event) {
 			n.appliedQueued = false
 			n.reported = n.applied
 			s.step(n, fsm.Applied{Index: n.applied})
+			if n.up && s.violation == nil {
+				s.maybeSnapshot(n)
+			}
 		}
 	case evPropose:
 		s.proposeArrives(ev)
@@ -438,6 +459,12 @@ func (s *Sim) dispatch(ev *event) {
 		s.fetchDone(ev)
 	case evHostile:
 		s.hostile()
+	case evSnapshotDone:
+		s.snapshotDone(ev)
+	case evChunkRead:
+		s.chunkReadDone(ev)
+	case evStaged:
+		s.stagedDone(ev)
 	case evClientTick:
 		s.clientTick(ev.node)
 	case evNemesis:

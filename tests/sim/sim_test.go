@@ -73,8 +73,10 @@ func TestSimulation(t *testing.T) {
 		total.Fetches += r.Stats.Fetches
 		total.Hostile += r.Stats.Hostile
 		total.Busy += r.Stats.Busy
+		total.Snapshots += r.Stats.Snapshots
+		total.Installs += r.Stats.Installs
 	}
-	fmt.Printf("sim: seeds=%d steps=%d violations=%d\n", len(results), steps, len(failed))
+	fmt.Printf("sim: seeds=%d steps=%d violations=%d snapshots=%d installs=%d\n", len(results), steps, len(failed), total.Snapshots, total.Installs)
 	const maxListed = 50
 	for i, r := range failed {
 		if *flagBug != "" && i == maxListed {
