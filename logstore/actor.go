@@ -35,6 +35,17 @@ type WriteRequest struct {
 	Entries   []*pb.Entry
 }
 
+// CompactRequest carries one fsm Compact action: the entries through
+// Through are in a durable snapshot and may go (with Reset, every entry).
+// It is batched with the writes around it, in order, and made durable by
+// the same Write; like a WriteRequest it belongs to the sender's Epoch, and
+// losing it in a store crash fences that epoch. It is not answered.
+type CompactRequest struct {
+	Epoch         uint64
+	Through, Term uint64
+	Reset         bool
+}
+
 // Durable tells the sender of WriteRequests that every one of them it sent
 // in Epoch up to and including Seq is durable (fsynced). The fsm actor turns
 // it into fsm.Persisted{Seq} and drops Durable of other epochs, which answer
@@ -280,6 +291,8 @@ func (a *storeActor) Receive(ctx actor.Context) {
 		a.start()
 	case *WriteRequest:
 		a.write(ctx, m)
+	case *CompactRequest:
+		a.compact(ctx, m)
 	case *LoadRequest:
 		a.flush(ctx) // a Load sees every write queued before it
 		a.load(ctx, m.Epoch)
@@ -352,6 +365,17 @@ func (a *storeActor) write(ctx actor.Context, m *WriteRequest) {
 	if len(a.pending) >= a.sp.cfg.MaxBatchUpdates || a.pendingBytes >= a.sp.cfg.MaxBatchBytes {
 		a.flush(ctx)
 	}
+}
+
+// compact adds a compaction to the batch, unless its epoch is fenced.
+func (a *storeActor) compact(ctx actor.Context, m *CompactRequest) {
+	to := ctx.Sender()
+	key := keyOf(to, m.Epoch)
+	if _, fenced := a.sp.fenced[key]; fenced {
+		return // its epoch lost writes: the fsm crashes and reloads
+	}
+	a.pending = append(a.pending, Update{Compact: &Compaction{Through: m.Through, Term: m.Term, Reset: m.Reset}})
+	a.noteAck(to, key, m.Epoch, 0) // so that losing it fences the epoch
 }
 
 func (a *storeActor) noteAck(to *actor.PID, key fenceKey, epoch, seq uint64) {

@@ -60,8 +60,11 @@ var (
 	// metadata.
 	bucketMeta   = []byte("meta")
 	keyHardState = []byte("hardstate")
-	keyIdentity  = []byte("identity")
-	keyFormat    = []byte("format")
+	// keyLogBase holds a pb.LogBase: where the log starts after
+	// compaction (absent: it was never compacted).
+	keyLogBase  = []byte("logbase")
+	keyIdentity = []byte("identity")
+	keyFormat   = []byte("format")
 	// keyLegacyJournal marks a file migrated from an older ketch whose
 	// journal files (of the old record format) are not replayed yet.
 	keyLegacyJournal = []byte("legacyjournal")
@@ -88,6 +91,7 @@ type BoltStore struct {
 	closed    bool
 	j         *journalWriter
 	last      uint64          // last index of the log: bbolt plus the journal
+	base      uint64          // the log's compacted index: bbolt plus the journal
 	unflushed []journalRecord // the current journal file's records, not yet in bbolt
 	ckpt      chan checkpoint
 	done      chan struct{} // closed when the checkpointer has exited
@@ -489,7 +493,11 @@ func (s *BoltStore) recover() error {
 	err = s.guard("recovery", func() error {
 		return s.db.View(func(tx *bolt.Tx) error {
 			var err error
-			s.last, err = s.lastIndex(tx.Bucket(bucketEntries))
+			if s.last, err = s.lastIndex(tx.Bucket(bucketEntries)); err != nil {
+				return err
+			}
+			base, err := s.readBase(tx.Bucket(bucketMeta))
+			s.base, s.last = base.Index, max(s.last, base.Index)
 			return err
 		})
 	})
@@ -760,12 +768,17 @@ func (s *BoltStore) loadTx(tx *bolt.Tx, st *State) error {
 		}
 		st.HardState = hs
 	}
+	base, err := s.readBase(meta)
+	if err != nil {
+		return err
+	}
+	st.Base = base
 	c := ents.Cursor()
 	if k, _ := c.Last(); len(k) == 8 {
 		// A capacity hint only; a bogus last key is caught below.
-		st.Entries = make([]*pb.Entry, 0, min(binary.BigEndian.Uint64(k), 1<<20))
+		st.Entries = make([]*pb.Entry, 0, min(binary.BigEndian.Uint64(k)-min(base.Index, binary.BigEndian.Uint64(k)), 1<<20))
 	}
-	want := uint64(1)
+	want := base.Index + 1
 	for k, v := c.First(); k != nil; k, v = c.Next() {
 		e, err := s.decodeEntry(k, v, want)
 		if err != nil {
@@ -775,6 +788,23 @@ func (s *BoltStore) loadTx(tx *bolt.Tx, st *State) error {
 		want++
 	}
 	return nil
+}
+
+// readBase reads the log's base from the meta bucket (zero when absent).
+func (s *BoltStore) readBase(meta *bolt.Bucket) (Base, error) {
+	v := meta.Get(keyLogBase)
+	if v == nil {
+		return Base{}, nil
+	}
+	b, err := s.unsealValue("the log base", v, false)
+	if err != nil {
+		return Base{}, err
+	}
+	var lb pb.LogBase
+	if err := proto.Unmarshal(b, &lb); err != nil || lb.Index == 0 || lb.Term == 0 {
+		return Base{}, s.corrupt("the log base does not decode", err)
+	}
+	return Base{Index: lb.Index, Term: lb.Term}, nil
 }
 
 // Write makes updates durable with one journal record and one fdatasync
@@ -792,7 +822,7 @@ func (s *BoltStore) Write(updates []Update) error {
 	if err := s.bgError(); err != nil {
 		return s.wrapTxError("write", err)
 	}
-	last, err := checkUpdates(s.last, updates)
+	base, last, err := checkUpdates(s.base, s.last, updates)
 	if err != nil {
 		return err
 	}
@@ -800,7 +830,7 @@ func (s *BoltStore) Write(updates []Update) error {
 	if err != nil {
 		return s.wrapTxError("write", err)
 	}
-	s.last = last
+	s.base, s.last = base, last
 	s.unflushed = append(s.unflushed, journalRecord{payload: payload, sealed: true})
 	if s.j.size >= s.opts.JournalFileBytes {
 		if err := s.rotate(); err != nil {
@@ -828,6 +858,11 @@ func (s *BoltStore) writeBolt(records []journalRecord, seq uint64) error {
 			if err != nil {
 				return err
 			}
+			base, err := s.readBase(meta)
+			if err != nil {
+				return err
+			}
+			last = max(last, base.Index)
 			ents.FillPercent = appendFillPercent
 			// bbolt requires keys and values to stay valid until the commit:
 			// values are slices of the records, keys are carved out of slabs
@@ -838,7 +873,22 @@ func (s *BoltStore) writeBolt(records []journalRecord, seq uint64) error {
 					if op.hardState {
 						return meta.Put(keyHardState, op.value)
 					}
+					if op.base != nil {
+						// Raft §7: the prefix is in a snapshot now.
+						if op.base.Reset_ {
+							if err := truncateFrom(ents, 1); err != nil {
+								return err
+							}
+							last = op.base.Index
+						} else if err := deleteThrough(ents, op.base.Index); err != nil {
+							return err
+						}
+						base.Index = max(base.Index, op.base.Index)
+						return meta.Put(keyLogBase, op.value)
+					}
 					switch {
+					case op.index <= base.Index:
+						return fmt.Errorf("%w: journal entry %d is at or below the compacted index %d", ErrInvalidUpdate, op.index, base.Index)
 					case op.index == 0 || op.index > last+1:
 						return fmt.Errorf("%w: journal entry %d would leave a gap after last index %d", ErrInvalidUpdate, op.index, last)
 					case op.index <= last:
@@ -878,7 +928,9 @@ func (s *BoltStore) Entries(lo, hi uint64, maxBytes int) ([]*pb.Entry, error) {
 	if s.closed {
 		return nil, s.closedError("read")
 	}
-	lo = max(lo, 1)
+	if lo <= s.base {
+		return nil, nil // compacted away: the caller sends a snapshot
+	}
 	hi = min(hi, s.last+1)
 	if lo >= hi {
 		return nil, nil
@@ -932,6 +984,17 @@ func (s *BoltStore) lastIndex(ents *bolt.Bucket) (uint64, error) {
 		return 0, s.corrupt(fmt.Sprintf("entry key %x is not an 8-byte index", k), nil)
 	}
 	return binary.BigEndian.Uint64(k), nil
+}
+
+// deleteThrough deletes every entry with index <= last (a compaction).
+func deleteThrough(ents *bolt.Bucket, last uint64) error {
+	c := ents.Cursor()
+	for k, _ := c.First(); k != nil && len(k) == 8 && binary.BigEndian.Uint64(k) <= last; k, _ = c.First() {
+		if err := c.Delete(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // truncateFrom deletes every entry with index >= first. It seeks again after

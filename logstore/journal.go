@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	pb "github.com/ketch-raft/ketch/messages"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
@@ -41,8 +42,9 @@ import (
 //	crc     uint32  CRC-32C of length, seq and payload
 //	seq     uint64  sequence number, +1 per record, never reused
 //	payload         protowire: field 1 (bytes) a HardState, field 2 (bytes)
-//	                an Entry, each sealed (seal.go), in the order of the
-//	                Updates they came from
+//	                an Entry, field 3 (bytes) a LogBase (a compaction),
+//	                each sealed (seal.go), in the order of the Updates
+//	                they came from
 //	trailer         seq uint64, length uint32, and a CRC-32C of both (uint32):
 //	                written last, so a record with a valid trailer was
 //	                written whole
@@ -53,7 +55,9 @@ import (
 //
 // Replaying a record applies its fields in order: a hard state replaces the
 // stored one; an entry whose index is at or below the last index truncates
-// the log from there first (the semantics of Update, entry by entry).
+// the log from there first (the semantics of Update, entry by entry); a
+// LogBase deletes the entries through its index (all of them with reset)
+// and is stored as the log's base.
 //
 // Recovery (OpenBolt): the records with a sequence number above the one
 // bbolt holds are replayed into bbolt in one synced transaction, and the
@@ -144,6 +148,9 @@ func encodeRecord(seq uint64, updates []Update) ([]byte, error) {
 		for _, e := range u.Entries {
 			msgs, fields = append(msgs, e), append(fields, 2)
 		}
+		if c := u.Compact; c != nil {
+			msgs, fields = append(msgs, &pb.LogBase{Index: c.Through, Term: c.Term, Reset_: c.Reset}), append(fields, 3)
+		}
 	}
 	sizes := make([]int, len(msgs))
 	payload := 0
@@ -209,11 +216,13 @@ func trailerAt(data []byte, off int) (seq uint64, n uint32, ok bool) {
 }
 
 // recordOp is one field of a record's payload: a sealed, marshalled
-// HardState, or a sealed, marshalled Entry with its index. Both are exactly
-// the bytes bbolt stores, so a checkpoint copies them without decoding.
+// HardState, a sealed, marshalled Entry with its index, or a sealed,
+// marshalled LogBase (decoded in base). All are exactly the bytes bbolt
+// stores, so a checkpoint copies them without decoding.
 type recordOp struct {
 	hardState bool
 	index     uint64
+	base      *pb.LogBase
 	value     []byte
 }
 
@@ -225,8 +234,8 @@ type recordOp struct {
 func walkRecord(payload []byte, sealed bool, fn func(recordOp) error) error {
 	for len(payload) > 0 {
 		num, typ, n := protowire.ConsumeTag(payload)
-		if n < 0 || typ != protowire.BytesType || (num != 1 && num != 2) {
-			return errors.New("a field of the record is not a hard state or an entry")
+		if n < 0 || typ != protowire.BytesType || num < 1 || num > 3 || num == 3 && !sealed {
+			return errors.New("a field of the record is not a hard state, an entry or a log base")
 		}
 		payload = payload[n:]
 		v, n := protowire.ConsumeBytes(payload)
@@ -244,10 +253,16 @@ func walkRecord(payload []byte, sealed bool, fn func(recordOp) error) error {
 			v = seal(v)
 		}
 		op := recordOp{hardState: num == 1, value: v}
-		if !op.hardState {
+		switch num {
+		case 2:
 			op.index = entryIndex(plain)
 			if op.index == 0 {
 				return errors.New("an entry of the record has no index")
+			}
+		case 3:
+			op.base = &pb.LogBase{}
+			if err := proto.Unmarshal(plain, op.base); err != nil || op.base.Index == 0 {
+				return errors.New("a log base of the record does not decode")
 			}
 		}
 		if err := fn(op); err != nil {

@@ -19,7 +19,8 @@ import (
 type MemoryStore struct {
 	mu      sync.Mutex
 	hs      *pb.HardState
-	entries []*pb.Entry
+	base    Base
+	entries []*pb.Entry // base.Index+1 ...
 }
 
 var _ Store = (*MemoryStore)(nil)
@@ -35,6 +36,7 @@ func (m *MemoryStore) Load() (State, error) {
 	if m.hs != nil {
 		st.HardState = proto.Clone(m.hs).(*pb.HardState)
 	}
+	st.Base = m.base
 	st.Entries = make([]*pb.Entry, len(m.entries))
 	for i, e := range m.entries {
 		st.Entries[i] = proto.Clone(e).(*pb.Entry)
@@ -42,26 +44,37 @@ func (m *MemoryStore) Load() (State, error) {
 	return st, nil
 }
 
+func (m *MemoryStore) last() uint64 { return m.base.Index + uint64(len(m.entries)) }
+
 // Write validates updates and applies copies of them, all or nothing.
 func (m *MemoryStore) Write(updates []Update) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, err := checkUpdates(uint64(len(m.entries)), updates); err != nil {
+	if _, _, err := checkUpdates(m.base.Index, m.last(), updates); err != nil {
 		return err
 	}
 	for _, u := range updates {
 		if u.HardState != nil {
 			m.hs = proto.Clone(u.HardState).(*pb.HardState)
 		}
-		if len(u.Entries) == 0 {
-			continue
+		if len(u.Entries) > 0 {
+			// Entry i lives at position i-base-1.
+			keep := u.Entries[0].Index - m.base.Index - 1
+			clear(m.entries[keep:]) // let the replaced entries be collected
+			m.entries = m.entries[:keep]
+			for _, e := range u.Entries {
+				m.entries = append(m.entries, proto.Clone(e).(*pb.Entry))
+			}
 		}
-		// Indexes are 1..n, so entry i lives at position i-1.
-		keep := u.Entries[0].Index - 1
-		clear(m.entries[keep:]) // let the replaced entries be collected
-		m.entries = m.entries[:keep]
-		for _, e := range u.Entries {
-			m.entries = append(m.entries, proto.Clone(e).(*pb.Entry))
+		if c := u.Compact; c != nil {
+			if c.Reset {
+				m.entries = nil
+			} else if c.Through > m.base.Index {
+				m.entries = append([]*pb.Entry(nil), m.entries[c.Through-m.base.Index:]...)
+			}
+			if c.Reset || c.Through > m.base.Index {
+				m.base = Base{Index: c.Through, Term: c.Term}
+			}
 		}
 	}
 	return nil
@@ -74,8 +87,11 @@ func (m *MemoryStore) Entries(lo, hi uint64, maxBytes int) ([]*pb.Entry, error) 
 	defer m.mu.Unlock()
 	var out []*pb.Entry
 	size := 0
-	for i := max(lo, 1); i < hi && i <= uint64(len(m.entries)); i++ {
-		e := m.entries[i-1]
+	if lo <= m.base.Index {
+		return nil, nil // compacted away
+	}
+	for i := lo; i < hi && i <= m.last(); i++ {
+		e := m.entries[i-m.base.Index-1]
 		size += proto.Size(e)
 		if len(out) > 0 && size > maxBytes {
 			break

@@ -61,14 +61,23 @@ type Store interface {
 type State struct {
 	// HardState is nil when none was ever written.
 	HardState *pb.HardState
-	// Entries is the whole durable log, indexes 1..n in order.
+	// Base is where the log starts: the entries through Base.Index were
+	// compacted away into a snapshot (Update.Compact). Zero when the log
+	// was never compacted.
+	Base Base
+	// Entries is the whole durable log after Base, indexes Base.Index+1..n
+	// in order.
 	Entries []*pb.Entry
 }
 
-// LastIndex is the index of the last entry, 0 for an empty log.
+// Base is the last index and term compacted away (Raft §7's last included
+// index and term).
+type Base struct{ Index, Term uint64 }
+
+// LastIndex is the index of the last entry; Base.Index for an empty log.
 func (s State) LastIndex() uint64 {
 	if len(s.Entries) == 0 {
-		return 0
+		return s.Base.Index
 	}
 	return s.Entries[len(s.Entries)-1].Index
 }
@@ -82,38 +91,65 @@ type Update struct {
 	// with index >= Entries[0].Index is deleted and Entries are written in
 	// their place. When Entries[0].Index is the last stored index + 1 this
 	// is a plain append. Entries must be contiguous and Entries[0].Index
-	// must lie in [1, last stored index + 1].
+	// must lie in [base + 1, last stored index + 1].
 	Entries []*pb.Entry
+	// Compact, when set, is applied after HardState and Entries: the
+	// entries through Compact.Through are deleted and the log starts
+	// after it (the fsm's Compact action). With Reset every entry is
+	// deleted (Figure 13 rule 7); otherwise Through must not pass the last
+	// stored index.
+	Compact *Compaction
 }
 
-// checkUpdates validates updates against a log whose last index is last,
-// applying their effect on the last index in order, and returns the last
-// index after all of them. Its errors wrap ErrInvalidUpdate.
-func checkUpdates(last uint64, updates []Update) (uint64, error) {
+// Compaction deletes the log's prefix through Through, whose entry has
+// term Term; with Reset, the whole log.
+type Compaction struct {
+	Through, Term uint64
+	Reset         bool
+}
+
+// checkUpdates validates updates against a log that starts after base and
+// ends at last, applying their effect in order, and returns the base and
+// last index after all of them. Its errors wrap ErrInvalidUpdate.
+func checkUpdates(base, last uint64, updates []Update) (uint64, uint64, error) {
 	for u, up := range updates {
-		if len(up.Entries) == 0 {
-			continue
+		if len(up.Entries) > 0 {
+			for i, e := range up.Entries {
+				if e == nil {
+					return 0, 0, fmt.Errorf("%w: update %d: entry %d is nil", ErrInvalidUpdate, u, i)
+				}
+			}
+			first := up.Entries[0].Index
+			if first == 0 {
+				return 0, 0, fmt.Errorf("%w: update %d: entry index 0 (indexes start at 1)", ErrInvalidUpdate, u)
+			}
+			if first <= base {
+				return 0, 0, fmt.Errorf("%w: update %d: entry %d is at or below the compacted index %d", ErrInvalidUpdate, u, first, base)
+			}
+			if first > last+1 {
+				return 0, 0, fmt.Errorf("%w: update %d: first index %d would leave a gap after last index %d", ErrInvalidUpdate, u, first, last)
+			}
+			for i, e := range up.Entries {
+				if e.Index != first+uint64(i) {
+					return 0, 0, fmt.Errorf("%w: update %d: entry %d has index %d, want %d (entries must be contiguous)", ErrInvalidUpdate, u, i, e.Index, first+uint64(i))
+				}
+			}
+			last = up.Entries[len(up.Entries)-1].Index
 		}
-		for i, e := range up.Entries {
-			if e == nil {
-				return 0, fmt.Errorf("%w: update %d: entry %d is nil", ErrInvalidUpdate, u, i)
+		if c := up.Compact; c != nil {
+			switch {
+			case c.Through == 0 || c.Term == 0:
+				return 0, 0, fmt.Errorf("%w: update %d: compaction through %d of term %d", ErrInvalidUpdate, u, c.Through, c.Term)
+			case c.Reset:
+				base, last = c.Through, c.Through
+			case c.Through > last:
+				return 0, 0, fmt.Errorf("%w: update %d: compaction through %d past the last index %d", ErrInvalidUpdate, u, c.Through, last)
+			default:
+				base = max(base, c.Through)
 			}
 		}
-		first := up.Entries[0].Index
-		if first == 0 {
-			return 0, fmt.Errorf("%w: update %d: entry index 0 (indexes start at 1)", ErrInvalidUpdate, u)
-		}
-		if first > last+1 {
-			return 0, fmt.Errorf("%w: update %d: first index %d would leave a gap after last index %d", ErrInvalidUpdate, u, first, last)
-		}
-		for i, e := range up.Entries {
-			if e.Index != first+uint64(i) {
-				return 0, fmt.Errorf("%w: update %d: entry %d has index %d, want %d (entries must be contiguous)", ErrInvalidUpdate, u, i, e.Index, first+uint64(i))
-			}
-		}
-		last = up.Entries[len(up.Entries)-1].Index
 	}
-	return last, nil
+	return base, last, nil
 }
 
 // storeError is an error whose message is written for the operator (one

@@ -185,7 +185,7 @@ func New(cfg Config) (*Client, error) {
 // ResponseTypes are the messages a client receives: the gateway's answers.
 func ResponseTypes() []string {
 	var names []string
-	for _, m := range []proto.Message{&pb.ClientResponse{}, &pb.NodeStatus{}, &pb.CrashResponse{}, &pb.TransferResponse{}} {
+	for _, m := range []proto.Message{&pb.ClientResponse{}, &pb.NodeStatus{}, &pb.CrashResponse{}, &pb.TransferResponse{}, &pb.SnapshotResponse{}} {
 		names = append(names, string(proto.MessageName(m)))
 	}
 	return names
@@ -513,6 +513,24 @@ func (c *Client) Crash(ctx context.Context, addr, child string) error {
 	return nil
 }
 
+// Snapshot asks the node at addr to take a snapshot now and compact its log
+// behind it, and returns once the snapshot is durable: its last included
+// index and term, and its size.
+func (c *Client) Snapshot(ctx context.Context, addr string) (*pb.SnapshotResponse, error) {
+	r, err := c.ask(ctx, addr, &pb.SnapshotRequest{ClusterId: c.cfg.ClusterID})
+	if err != nil {
+		return nil, err
+	}
+	sr, ok := r.(*pb.SnapshotResponse)
+	if !ok {
+		return nil, fmt.Errorf("node %s answered %T to a snapshot request", addr, r)
+	}
+	if !sr.Ok {
+		return nil, fmt.Errorf("node %s: %s", addr, sr.Error)
+	}
+	return sr, nil
+}
+
 // ask sends one request to one node and waits for its answer, through a
 // one-shot actor so that answers without a sequence number find their way.
 func (c *Client) ask(ctx context.Context, addr string, req any) (any, error) {
@@ -524,7 +542,7 @@ func (c *Client) ask(ctx context.Context, addr string, req any) (any, error) {
 	ch := make(chan any, 1)
 	pid := c.system.Root.Spawn(actor.PropsFromFunc(func(actx actor.Context) {
 		switch m := actx.Message().(type) {
-		case *pb.NodeStatus, *pb.CrashResponse, *pb.TransferResponse:
+		case *pb.NodeStatus, *pb.CrashResponse, *pb.TransferResponse, *pb.SnapshotResponse:
 			select {
 			case ch <- m:
 			default:

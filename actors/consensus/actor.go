@@ -151,7 +151,7 @@ type fsmActor struct {
 	born    time.Time // start of the monotonic clock handed to the fsm
 	node    *fsm.Node // nil until the store and state have answered
 	loaded  *logstore.Loaded
-	applied *uint64
+	applied *protocol.AppliedInfo
 
 	timers  [2]*time.Timer
 	waiters map[uint64]waiter
@@ -205,8 +205,7 @@ func (a *fsmActor) Receive(ctx actor.Context) {
 		switch {
 		case m.Epoch != a.epoch:
 		case a.node == nil:
-			idx := m.Index
-			a.applied = &idx
+			a.applied = m
 			a.maybeInit(ctx)
 		default:
 			a.step(ctx, fsm.Applied{Index: m.Index})
@@ -214,6 +213,18 @@ func (a *fsmActor) Receive(ctx actor.Context) {
 	case *logstore.EntriesRead:
 		if f, ok := m.Tag.(fetchTag); ok && a.node != nil && f.epoch == a.epoch && m.Err == nil {
 			a.step(ctx, fsm.Fetched{Peer: f.peer, Term: f.term, Lo: f.lo, Entries: m.Entries})
+		}
+	case *protocol.SnapshotTaken:
+		if a.node != nil {
+			a.step(ctx, fsm.SnapshotTaken{Meta: m.Meta})
+		}
+	case *protocol.ChunkRead:
+		if a.node != nil && m.Epoch == a.epoch {
+			a.step(ctx, m.ChunkRead)
+		}
+	case *protocol.ChunkStaged:
+		if a.node != nil && m.Epoch == a.epoch {
+			a.step(ctx, m.ChunkStaged)
 		}
 	case *logstore.Durable:
 		if a.node != nil && m.Epoch == a.epoch {
@@ -287,16 +298,22 @@ func (a *fsmActor) maybeInit(ctx actor.Context) {
 	}
 	cfg := a.cfg.Raft
 	cfg.Rand = rand.New(rand.NewPCG(a.epoch, uint64(cfg.ID)))
-	if last := a.loaded.State.LastIndex(); *a.applied > last {
-		// The state machine applied entries the store does not have: the
-		// store lost committed entries (or the state is not this node's).
-		// Never clamp: crash, and let the supervisor restart from disk.
-		panic(fmt.Sprintf("fsm: the state machine applied index %d but the store's log ends at %d; the store lost committed entries", *a.applied, last))
+	applied := a.applied
+	if last := a.loaded.State.LastIndex(); applied.Index > max(last, applied.Snapshot.Index) {
+		// The state machine applied entries the store does not have (and
+		// its snapshot does not hold): the store lost committed entries
+		// (or the state is not this node's). Never clamp: crash, and let
+		// the supervisor restart from disk.
+		panic(fmt.Sprintf("fsm: the state machine applied index %d but the store's log ends at %d; the store lost committed entries", applied.Index, last))
 	}
+	base := a.loaded.State.Base
 	node, err := fsm.New(cfg, fsm.Restore{
 		HardState: a.loaded.State.HardState,
+		Base:      fsm.SnapshotMeta{Index: base.Index, Term: base.Term},
 		Entries:   a.loaded.State.Entries,
-		Applied:   *a.applied,
+		Snapshot:  applied.Snapshot,
+		Staging:   applied.Staging,
+		Applied:   applied.Index,
 	})
 	if err != nil {
 		panic(fmt.Sprintf("fsm: cannot restore from the store: %v", err))
@@ -442,6 +459,17 @@ func (a *fsmActor) step(ctx actor.Context, ev fsm.Event) {
 		case fsm.Fetch:
 			ctx.Request(a.cfg.Store, &logstore.ReadEntries{Lo: x.Lo, Hi: x.Hi, MaxBytes: x.MaxBytes,
 				Tag: fetchTag{epoch: a.epoch, peer: x.Peer, term: x.Term, lo: x.Lo}})
+		case fsm.Compact:
+			ctx.Request(a.cfg.Store, &logstore.CompactRequest{Epoch: a.epoch, Through: x.Through, Term: x.Term, Reset: x.Reset})
+		case fsm.ReadChunk:
+			ctx.Request(a.cfg.State, &protocol.ReadChunk{Epoch: a.epoch, ReadChunk: x})
+		case fsm.EndTransfer:
+			ctx.Send(a.cfg.State, &protocol.EndTransfer{Peer: x.Peer})
+		case fsm.StageChunk:
+			ctx.Request(a.cfg.State, &protocol.StageChunk{Epoch: a.epoch, StageChunk: x})
+		case fsm.InstallSnapshot:
+			a.log.Info("installing a snapshot from the leader", "index", x.Meta.Index, "term", x.Meta.Term)
+			ctx.Request(a.cfg.State, &protocol.InstallSnapshot{Epoch: a.epoch, Meta: x.Meta})
 		case fsm.Rejected:
 			a.cfg.Stats.RejectedPeer.Add(1)
 			if n, ok := a.warn.allow(); ok {

@@ -1,6 +1,6 @@
 // Package gateway is the client-facing actor of a ketch node: clients and
-// the ketch CLI send it ClientRequest, StatusRequest, CrashRequest and
-// TransferRequest as remote actor messages. It is the one boundary for
+// the ketch CLI send it ClientRequest, StatusRequest, CrashRequest,
+// TransferRequest and SnapshotRequest as remote actor messages. It is the one boundary for
 // client traffic: the wire guard routes client messages to it alone, and
 // the fsm actor takes client work only as the protocol.Command and
 // protocol.Transfer the gateway builds. It checks the cluster id, the
@@ -39,6 +39,8 @@ type Config struct {
 	// Typed says the node's state machine is the key-value store, so typed
 	// requests (ClientRequest.command) are accepted.
 	Typed bool
+	// State is the state actor, which takes snapshots (SnapshotRequest).
+	State *actor.PID
 	// Rejected, if set, counts the requests refused as invalid.
 	Rejected *atomic.Uint64
 	// Status builds this node's status report.
@@ -91,6 +93,16 @@ func (g *gatewayActor) Receive(ctx actor.Context) {
 		g.respond(ctx, st)
 	case *pb.CrashRequest:
 		g.respond(ctx, g.crash(m))
+	case *pb.SnapshotRequest:
+		switch {
+		case m.ClusterId != g.cfg.ClusterID:
+			g.cfg.Rejected.Add(1)
+			g.respond(ctx, &pb.SnapshotResponse{Error: g.wrongCluster(m.ClusterId)})
+		case ctx.Sender() == nil || g.cfg.State == nil:
+			g.respond(ctx, &pb.SnapshotResponse{Error: "this node takes no snapshots"})
+		default:
+			ctx.Send(g.cfg.State, &protocol.SnapshotNow{ReplyTo: ctx.Sender()})
+		}
 	case *pb.TransferRequest:
 		if m.ClusterId != g.cfg.ClusterID {
 			g.cfg.Rejected.Add(1)

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"unicode/utf8"
 
 	"github.com/ketch-raft/ketch/actors/statemachine"
@@ -145,19 +146,25 @@ type snapshot struct {
 }
 
 func (sn *snapshot) Persist(w io.Writer) error {
+	// In key order: equal states write equal files, so a follower can
+	// resume a transfer from another leader's copy of the same snapshot.
+	keys := make([]string, 0, sn.view.Len())
+	sn.view.Range(func(k string, _ []byte) bool { keys = append(keys, k); return true })
+	slices.Sort(keys)
+	values := sn.view
 	bw := bufio.NewWriterSize(w, 256<<10)
 	if _, err := bw.WriteString(snapMagic); err != nil {
 		return err
 	}
-	binary.Write(bw, binary.BigEndian, uint64(sn.view.Len())) //nolint:errcheck // bw keeps the error
+	binary.Write(bw, binary.BigEndian, uint64(len(keys))) //nolint:errcheck // bw keeps the error
 	var lenBuf [binary.MaxVarintLen64]byte
-	sn.view.Range(func(k string, v []byte) bool {
+	for _, k := range keys {
+		v, _ := values.Get(k)
 		bw.Write(lenBuf[:binary.PutUvarint(lenBuf[:], uint64(len(k)))])
 		bw.WriteString(k)
 		bw.Write(lenBuf[:binary.PutUvarint(lenBuf[:], uint64(len(v)))])
 		bw.Write(v)
-		return true
-	})
+	}
 	return bw.Flush()
 }
 

@@ -122,6 +122,20 @@ type Config struct {
 	// queries (client.Propose, client.Query). Every node of a cluster must
 	// run the same.
 	StateMachine func() statemachine.StateMachine
+	// Snapshots (Raft §7): the state machine is snapshotted once
+	// SnapshotEntries entries (default 8192; negative: never by count) or
+	// SnapshotBytes bytes of commands (default 64 MiB; negative: never by
+	// size) were applied since the latest, and the log is then compacted
+	// behind it but for SnapshotTrailing entries (default 4096), kept for
+	// followers that lag a little. Followers that lag more are sent the
+	// snapshot in chunks of SnapshotChunkBytes (default 1 MiB). Snapshots
+	// live in DataDir/snapshots. DisableSnapshots keeps none: the log grows
+	// forever and a restart replays it all (for comparisons only).
+	SnapshotEntries    int
+	SnapshotBytes      int64
+	SnapshotTrailing   int
+	SnapshotChunkBytes int
+	DisableSnapshots   bool
 	// ExtraRoutes lets the wire guard admit, for an embedder's own actors
 	// (StartIn), the protobuf types they receive from the network: actor
 	// id -> full message names. A node admits nothing else.
@@ -201,6 +215,8 @@ type Node struct {
 
 	raft    atomic.Pointer[fsm.Status]
 	applied atomic.Uint64
+	// The latest snapshot's index and size (state.Config.OnSnapshot).
+	snapIndex, snapBytes atomic.Uint64
 	// Counters of refused input, published in Status.
 	fsmStats       consensus.Stats
 	rejectedClient atomic.Uint64 // by the gateway
@@ -282,6 +298,9 @@ func (n *Node) awaitReady(d time.Duration) error {
 		return nil
 	case <-n.sup.Stopped():
 		n.shutdownSystem()
+		if err := n.corrupt.Load(); err != nil {
+			return *err
+		}
 		return fmt.Errorf("the node stopped while starting: %s", n.sup.Status().Reason)
 	case <-time.After(d):
 		n.shutdownSystem()
@@ -330,6 +349,8 @@ func start(parent actor.SpawnerContext, cfg Config, ownSystem bool) (*Node, erro
 		LogCacheEntries:     cfg.LogCacheEntries,
 		Limits:              cfg.Limits,
 		MaxUncommittedBytes: cfg.MaxUncommittedBytes,
+		SnapshotTrailing:    cfg.SnapshotTrailing,
+		SnapshotChunkBytes:  cfg.SnapshotChunkBytes,
 	}
 	// Validate the raft config now, so a bad one is a startup error (the
 	// fsm actor supplies Rand).
@@ -378,6 +399,10 @@ func start(parent actor.SpawnerContext, cfg Config, ownSystem bool) (*Node, erro
 		return actor.NewPID(n.system.Address(), supervisor.ChildID(ids.Supervisor, name))
 	}
 
+	snapDir := filepath.Join(cfg.DataDir, "snapshots")
+	if cfg.DisableSnapshots {
+		snapDir = ""
+	}
 	newSM, typed := cfg.StateMachine, (func([]byte, *pb.ClientResponse))(nil)
 	if newSM == nil {
 		newSM, typed = kv.NewStateMachine, kv.FillResponse
@@ -394,10 +419,22 @@ func start(parent actor.SpawnerContext, cfg Config, ownSystem bool) (*Node, erro
 			return logstore.OpenBolt(dbPath, logstore.BoltOptions{UnsafeNoSync: cfg.UnsafeNoSync})
 		}, logstore.Config{Logger: log, OnCorrupt: n.storeCorrupt})},
 		{Name: "state", Props: state.Props(state.Config{
-			New:       newSM,
-			Typed:     typed,
-			OnApplied: n.applied.Store,
-			Logger:    log,
+			New:             newSM,
+			Typed:           typed,
+			OnApplied:       n.applied.Store,
+			Dir:             snapDir,
+			SnapshotEntries: cfg.SnapshotEntries,
+			SnapshotBytes:   cfg.SnapshotBytes,
+			ClusterID:       cfg.ClusterID,
+			Members:         memberList(addrs),
+			FSM:             pid("fsm"),
+			OnSnapshot: func(index, bytes uint64) {
+				n.snapIndex.Store(index)
+				n.snapBytes.Store(bytes)
+			},
+			OnCorrupt:    n.storeCorrupt,
+			UnsafeNoSync: cfg.UnsafeNoSync,
+			Logger:       log,
 		})},
 		{Name: "fsm", Props: consensus.Props(consensus.Config{
 			Raft:  raftCfg,
@@ -412,6 +449,7 @@ func start(parent actor.SpawnerContext, cfg Config, ownSystem bool) (*Node, erro
 		{Name: "gateway", Props: gateway.Props(gateway.Config{
 			ClusterID: cfg.ClusterID, NodeID: cfg.ID, FSM: pid("fsm"), Chaos: cfg.Chaos,
 			Limits: cfg.Limits, Typed: typed != nil, Rejected: &n.rejectedClient,
+			State:  pid("state"),
 			Status: n.Status,
 			Crash: func(child string) error {
 				msg, ok := crash[child]
@@ -458,8 +496,17 @@ func RoutesFor(ids Names) map[string][]string {
 	return map[string][]string{
 		ids.FSM: {name(&pb.RaftBatch{})},
 		ids.Gateway: {name(&pb.ClientRequest{}), name(&pb.StatusRequest{}),
-			name(&pb.CrashRequest{}), name(&pb.TransferRequest{})},
+			name(&pb.CrashRequest{}), name(&pb.TransferRequest{}), name(&pb.SnapshotRequest{})},
 	}
+}
+
+// memberList is the members in a snapshot's header, sorted by id.
+func memberList(addrs map[uint64]string) []*pb.Member {
+	out := make([]*pb.Member, 0, len(addrs))
+	for _, id := range slices.Sorted(maps.Keys(addrs)) {
+		out = append(out, &pb.Member{Id: id, Address: addrs[id]})
+	}
+	return out
 }
 
 type nopRand struct{}
@@ -475,7 +522,9 @@ func (n *Node) Status() *pb.NodeStatus {
 	if r := n.raft.Load(); r != nil {
 		st.Role, st.Term, st.Leader, st.LastIndex, st.Commit = r.Role.String(), r.Term, r.Leader, r.LastIndex, r.Commit
 		st.LogInMemory = r.InMemory
+		st.FirstIndex = r.FirstIndex
 	}
+	st.SnapshotIndex, st.SnapshotBytes = n.snapIndex.Load(), n.snapBytes.Load()
 	st.RejectedPeerMessages = n.fsmStats.RejectedPeer.Load()
 	st.RejectedClientRequests = n.fsmStats.RejectedClient.Load() + n.rejectedClient.Load()
 	st.RejectedWireMessages = n.rejectedWire.Load()

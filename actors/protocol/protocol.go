@@ -17,6 +17,7 @@ package protocol
 
 import (
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/ketch-raft/ketch/fsm"
 	pb "github.com/ketch-raft/ketch/messages"
 )
 
@@ -69,10 +70,69 @@ type AppliedQuery struct{ Epoch uint64 }
 // incarnation of Epoch. An AppliedInfo of another epoch answers an earlier
 // incarnation and says nothing about the state the current one talks to:
 // the state actor may have restarted since (and started empty).
+//
+// At a start it also tells what the state's disk holds: its latest durable
+// snapshot (which it restored) and the snapshot being received, for
+// fsm.Restore.
 type AppliedInfo struct {
-	Epoch uint64
-	Index uint64
+	Epoch    uint64
+	Index    uint64
+	Snapshot fsm.SnapshotMeta
+	Staging  fsm.Staging
 }
+
+// ------------------------------------------------------- snapshots (§7)
+
+// SnapshotTaken tells the fsm actor that the state actor's snapshot through
+// Meta is durable: the fsm may compact the log behind it. It carries no
+// epoch: it is a fact about the disk, true for every incarnation.
+type SnapshotTaken struct {
+	Meta  fsm.SnapshotMeta
+	Bytes uint64
+}
+
+// ReadChunk carries an fsm.ReadChunk to the state actor, which owns the
+// snapshot files; it answers ChunkRead with the same Epoch.
+type ReadChunk struct {
+	Epoch uint64
+	fsm.ReadChunk
+}
+
+// ChunkRead answers ReadChunk.
+type ChunkRead struct {
+	Epoch uint64
+	fsm.ChunkRead
+}
+
+// EndTransfer carries an fsm.EndTransfer: the state actor unpins the
+// snapshot it kept open for the peer.
+type EndTransfer struct{ Peer uint64 }
+
+// StageChunk carries an fsm.StageChunk to the state actor; it answers
+// ChunkStaged with the same Epoch once the chunk is durable.
+type StageChunk struct {
+	Epoch uint64
+	fsm.StageChunk
+}
+
+// ChunkStaged answers StageChunk.
+type ChunkStaged struct {
+	Epoch uint64
+	fsm.ChunkStaged
+}
+
+// InstallSnapshot carries an fsm.InstallSnapshot: the state actor restores
+// its state from the snapshot Meta, its latest on disk, and answers an
+// AppliedInfo with the same Epoch.
+type InstallSnapshot struct {
+	Epoch uint64
+	Meta  fsm.SnapshotMeta
+}
+
+// SnapshotNow asks the state actor for a snapshot now (`ketch snapshot`):
+// it answers ReplyTo with a pb.SnapshotResponse once one through its
+// applied index is durable.
+type SnapshotNow struct{ ReplyTo *actor.PID }
 
 // ReadRequest asks for a linearizable read, already confirmed by ReadIndex
 // (thesis §6.4): the state machine answers Query to ReplyTo once it has

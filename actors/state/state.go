@@ -25,6 +25,7 @@ package state
 import (
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/ketch-raft/ketch/actors/protocol"
@@ -52,8 +53,37 @@ type Config struct {
 	// OnApplied, if set, is called with the applied index after each batch
 	// (the node publishes it for `ketch status`). It must not block.
 	OnApplied func(index uint64)
-	Logger    *slog.Logger
+
+	// Dir is the snapshot directory (snapshots.go); "" keeps no snapshots
+	// (the state is rebuilt from the whole log at every start).
+	Dir string
+	// SnapshotEntries and SnapshotBytes: a snapshot is taken once this many
+	// entries, or this many bytes of commands, were applied since the
+	// latest (0 or negative: never by that measure). Defaults
+	// DefaultSnapshotEntries and DefaultSnapshotBytes.
+	SnapshotEntries int
+	SnapshotBytes   int64
+	// ClusterID and Members go into every snapshot's header.
+	ClusterID string
+	Members   []*pb.Member
+	// FSM is told of every durable snapshot (protocol.SnapshotTaken).
+	FSM *actor.PID
+	// OnSnapshot, if set, is called with the latest snapshot's index and
+	// size whenever it changes. It must not block.
+	OnSnapshot func(index, bytes uint64)
+	// OnCorrupt, if set, is called before the actor crashes on a
+	// snapshot file that fails its checks (the node then stops).
+	OnCorrupt func(error)
+	// UnsafeNoSync skips fsyncs of snapshot files (benchmarks only).
+	UnsafeNoSync bool
+	Logger       *slog.Logger
 }
+
+// Defaults of Config.
+const (
+	DefaultSnapshotEntries = 8192
+	DefaultSnapshotBytes   = 64 << 20
+)
 
 // Props returns the props of a state actor.
 func Props(cfg Config) *actor.Props {
@@ -62,6 +92,12 @@ func Props(cfg Config) *actor.Props {
 	}
 	if cfg.MaxSessions <= 0 {
 		cfg.MaxSessions = DefaultMaxSessions
+	}
+	if cfg.SnapshotEntries == 0 {
+		cfg.SnapshotEntries = DefaultSnapshotEntries
+	}
+	if cfg.SnapshotBytes == 0 {
+		cfg.SnapshotBytes = DefaultSnapshotBytes
 	}
 	return actor.PropsFromProducer(func() actor.Actor {
 		return &stateActor{cfg: cfg, log: cfg.Logger.With("actor", "state")}
@@ -80,6 +116,19 @@ type stateActor struct {
 
 	batch   []pending           // commands for the next sm.Apply
 	inBatch map[uint64]struct{} // the clients with a command in batch
+
+	// Snapshots (snapshots.go): this incarnation's id, the latest durable
+	// snapshot, a writer running and how to release its views, who waits
+	// for it, the command bytes applied since the latest, the files kept
+	// open for followers' transfers, and the snapshot being received.
+	inc         uint64
+	latest      *snapFile
+	writing     bool
+	release     func()
+	snapWaiters []*actor.PID
+	bytesSince  int64
+	pins        map[uint64]*pin
+	staged      *staged
 }
 
 // pending is a command of the batch being built, with who waits for it.
@@ -96,18 +145,41 @@ func (a *stateActor) Receive(ctx actor.Context) {
 		a.sm = a.cfg.New()
 		a.sessions = newSessions(a.cfg.MaxSessions)
 		a.inBatch = map[uint64]struct{}{}
+		a.inc = uint64(time.Now().UnixNano())
+		a.pins = map[uint64]*pin{}
+		if a.cfg.Dir != "" {
+			if err := a.startSnapshots(); err != nil {
+				a.corrupt(err)
+			}
+		}
 		a.publish()
+	case *actor.Stopping, *actor.Restarting:
+		a.closeFiles()
 	case *protocol.ApplyRequest:
 		a.apply(ctx, m)
 		if ctx.Sender() != nil {
 			ctx.Send(ctx.Sender(), &protocol.AppliedInfo{Epoch: m.Epoch, Index: a.applied})
 		}
+		a.maybeSnapshot(ctx)
 	case *protocol.ReadRequest:
 		a.read(ctx, m)
 	case *protocol.AppliedQuery:
 		if ctx.Sender() != nil {
-			ctx.Send(ctx.Sender(), &protocol.AppliedInfo{Epoch: m.Epoch, Index: a.applied})
+			ctx.Send(ctx.Sender(), &protocol.AppliedInfo{Epoch: m.Epoch, Index: a.applied,
+				Snapshot: a.snapMeta(), Staging: a.stagingInfo()})
 		}
+	case *snapshotWritten:
+		a.snapshotWritten(ctx, m)
+	case *protocol.SnapshotNow:
+		a.snapshotNow(ctx, m)
+	case *protocol.ReadChunk:
+		a.readChunk(ctx, m)
+	case *protocol.EndTransfer:
+		a.unpin(m.Peer)
+	case *protocol.StageChunk:
+		a.stageChunk(ctx, m)
+	case *protocol.InstallSnapshot:
+		a.install(ctx, m)
 	case *Crash:
 		panic(fmt.Sprintf("crash requested: %s", m.Reason))
 	}
@@ -195,6 +267,7 @@ func (a *stateActor) entry(ctx actor.Context, e *pb.Entry, waiters []protocol.Wa
 	if c.ClientId != 0 {
 		a.inBatch[c.ClientId] = struct{}{}
 	}
+	a.bytesSince += int64(len(c.Data))
 	a.batch = append(a.batch, pending{
 		cmd:    statemachine.Command{Index: e.Index, Term: e.Term, Data: c.Data},
 		client: c.ClientId, seq: c.Sequence, waiters: waiters,

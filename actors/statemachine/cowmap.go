@@ -129,6 +129,12 @@ type FrozenMap[K comparable, V any] struct{ m map[K]V }
 // Len is the number of entries in the view.
 func (f FrozenMap[K, V]) Len() int { return len(f.m) }
 
+// Get returns the value of k in the view.
+func (f FrozenMap[K, V]) Get(k K) (V, bool) {
+	v, ok := f.m[k]
+	return v, ok
+}
+
 // Range calls fn for every entry of the view until fn returns false.
 func (f FrozenMap[K, V]) Range(fn func(K, V) bool) {
 	for k, v := range f.m {

@@ -9,6 +9,7 @@
 //	ketch status --cluster HOST:PORT,... [--json]
 //	ketch crash  --cluster HOST:PORT,... --node ID --actor store|state|fsm|sender
 //	ketch transfer --cluster HOST:PORT,... [--to ID]
+//	ketch snapshot --cluster HOST:PORT,... [--node ID]
 //
 // Exit codes: 0 success; 1 a negative answer (get: not found; cas: the
 // current value differed); 2 any other failure, with a one-line reason on
@@ -35,6 +36,8 @@ import (
 
 	"github.com/ketch-raft/ketch/actors/client"
 	"github.com/ketch-raft/ketch/actors/node"
+	"github.com/ketch-raft/ketch/actors/state"
+	"github.com/ketch-raft/ketch/fsm"
 	"github.com/ketch-raft/ketch/logstore"
 	pb "github.com/ketch-raft/ketch/messages"
 )
@@ -52,6 +55,7 @@ const usage = `ketch — Raft consensus built the Erlang/OTP way
 
 usage:
   ketch node   --id ID --listen HOST:PORT --peers ID=HOST:PORT,... --data DIR [--cluster-id NAME] [--chaos] [--lease-reads] [--log-level LEVEL]
+               [--snapshot-entries N] [--snapshot-bytes N] [--snapshot-trailing N] [--snapshot-chunk-bytes N]
   ketch demo   [--data DIR]
   ketch put    --cluster HOST:PORT,... KEY VALUE
   ketch get    --cluster HOST:PORT,... KEY
@@ -60,6 +64,7 @@ usage:
   ketch status --cluster HOST:PORT,... [--json]
   ketch crash  --cluster HOST:PORT,... --node ID --actor store|state|fsm|sender
   ketch transfer --cluster HOST:PORT,... [--to ID]
+  ketch snapshot --cluster HOST:PORT,... [--node ID]
 
 Run 'ketch COMMAND -h' for a command's flags.
 `
@@ -85,6 +90,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdStatus(rest, stdout, stderr)
 	case "crash":
 		return cmdCrash(rest, stdout, stderr)
+	case "snapshot":
+		return cmdSnapshot(args[1:], stdout, stderr)
 	case "transfer":
 		return cmdTransfer(rest, stdout, stderr)
 	case "help", "-h", "--help":
@@ -131,6 +138,10 @@ func cmdNode(args []string, stderr io.Writer) int {
 	election := fs.Duration("election-timeout", 300*time.Millisecond, "base election timeout (randomized up to twice this)")
 	heartbeat := fs.Duration("heartbeat", 50*time.Millisecond, "leader heartbeat interval")
 	leaseReads := fs.Bool("lease-reads", false, "serve reads under a leader lease, without a heartbeat round (assumes clock drift under 10%)")
+	snapEntries := fs.Int("snapshot-entries", state.DefaultSnapshotEntries, "snapshot the state machine every N applied entries (0: never by count)")
+	snapBytes := fs.Int64("snapshot-bytes", state.DefaultSnapshotBytes, "or every N bytes of applied commands (0: never by size)")
+	snapTrailing := fs.Int("snapshot-trailing", fsm.DefaultSnapshotTrailing, "entries kept in the log behind a snapshot, for followers that lag a little (at least 1)")
+	snapChunk := fs.Int("snapshot-chunk-bytes", fsm.DefaultSnapshotChunk, "bytes per InstallSnapshot chunk sent to a lagging follower")
 	if err := fs.Parse(args); err != nil {
 		return exitFailure
 	}
@@ -152,9 +163,26 @@ func cmdNode(args []string, stderr io.Writer) int {
 			peerMap = map[uint64]string{}
 		}
 	})
+	switch {
+	case *snapEntries < 0 || *snapBytes < 0:
+		return fail(stderr, "node: --snapshot-entries and --snapshot-bytes must not be negative (0 turns that trigger off)")
+	case *snapTrailing < 1:
+		return fail(stderr, "node: --snapshot-trailing %d: keep at least 1 entry", *snapTrailing)
+	case *snapChunk < 1:
+		return fail(stderr, "node: --snapshot-chunk-bytes %d must be positive", *snapChunk)
+	}
+	// In the flags 0 means never; in node.Config 0 is the default.
+	never := func(v int64) int64 {
+		if v == 0 {
+			return -1
+		}
+		return v
+	}
 	n, err := node.Start(node.Config{
 		ID: *id, Listen: *listen, Peers: peerMap, DataDir: *data, ClusterID: *clusterID, Chaos: *chaos,
 		ElectionTimeout: *election, HeartbeatInterval: *heartbeat, LeaseReads: *leaseReads,
+		SnapshotEntries: int(never(int64(*snapEntries))), SnapshotBytes: never(*snapBytes),
+		SnapshotTrailing: *snapTrailing, SnapshotChunkBytes: *snapChunk,
 		Logger: newLogger(stderr, level),
 	})
 	if errors.Is(err, logstore.ErrCorrupt) {
@@ -312,7 +340,12 @@ type statusJSON struct {
 	RejectedClientRequests uint64 `json:"rejected_client_requests"`
 	RejectedWireMessages   uint64 `json:"rejected_wire_messages"`
 	BusyRefusals           uint64 `json:"busy_refusals"`
-	Error                  string `json:"error,omitempty"`
+	// Snapshots (issue 12): the latest snapshot's last included index (0:
+	// none) and size, and the first index the log still holds.
+	SnapshotIndex uint64 `json:"snapshot_index"`
+	SnapshotBytes uint64 `json:"snapshot_bytes"`
+	FirstIndex    uint64 `json:"first_index"`
+	Error         string `json:"error,omitempty"`
 }
 
 type childJSON struct {
@@ -372,7 +405,8 @@ func toJSON(st *pb.NodeStatus, addr string, err error) statusJSON {
 		s = statusJSON{ID: st.Id, Role: st.Role, Term: st.Term, Leader: st.Leader, LastIndex: st.LastIndex,
 			Commit: st.Commit, Applied: st.Applied, Address: addr, Error: st.Error, Children: map[string]childJSON{},
 			LogInMemory: st.LogInMemory, RejectedPeerMessages: st.RejectedPeerMessages, RejectedClientRequests: st.RejectedClientRequests,
-			RejectedWireMessages: st.RejectedWireMessages, BusyRefusals: st.BusyRefusals}
+			RejectedWireMessages: st.RejectedWireMessages, BusyRefusals: st.BusyRefusals,
+			SnapshotIndex: st.SnapshotIndex, SnapshotBytes: st.SnapshotBytes, FirstIndex: st.FirstIndex}
 		for name, c := range st.Children {
 			s.Children[name] = childJSON{Restarts: c.Restarts, LastCrash: c.LastCrash}
 		}
@@ -444,6 +478,55 @@ func cmdCrash(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	return fail(stderr, "crash: no node with id %d answered among %v", *id, addrs)
+}
+
+// cmdSnapshot asks nodes to take a snapshot now and compact their logs: the
+// one --node names, or every node of --cluster.
+func cmdSnapshot(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("snapshot", stderr)
+	cf := addClientFlags(fs)
+	id := fs.Uint64("node", 0, "the node to snapshot (default: every node of --cluster)")
+	*cf.timeout = 60 * time.Second
+	if err := fs.Parse(args); err != nil {
+		return exitFailure
+	}
+	if fs.NArg() > 0 {
+		return fail(stderr, "snapshot: unexpected arguments %v", fs.Args())
+	}
+	cl, addrs, err := cf.open(stderr)
+	if err != nil {
+		return fail(stderr, "%v", err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), *cf.timeout)
+	defer cancel()
+	failed, done := 0, 0
+	for _, addr := range addrs {
+		st, err := cl.Status(ctx, addr)
+		switch {
+		case err != nil && *id == 0:
+			fmt.Fprintf(stderr, "ketch: snapshot: %s: %v\n", addr, err)
+			failed++
+			continue
+		case err != nil || *id != 0 && st.Id != *id:
+			continue
+		}
+		r, err := cl.Snapshot(ctx, addr)
+		if err != nil {
+			fmt.Fprintf(stderr, "ketch: snapshot: node %d: %v\n", st.Id, err)
+			failed++
+			continue
+		}
+		done++
+		fmt.Fprintf(stdout, "node %d: snapshot through index %d (term %d), %d bytes\n", st.Id, r.Index, r.Term, r.Bytes)
+	}
+	switch {
+	case *id != 0 && done+failed == 0:
+		return fail(stderr, "snapshot: no node with id %d answered among %v", *id, addrs)
+	case failed > 0 || done == 0:
+		return exitFailure
+	}
+	return exitOK
 }
 
 func cmdTransfer(args []string, stdout, stderr io.Writer) int {

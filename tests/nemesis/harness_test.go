@@ -218,7 +218,9 @@ func newCluster(t *testing.T, n int, ipt bool) *cluster {
 		_, err := docker("create", "--name", nd.name, "--network", c.network, "--ip", nd.ip,
 			"-v", nd.dir+":/data", c.image,
 			"node", "--id", fmt.Sprint(nd.id), "--listen", nd.addr(), "--peers", strings.Join(peers, ","),
-			"--data", "/data", "--chaos")
+			"--data", "/data", "--chaos",
+			"--snapshot-entries", fmt.Sprint(*flagSnapEvery), "--snapshot-trailing", fmt.Sprint(*flagSnapTrail),
+			"--snapshot-chunk-bytes", "16384")
 		if err != nil {
 			t.Fatalf("create node %d: %v", nd.id, err)
 		}

@@ -31,6 +31,8 @@ var (
 	flagKeyLife   = flag.Duration("key-life", 5*time.Second, "every key-life the workload moves on to fresh keys (0: never), which keeps each key's history small enough for porcupine")
 	flagOpTimeout = flag.Duration("op-timeout", time.Second, "a client operation that takes longer ends unknown")
 	flagCheck     = flag.Duration("check-timeout", 5*time.Minute, "bound on porcupine's search (past it: linearizable=unknown)")
+	flagSnapEvery = flag.Int("snapshot-entries", 300, "the nodes' --snapshot-entries: small, so that snapshots are taken and installed many times per schedule")
+	flagSnapTrail = flag.Int("snapshot-trailing", 100, "the nodes' --snapshot-trailing")
 	flagSabotage  = flag.String("sabotage", "", "show that a check has teeth: stale (a read turned stale), lost (a final read turned absent) or log (node 1's last committed entry rewritten); the run must fail")
 	flagKetchBin  = flag.String("ketch-bin", "", "use this static ketch binary (built with CGO_ENABLED=0) instead of building ./cmd/ketch")
 	flagArtifacts = flag.String("failure-dir", "nemesis-artifacts", "where a failing run saves its visualization, history and node logs")
@@ -207,8 +209,14 @@ func TestNemesis(t *testing.T) {
 	artMu.Lock()
 	history, viz = entries, &info
 	artMu.Unlock()
-	fmt.Printf("nemesis=%s seed=%d nodes=%d ops=%d ok=%d failed=%d unknown=%d linearizable=%s lost=%d divergent=%d\n",
-		*flagNemesis, seed, *flagNodes, cnt.Ops, cnt.OK, cnt.Failed, cnt.Unknown+cnt.Pending, lin, len(lost), divergent)
+	snapshots, installs := 0, 0
+	for _, n := range c.nodes {
+		l := c.logs(n)
+		snapshots += strings.Count(l, `msg="snapshot taken"`)
+		installs += strings.Count(l, `msg="installing a snapshot from the leader"`)
+	}
+	fmt.Printf("nemesis=%s seed=%d nodes=%d ops=%d ok=%d failed=%d unknown=%d linearizable=%s lost=%d divergent=%d snapshots=%d installs=%d\n",
+		*flagNemesis, seed, *flagNodes, cnt.Ops, cnt.OK, cnt.Failed, cnt.Unknown+cnt.Pending, lin, len(lost), divergent, snapshots, installs)
 	t.Logf("checked in %v", time.Since(start).Round(time.Millisecond))
 	t.Logf("operations completed per second (ok/unknown), from the start of the workload:\n%s", timeline(entries, j.start))
 
@@ -227,6 +235,9 @@ func TestNemesis(t *testing.T) {
 	}
 	if len(unexpected) > 0 {
 		fail("nodes exited on their own:\n  %s", strings.Join(unexpected, "\n  "))
+	}
+	if m.lagged > 0 && installs == 0 {
+		fail("a follower lagged %d times but no snapshot was ever installed", m.lagged)
 	}
 	if slices.Contains(commits, 0) {
 		fail("a node reported no commit index after the final restart (commits %v): the log comparison is incomplete", commits)
@@ -418,11 +429,16 @@ func settledCommit(cl *client.Client, c *cluster, timeout time.Duration) (uint64
 }
 
 // compareLogs opens every node's bbolt file (the nodes must be stopped)
-// and compares entries 1..upTo. It returns how many indexes differ between
+// and compares the entries up to upTo that every node still holds (after
+// the highest compaction point). It returns how many indexes differ between
 // some two nodes (or are missing on one), and a description of the first.
+// Snapshots are compared too: two nodes' snapshots through the same index
+// and term must be the same bytes (the key-value store writes its state in
+// key order), which checks the compacted prefix by its state.
 func compareLogs(c *cluster, upTo uint64) (int, []string) {
-	logs := make([][]*pb.Entry, len(c.nodes))
+	logs := make([]logstore.State, len(c.nodes))
 	var detail []string
+	from := uint64(1)
 	for i, n := range c.nodes {
 		st, err := logstore.OpenBolt(filepath.Join(n.dir, "ketch-1.db"), logstore.BoltOptions{LockTimeout: 5 * time.Second})
 		if err != nil {
@@ -435,19 +451,20 @@ func compareLogs(c *cluster, upTo uint64) (int, []string) {
 			detail = append(detail, fmt.Sprintf("node %d: %v", n.id, err))
 			continue
 		}
-		logs[i] = s.Entries
+		logs[i] = s
+		from = max(from, s.Base.Index+1)
 	}
 	if len(detail) > 0 {
 		return len(detail), detail
 	}
 	divergent := 0
-	entry := func(l []*pb.Entry, idx uint64) *pb.Entry {
-		if idx-1 < uint64(len(l)) && l[idx-1].Index == idx {
-			return l[idx-1]
+	entry := func(l logstore.State, idx uint64) *pb.Entry {
+		if k := idx - l.Base.Index - 1; idx > l.Base.Index && k < uint64(len(l.Entries)) && l.Entries[k].Index == idx {
+			return l.Entries[k]
 		}
 		return nil
 	}
-	for idx := uint64(1); idx <= upTo; idx++ {
+	for idx := from; idx <= upTo; idx++ {
 		ref := entry(logs[0], idx)
 		same := ref != nil
 		for i := 1; same && i < len(logs); i++ {
@@ -462,10 +479,28 @@ func compareLogs(c *cluster, upTo uint64) (int, []string) {
 					if e := entry(l, idx); e != nil {
 						d = append(d, fmt.Sprintf("node %d term %d type %v %d bytes", c.nodes[i].id, e.Term, e.Type, len(e.Data)))
 					} else {
-						d = append(d, fmt.Sprintf("node %d missing", c.nodes[i].id))
+						d = append(d, fmt.Sprintf("node %d missing (log from %d)", c.nodes[i].id, l.Base.Index+1))
 					}
 				}
 				detail = append(detail, fmt.Sprintf("index %d: %s", idx, strings.Join(d, "; ")))
+			}
+		}
+	}
+	snaps := map[string][]byte{} // snapshot file name -> the first node's bytes
+	owner := map[string]uint64{}
+	for _, n := range c.nodes {
+		files, _ := filepath.Glob(filepath.Join(n.dir, "snapshots", "snap-*.ksnap"))
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				continue
+			}
+			name := filepath.Base(f)
+			if ref, ok := snaps[name]; !ok {
+				snaps[name], owner[name] = b, n.id
+			} else if !bytes.Equal(ref, b) {
+				divergent++
+				detail = append(detail, fmt.Sprintf("snapshot %s differs between node %d and node %d", name, owner[name], n.id))
 			}
 		}
 	}

@@ -14,7 +14,7 @@ import (
 
 // The nemeses.
 var (
-	allNemeses = []string{"kill", "pause", "isolate", "partition", "bridge", "oneway", "crash", "restart", "combo"}
+	allNemeses = []string{"kill", "pause", "isolate", "partition", "bridge", "oneway", "crash", "restart", "combo", "lag"}
 	// netNemeses need iptables.
 	netNemeses = []string{"isolate", "partition", "bridge", "oneway", "combo"}
 	crashables = []string{"store", "state", "fsm", "sender"}
@@ -55,6 +55,8 @@ func (s step) String() string {
 		if s.leader {
 			what = "the leader"
 		}
+	case "lag":
+		what = "a follower (killed while the log moves past what the others keep: it can only catch up by snapshot)"
 	case "partition":
 		what = ids(s.a) + " | " + ids(s.b)
 	case "bridge":
@@ -118,9 +120,17 @@ func plan(seed uint64, kinds []string, n int, duration time.Duration) []step {
 			s.crashes = []crash{{node: perm[rng.IntN(n)], actor: crashables[rng.IntN(len(crashables))]}}
 		case "restart":
 			s.hold = 500*time.Millisecond + time.Duration(rng.Int64N(int64(1500*time.Millisecond)))
+		case "lag":
+			s.hold = 8*time.Second + time.Duration(rng.Int64N(int64(4*time.Second)))
 		}
 		steps = append(steps, s)
 		total += s.quiet + s.hold
+	}
+	// A mixed schedule always lags one follower, early (Raft §7: it
+	// must be caught up by InstallSnapshot).
+	if len(kinds) > 1 && slices.Contains(kinds, "lag") && !slices.ContainsFunc(steps, func(s step) bool { return s.kind == "lag" }) {
+		lag := step{quiet: time.Second, hold: 8*time.Second + time.Duration(rng.Int64N(int64(4*time.Second))), kind: "lag"}
+		steps = slices.Insert(steps, min(1, len(steps)), lag)
 	}
 	return steps
 }
@@ -155,10 +165,11 @@ func (j *journal) String() string {
 
 // nemesis carries out a schedule against a cluster.
 type nemesis struct {
-	c   *cluster
-	cl  *client.Client
-	j   *journal
-	err []string // commands that failed (the harness's own errors)
+	c      *cluster
+	cl     *client.Client
+	j      *journal
+	err    []string // commands that failed (the harness's own errors)
+	lagged int      // lag steps done
 }
 
 func (m *nemesis) check(what string, err error) {
@@ -214,6 +225,20 @@ func (m *nemesis) target(s step) int {
 	}
 	m.j.add("no leader now: node %d instead", m.c.nodes[s.a[0]].id)
 	return s.a[0]
+}
+
+// follower picks a node that is not the leader.
+func (m *nemesis) follower() int {
+	for _, st := range statuses(m.cl, m.c) {
+		if st != nil && st.Role == "follower" {
+			for i, n := range m.c.nodes {
+				if n.id == st.Id {
+					return i
+				}
+			}
+		}
+	}
+	return len(m.c.nodes) - 1
 }
 
 func (m *nemesis) apply(s step) {
@@ -286,6 +311,13 @@ func (m *nemesis) apply(s step) {
 		time.Sleep(s.hold)
 		c.healNetwork()
 		m.check("start", c.start(killed))
+	case "lag":
+		n := c.nodes[m.follower()]
+		m.j.add("node %d lags", n.id)
+		m.check("kill", c.kill(n))
+		time.Sleep(s.hold)
+		m.check("start", c.start(n))
+		m.lagged++
 	case "restart":
 		m.check("kill all", c.kill(c.nodes...))
 		time.Sleep(s.hold)

@@ -186,9 +186,11 @@ func flipBytes(t *testing.T, dir string, rng *rand.Rand) (string, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	snaps, _ := filepath.Glob(filepath.Join(dir, "snapshots", "*"))
+	all = append(all, snaps...)
 	var files []string // those with bytes to flip
 	for _, f := range all {
-		if fi, err := os.Stat(f); err == nil && fi.Size() > 0 {
+		if fi, err := os.Stat(f); err == nil && fi.Mode().IsRegular() && fi.Size() > 0 {
 			files = append(files, f)
 		}
 	}
@@ -212,6 +214,7 @@ func flipBytes(t *testing.T, dir string, rng *rand.Rand) (string, string) {
 	return victim, strings.Join(where, ",")
 }
 
+// copyDir copies a data dir, subdirectories (the snapshots) included.
 func copyDir(t *testing.T, from, to string) {
 	t.Helper()
 	if err := os.MkdirAll(to, 0o755); err != nil {
@@ -222,6 +225,10 @@ func copyDir(t *testing.T, from, to string) {
 		t.Fatal(err)
 	}
 	for _, f := range files {
+		if info, err := os.Stat(f); err == nil && info.IsDir() {
+			copyDir(t, f, filepath.Join(to, filepath.Base(f))) // the snapshots
+			continue
+		}
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
