@@ -16,6 +16,9 @@ package process
 //	put KEY VALUE TIMEOUT         one Put with a context of TIMEOUT
 //	                              -> "ok UNIXNANO" | "err UNIXNANO REASON"
 //	get KEY TIMEOUT               one Get -> "ok UNIXNANO VALUE" | "err ..."
+//	load N KEYS BYTES CONC TIMEOUT  N puts over KEYS keys of BYTES-byte
+//	                              values, CONC at a time, each within TIMEOUT
+//	                              -> "ok UNIXNANO DONE" | "err ..."
 //	leader TERM GIVE ADDR,ADDR    poll Status of ADDRs until one is leader
 //	                              in a term above TERM, for at most GIVE
 //	                              -> "ok UNIXNANO ID TERM" | "err UNIXNANO REASON"
@@ -32,6 +35,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -94,6 +98,21 @@ func clientChildMain() int {
 			v, err := cl.Get(ctx, f[1])
 			cancel()
 			reply(err, string(v))
+		case len(f) == 6 && f[0] == "load":
+			var v [4]int
+			var err error
+			for i := range v {
+				if v[i], err = strconv.Atoi(f[1+i]); err != nil {
+					break
+				}
+			}
+			d, derr := time.ParseDuration(f[5])
+			if err := errors.Join(err, derr); err != nil {
+				reply(err)
+				continue
+			}
+			done, err := load(cl, v[0], v[1], v[2], v[3], d)
+			reply(err, done)
 		case len(f) == 4 && f[0] == "leader":
 			term, err1 := strconv.ParseUint(f[1], 10, 64)
 			give, err2 := time.ParseDuration(f[2])
@@ -108,6 +127,40 @@ func clientChildMain() int {
 		}
 	}
 	return 0
+}
+
+// load makes n puts over keys keys with values of size bytes, conc at a
+// time; it stops at the first failure and returns how many succeeded.
+func load(cl *client.Client, n, keys, size, conc int, timeout time.Duration) (int, error) {
+	var next, done atomic.Int64
+	var first atomic.Pointer[error]
+	var wg sync.WaitGroup
+	value := []byte(strings.Repeat("v", size))
+	for range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for first.Load() == nil {
+				i := next.Add(1) - 1
+				if i >= int64(n) {
+					return
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), timeout)
+				err := cl.Put(ctx, fmt.Sprintf("key%06d", i%int64(keys)), value)
+				cancel()
+				if err != nil {
+					first.CompareAndSwap(nil, &err)
+					return
+				}
+				done.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := first.Load(); err != nil {
+		return int(done.Load()), *err
+	}
+	return int(done.Load()), nil
 }
 
 // pollLeader polls the nodes' status until one reports itself leader in a

@@ -335,6 +335,8 @@ type cluster struct {
 	nodes map[uint64]*nodeProc
 	ids   []uint64
 	logs  string
+	// edit, if set, adjusts every node's command line at every start.
+	edit func([]string) []string
 }
 
 // newCluster starts n nodes (ids 1..n) on free loopback ports and kills
@@ -342,7 +344,19 @@ type cluster struct {
 // and tail.
 func newCluster(t testing.TB, n int, chaos bool) *cluster {
 	t.Helper()
-	c := &cluster{t: t, bin: ketchBin(t), nodes: map[uint64]*nodeProc{}, logs: t.TempDir()}
+	return newClusterEdit(t, n, chaos, nil)
+}
+
+// newClusterWith is newCluster (without --chaos) whose nodes' command lines
+// edit adjusts at every start.
+func newClusterWith(t testing.TB, n int, edit func([]string) []string) *cluster {
+	t.Helper()
+	return newClusterEdit(t, n, false, edit)
+}
+
+func newClusterEdit(t testing.TB, n int, chaos bool, edit func([]string) []string) *cluster {
+	t.Helper()
+	c := &cluster{t: t, bin: ketchBin(t), nodes: map[uint64]*nodeProc{}, logs: t.TempDir(), edit: edit}
 	if *keepLogs != "" {
 		c.logs = filepath.Join(*keepLogs, strings.ReplaceAll(t.Name(), "/", "_"))
 		if err := os.MkdirAll(c.logs, 0o755); err != nil {
@@ -427,6 +441,9 @@ func (c *cluster) startWith(id uint64, edit func([]string) []string) {
 		c.t.Fatalf("node %d is already running", id)
 	}
 	args := c.nodeArgs(id)
+	if c.edit != nil {
+		args = c.edit(args)
+	}
 	if edit != nil {
 		args = edit(args)
 	}
