@@ -989,7 +989,7 @@ func (s *BoltStore) lastIndex(ents *bolt.Bucket) (uint64, error) {
 // deleteThrough deletes every entry with index <= last (a compaction).
 func deleteThrough(ents *bolt.Bucket, last uint64) error {
 	c := ents.Cursor()
-	for k, _ := c.First(); k != nil && len(k) == 8 && binary.BigEndian.Uint64(k) <= last; k, _ = c.First() {
+	for k, _ := c.First(); len(k) == 8 && binary.BigEndian.Uint64(k) <= last; k, _ = c.First() {
 		if err := c.Delete(); err != nil {
 			return err
 		}
