@@ -55,6 +55,22 @@ func (b *inbox) wait(t *testing.T, n int) any {
 	}
 }
 
+// waitInfo returns the first AppliedInfo received at or after position n,
+// skipping what else the state tells its fsm in between (SnapshotTaken,
+// which a snapshot written in the background may send at any moment).
+func (b *inbox) waitInfo(t *testing.T, n int) *protocol.AppliedInfo {
+	t.Helper()
+	for i := n; ; i++ {
+		switch m := b.wait(t, i).(type) {
+		case *protocol.AppliedInfo:
+			return m
+		case *protocol.SnapshotTaken:
+		default:
+			t.Fatalf("the state sent its fsm %T, want AppliedInfo", m)
+		}
+	}
+}
+
 func (b *inbox) len() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -71,12 +87,23 @@ type stateHarness struct {
 
 func newStateHarness(t *testing.T) *stateHarness {
 	t.Helper()
+	return newStateHarnessWith(t, Config{})
+}
+
+// newStateHarnessWith is newStateHarness with cfg's snapshot fields (and
+// FSM set to the harness's fsm inbox).
+func newStateHarnessWith(t *testing.T, cfg Config) *stateHarness {
+	t.Helper()
 	h := &stateHarness{t: t, sys: actor.NewActorSystem(actor.WithLoggerFactory(sender.QuietLogger(nil, slog.LevelError))),
 		fsm: &inbox{}, client: &inbox{}}
 	t.Cleanup(h.sys.Shutdown)
 	h.fsmP = h.sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return h.fsm }))
 	h.clientP = h.sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return h.client }))
-	h.state = h.sys.Root.Spawn(Props(Config{New: kv.NewStateMachine, Typed: kv.FillResponse, Logger: slog.New(slog.DiscardHandler)}))
+	cfg.New, cfg.Typed, cfg.Logger, cfg.FSM = kv.NewStateMachine, kv.FillResponse, slog.New(slog.DiscardHandler), h.fsmP
+	if cfg.ClusterID == "" {
+		cfg.ClusterID = "test"
+	}
+	h.state = h.sys.Root.Spawn(Props(cfg))
 	return h
 }
 
@@ -94,11 +121,7 @@ func (h *stateHarness) apply(epoch, lo, hi uint64, waitFor ...uint64) *protocol.
 	}
 	n := h.fsm.len()
 	h.sys.Root.RequestWithCustomSender(h.state, req, h.fsmP)
-	info, ok := h.fsm.wait(h.t, n).(*protocol.AppliedInfo)
-	if !ok {
-		h.t.Fatalf("the state answered %T to an ApplyRequest", h.fsm.wait(h.t, n))
-	}
-	return info
+	return h.fsm.waitInfo(h.t, n)
 }
 
 // putEntry is the log entry of client's put of key (its command number seq).
@@ -128,7 +151,7 @@ func (h *stateHarness) query(epoch uint64) *protocol.AppliedInfo {
 	h.t.Helper()
 	n := h.fsm.len()
 	h.sys.Root.RequestWithCustomSender(h.state, &protocol.AppliedQuery{Epoch: epoch}, h.fsmP)
-	return h.fsm.wait(h.t, n).(*protocol.AppliedInfo)
+	return h.fsm.waitInfo(h.t, n)
 }
 
 // ARCHITECTURE §3 rule 7: each index is applied once, in order; entries at
