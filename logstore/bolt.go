@@ -27,6 +27,11 @@ import (
 // so a short wait only bridges a restart that races its predecessor's exit.
 const DefaultLockTimeout = time.Second
 
+// DefaultShrinkBytes is BoltOptions.ShrinkBytes' default: files under
+// 64 MiB are left as they are, since their free pages cost little and are
+// reused by the next appends.
+const DefaultShrinkBytes = 64 << 20
+
 // BoltOptions configures OpenBolt. The zero value is the safe default.
 type BoltOptions struct {
 	// LockTimeout bounds the wait for the data file's lock; past it OpenBolt
@@ -44,6 +49,11 @@ type BoltOptions struct {
 	// background (see journal.go). Larger means fewer, bigger checkpoints
 	// and more to replay after a crash. Zero means DefaultJournalFileBytes.
 	JournalFileBytes int64
+	// ShrinkBytes is the file size from which the store shrinks the bbolt
+	// file when at least three quarters of it are free pages (after log
+	// compaction dropped a prefix larger than what is left; see shrink).
+	// Zero means DefaultShrinkBytes; negative never shrinks.
+	ShrinkBytes int64
 }
 
 // Layout of the bbolt file. Every value but keyFormat's is sealed
@@ -83,6 +93,11 @@ const appendFillPercent = 1.0
 // files into bbolt. It is safe for concurrent use, though the store actor
 // is its only user.
 type BoltStore struct {
+	// dbMu guards the db handle, which shrink replaces: readers and
+	// writers other than the checkpointer hold it shared while they use
+	// db, shrink holds it exclusively. It is only ever held around bbolt
+	// calls, never while waiting for the checkpointer.
+	dbMu sync.RWMutex
 	db   *bolt.DB
 	path string
 	opts BoltOptions
@@ -96,6 +111,7 @@ type BoltStore struct {
 	ckpt      chan checkpoint
 	done      chan struct{} // closed when the checkpointer has exited
 	boltLast  atomic.Uint64 // last index in bbolt, after the latest checkpoint
+	shrinks   atomic.Uint64 // files shrunk since OpenBolt
 
 	errMu sync.Mutex
 	bgErr error // the checkpointer's first failure; every later call fails
@@ -148,6 +164,12 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 	if opts.JournalFileBytes <= 0 {
 		opts.JournalFileBytes = DefaultJournalFileBytes
 	}
+	if opts.ShrinkBytes == 0 {
+		opts.ShrinkBytes = DefaultShrinkBytes
+	}
+	if err := os.Remove(path + shrinkSuffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("logstore: cannot remove the leftover %s: %w", path+shrinkSuffix, err)
+	}
 	s := &BoltStore{path: path, opts: opts}
 	_, statErr := os.Stat(path)
 	var err error
@@ -171,6 +193,10 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 	// process using this data dir would have failed the Open above.
 	if err := s.recover(); err != nil {
 		_ = db.Close()
+		return nil, err
+	}
+	if err := s.maybeShrink(); err != nil {
+		_ = s.db.Close()
 		return nil, err
 	}
 	s.ckpt = make(chan checkpoint, maxQueuedCheckpoints)
@@ -565,6 +591,83 @@ func readMetaPages(path string) ([2]metaPage, error) {
 	return metas, nil
 }
 
+// shrinkSuffix names the file shrink copies the log into before renaming
+// it over the data file; one left by a crash is removed at open.
+const shrinkSuffix = ".shrink"
+
+// maybeShrink shrinks the bbolt file when it is at least ShrinkBytes and
+// three quarters of it is not in use (free pages, or the space bbolt
+// preallocates past its last page). bbolt reuses free pages but never
+// gives them back, so a log that once held far more than it does now (a
+// burst of large entries, then a snapshot that compacted them away) would
+// keep its high-water size for good. The live content, a few megabytes
+// after compaction, is copied into a new file that is synced and renamed
+// over the old one; a crash before the rename leaves the old file intact
+// (and a leftover that OpenBolt removes), one after it leaves the complete
+// copy. It runs on the checkpointer (or in OpenBolt, before it starts): no
+// other write is in progress, and readers wait on dbMu for the swap.
+func (s *BoltStore) maybeShrink() error {
+	if s.opts.ShrinkBytes < 0 {
+		return nil
+	}
+	fi, err := os.Stat(s.path)
+	if err != nil || fi.Size() < s.opts.ShrinkBytes {
+		return nil // a failed stat is not worth failing the store for
+	}
+	var used int64
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		st := s.db.Stats()
+		used = tx.Size() - int64(st.FreePageN+st.PendingPageN)*int64(s.db.Info().PageSize)
+		return nil
+	})
+	if used*4 > fi.Size() {
+		return nil
+	}
+	s.dbMu.Lock()
+	defer s.dbMu.Unlock()
+	tmp := s.path + shrinkSuffix
+	err = s.guard("shrinking the file", func() error {
+		_ = os.Remove(tmp)
+		dst, err := openBoltDB(tmp, time.Second, false, s.opts.UnsafeNoSync)
+		if err != nil {
+			return err
+		}
+		err = bolt.Compact(dst, s.db, 16<<20)
+		if cerr := dst.Close(); err == nil {
+			err = cerr
+		}
+		return err
+	})
+	if err != nil {
+		_ = os.Remove(tmp)
+		return s.wrapTxError("shrinking the file", err)
+	}
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("logstore: cannot close %s to shrink it: %w", s.path, err)
+	}
+	// From here the store has no open file until the new one is opened:
+	// any failure is fatal for this BoltStore (the checkpointer records
+	// it), and the next OpenBolt finds either file complete.
+	if err := os.Rename(tmp, s.path); err != nil {
+		return fmt.Errorf("logstore: cannot replace %s with its shrunk copy: %w", s.path, err)
+	}
+	if !s.opts.UnsafeNoSync {
+		if err := syncDir(filepath.Dir(s.path)); err != nil {
+			return fmt.Errorf("logstore: cannot sync the directory of %s after shrinking it: %w", s.path, err)
+		}
+	}
+	db, err := openBoltDB(s.path, DefaultLockTimeout, false, s.opts.UnsafeNoSync)
+	if err != nil {
+		return err
+	}
+	s.db = db
+	s.shrinks.Add(1)
+	return nil
+}
+
+// Shrinks reports how many times the file was shrunk since OpenBolt.
+func (s *BoltStore) Shrinks() uint64 { return s.shrinks.Load() }
+
 // checkpointer moves full journal files into bbolt, in order, one
 // transaction each, until the channel is closed.
 func (s *BoltStore) checkpointer() {
@@ -573,6 +676,9 @@ func (s *BoltStore) checkpointer() {
 		err := s.bgError()
 		if err == nil && len(c.records) > 0 {
 			err = s.writeBolt(c.records, c.lastSeq)
+			if err == nil {
+				err = s.maybeShrink()
+			}
 			if err == nil && c.file != "" {
 				// bbolt now holds the records: the file is not needed, and
 				// if its removal is lost in a crash, recovery skips records
@@ -740,6 +846,8 @@ func (s *BoltStore) Load() (State, error) {
 		return State{}, s.wrapTxError("load", err)
 	}
 	var st State
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
 	err := s.guard("load", func() error {
 		return s.db.View(func(tx *bolt.Tx) error {
 			return s.loadTx(tx, &st)
@@ -941,6 +1049,8 @@ func (s *BoltStore) Entries(lo, hi uint64, maxBytes int) ([]*pb.Entry, error) {
 		}
 	}
 	var out []*pb.Entry
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
 	err := s.guard("read", func() error {
 		return s.db.View(func(tx *bolt.Tx) error {
 			ents := tx.Bucket(bucketEntries)
@@ -1065,6 +1175,8 @@ func (s *BoltStore) Identity() (*pb.NodeIdentity, error) {
 		return nil, s.closedError("read the identity")
 	}
 	var id *pb.NodeIdentity
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
 	err := s.guard("reading the identity", func() error {
 		return s.db.View(func(tx *bolt.Tx) error {
 			v := tx.Bucket(bucketMeta).Get(keyIdentity)
@@ -1102,6 +1214,8 @@ func (s *BoltStore) SetIdentity(id *pb.NodeIdentity) error {
 	if err != nil {
 		return fmt.Errorf("logstore: cannot encode the node identity: %w", err)
 	}
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
 	err = s.guard("recording the identity", func() error {
 		return s.db.Update(func(tx *bolt.Tx) error {
 			meta := tx.Bucket(bucketMeta)

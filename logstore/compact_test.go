@@ -1,9 +1,15 @@
 package logstore
 
 import (
+	"bytes"
 	"errors"
+	"io/fs"
+	"os"
 	"path/filepath"
+	"sync"
 	"testing"
+
+	pb "github.com/ketch-raft/ketch/messages"
 )
 
 // Raft §7, in the store: a compaction deletes the log's prefix and records
@@ -76,5 +82,97 @@ func TestCompactionIsReplayedFromTheJournal(t *testing.T) {
 		if st.Base != (Base{195, 1}) || len(st.Entries) != 5 || st.Entries[0].Index != 196 {
 			t.Fatalf("JournalFileBytes %d: recovered base %+v with %d entries, want base 195 and 196..200", fileBytes, st.Base, len(st.Entries))
 		}
+	}
+}
+
+// bbolt never returns free pages to the file system: after a burst of large
+// entries that a compaction then dropped, the store copies what is left
+// into a new file (maybeShrink), while readers go on, and the log, the hard
+// state and the base are as before, also after a restart. A leftover copy
+// from a crash mid-shrink is removed at open.
+func TestBoltFileShrinksWhenMostlyFree(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ketch.db")
+	opts := BoltOptions{JournalFileBytes: 1 << 20, ShrinkBytes: 4 << 20, UnsafeNoSync: true}
+	s, err := OpenBolt(path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }()
+	big := func(from, to uint64) []*pb.Entry {
+		var out []*pb.Entry
+		for i := from; i <= to; i++ {
+			out = append(out, &pb.Entry{Index: i, Term: 1, Type: pb.EntryType_ENTRY_TYPE_NORMAL, Data: bytes.Repeat([]byte{byte(i)}, 32<<10)})
+		}
+		return out
+	}
+	mustWrite(t, s, Update{HardState: hs(1, 1)})
+	for i := uint64(0); i < 40; i++ {
+		mustWrite(t, s, Update{Entries: big(i*10+1, i*10+10)})
+	}
+	mustLoad(t, s) // everything checkpointed
+	fileSize := func() int64 {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	before := fileSize()
+	if before < 12<<20 || s.Shrinks() != 0 {
+		t.Fatalf("after 12.5 MiB of entries the file is %d bytes, shrunk %d times", before, s.Shrinks())
+	}
+	// Readers run while the compaction is checkpointed and the file swapped.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := s.Entries(396, 401, 1<<20); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	mustWrite(t, s, Update{Compact: &Compaction{Through: 395, Term: 1}})
+	mustLoad(t, s)
+	close(stop)
+	wg.Wait()
+	after := fileSize()
+	if s.Shrinks() != 1 || after > 2<<20 {
+		t.Fatalf("after compacting all but 5 entries the file is %d bytes (was %d), shrunk %d times", after, before, s.Shrinks())
+	}
+	check := func(s Store) {
+		t.Helper()
+		st := mustLoad(t, s)
+		if st.Base != (Base{395, 1}) || len(st.Entries) != 5 || st.Entries[0].Index != 396 || st.HardState.GetTerm() != 1 ||
+			!bytes.Equal(st.Entries[4].Data, big(400, 400)[0].Data) {
+			t.Fatalf("after shrinking: base %+v, %d entries, hard state %v", st.Base, len(st.Entries), st.HardState)
+		}
+	}
+	check(s)
+	mustWrite(t, s, Update{Entries: big(401, 401)})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path+shrinkSuffix, []byte("half a copy"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := OpenBolt(path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = r.Close() }()
+	if _, err := os.Stat(path + shrinkSuffix); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("the leftover copy is still there: %v", err)
+	}
+	if st := mustLoad(t, r); st.LastIndex() != 401 || st.Base.Index != 395 {
+		t.Fatalf("after a restart: base %+v, last %d", st.Base, st.LastIndex())
+	}
+	if r.Shrinks() != 0 {
+		t.Fatal("a file already small was shrunk again")
 	}
 }
