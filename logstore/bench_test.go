@@ -100,3 +100,51 @@ func BenchmarkGroupCommit(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCompaction measures the checkpoint of a compaction that drops
+// 8,192 entries (the default snapshot interval) from the front of a
+// 16,384-entry log in bbolt. A delete loop that restarts its cursor after
+// each delete is quadratic here (bbolt rebalances emptied leaves only at
+// commit); see deleteKeys.
+//
+//	go test ./logstore -run '^$' -bench Compaction -count 6 | benchstat -
+func BenchmarkCompaction(b *testing.B) {
+	data := make([]byte, 128)
+	s, err := OpenBolt(filepath.Join(b.TempDir(), "ketch.db"), BoltOptions{UnsafeNoSync: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	next := uint64(1)
+	appendN := func(n int) {
+		es := make([]*pb.Entry, n)
+		for j := range es {
+			es[j] = &pb.Entry{Index: next, Term: 1, Type: pb.EntryType_ENTRY_TYPE_NORMAL, Data: data}
+			next++
+		}
+		if err := s.Write([]Update{{Entries: es}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	appendN(8192)
+	for b.Loop() {
+		b.StopTimer()
+		appendN(8192)
+		s.mu.Lock()
+		err := s.flushAll()
+		s.mu.Unlock()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		if err := s.Write([]Update{{Compact: &Compaction{Through: next - 8193, Term: 1}}}); err != nil {
+			b.Fatal(err)
+		}
+		s.mu.Lock()
+		err = s.flushAll()
+		s.mu.Unlock()
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -1098,23 +1099,27 @@ func (s *BoltStore) lastIndex(ents *bolt.Bucket) (uint64, error) {
 
 // deleteThrough deletes every entry with index <= last (a compaction).
 func deleteThrough(ents *bolt.Bucket, last uint64) error {
-	c := ents.Cursor()
-	for k, _ := c.First(); len(k) == 8 && binary.BigEndian.Uint64(k) <= last; k, _ = c.First() {
-		if err := c.Delete(); err != nil {
-			return err
-		}
-	}
-	return nil
+	return deleteKeys(ents, 1, last)
 }
 
-// truncateFrom deletes every entry with index >= first. It seeks again after
-// each delete rather than calling Next, which is not reliable after a
-// cursor delete in bbolt.
+// truncateFrom deletes every entry with index >= first.
 func truncateFrom(ents *bolt.Bucket, first uint64) error {
-	k := binary.BigEndian.AppendUint64(nil, first)
+	return deleteKeys(ents, first, math.MaxUint64)
+}
+
+// deleteKeys deletes the entries lo..hi. The keys are collected first and
+// then deleted one by one: bbolt empties leaf nodes in memory and
+// rebalances only at commit, so restarting a cursor after each delete
+// (First or Seek) would walk every emptied leaf again, quadratic in a
+// compaction of thousands of entries.
+func deleteKeys(ents *bolt.Bucket, lo, hi uint64) error {
+	var keys []byte
 	c := ents.Cursor()
-	for key, _ := c.Seek(k); key != nil; key, _ = c.Seek(k) {
-		if err := c.Delete(); err != nil {
+	for k, _ := c.Seek(binary.BigEndian.AppendUint64(nil, lo)); len(k) == 8 && binary.BigEndian.Uint64(k) <= hi; k, _ = c.Next() {
+		keys = append(keys, k...)
+	}
+	for off := 0; off < len(keys); off += 8 {
+		if err := ents.Delete(keys[off : off+8]); err != nil {
 			return err
 		}
 	}
