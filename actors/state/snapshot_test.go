@@ -275,3 +275,54 @@ func snapshotNow(t *testing.T, h *stateHarness) fsm.SnapshotMeta {
 	}
 	return fsm.SnapshotMeta{}
 }
+
+// The snapshot policy's expansion factor (thesis §5.1.1): with a state far
+// larger than SnapshotEntries small commands, the next snapshot waits until
+// the commands since the latest add up to its size; with the factor off it
+// comes after SnapshotEntries entries.
+func TestSnapshotWaitsForTheLogToOutgrowTheState(t *testing.T) {
+	for _, growth := range []float64{0, -1} { // the default (1), off
+		t.Run(fmt.Sprint(growth), func(t *testing.T) {
+			h := newStateHarnessWith(t, Config{Dir: t.TempDir(), SnapshotEntries: 10, SnapshotGrowth: growth})
+			applyKeys(t, h, 1, 200)
+			snapshotNow(t, h)
+			taken := func() (n int, last *protocol.SnapshotTaken) {
+				h.fsm.mu.Lock()
+				defer h.fsm.mu.Unlock()
+				for _, m := range h.fsm.msgs {
+					if s, ok := m.(*protocol.SnapshotTaken); ok {
+						n, last = n+1, s
+					}
+				}
+				return n, last
+			}
+			n0, first := taken()
+			// 40 one-byte overwrites of k: about 1 KB of commands, a
+			// tenth of the snapshot.
+			h.apply(1, 201, 240)
+			time.Sleep(100 * time.Millisecond) // a snapshot would be written by now
+			n1, _ := taken()
+			if growth == -1 {
+				if n1 == n0 {
+					t.Fatal("with the factor off no snapshot followed 40 entries")
+				}
+				return
+			}
+			if n1 != n0 {
+				t.Fatalf("a snapshot of %d bytes was followed by another after 40 small entries", first.Bytes)
+			}
+			for lo := uint64(241); ; lo += 50 {
+				h.apply(1, lo, lo+49)
+				if n, last := taken(); n > n0 {
+					if last.Meta.Index < 300 {
+						t.Fatalf("the next snapshot came at index %d, before the log outgrew the %d-byte state", last.Meta.Index, first.Bytes)
+					}
+					return
+				}
+				if lo > 5000 {
+					t.Fatal("no snapshot after 4,800 more entries")
+				}
+			}
+		})
+	}
+}

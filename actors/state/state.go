@@ -63,6 +63,10 @@ type Config struct {
 	// DefaultSnapshotEntries and DefaultSnapshotBytes.
 	SnapshotEntries int
 	SnapshotBytes   int64
+	// SnapshotGrowth: and only once the commands applied since the latest
+	// snapshot add up to this many times its size (see snapshotDue). Zero
+	// means DefaultSnapshotGrowth; negative drops the condition.
+	SnapshotGrowth float64
 	// ClusterID and Members go into every snapshot's header.
 	ClusterID string
 	Members   []*pb.Member
@@ -83,6 +87,7 @@ type Config struct {
 const (
 	DefaultSnapshotEntries = 8192
 	DefaultSnapshotBytes   = 64 << 20
+	DefaultSnapshotGrowth  = 1.0
 )
 
 // Props returns the props of a state actor.
@@ -98,6 +103,9 @@ func Props(cfg Config) *actor.Props {
 	}
 	if cfg.SnapshotBytes == 0 {
 		cfg.SnapshotBytes = DefaultSnapshotBytes
+	}
+	if cfg.SnapshotGrowth == 0 {
+		cfg.SnapshotGrowth = DefaultSnapshotGrowth
 	}
 	return actor.PropsFromProducer(func() actor.Actor {
 		return &stateActor{cfg: cfg, log: cfg.Logger.With("actor", "state")}
@@ -119,13 +127,15 @@ type stateActor struct {
 
 	// Snapshots (snapshots.go): this incarnation's id, the latest durable
 	// snapshot, a writer running and how to release its views, who waits
-	// for it, the command bytes applied since the latest, the files kept
+	// for it (and whether one more was asked for while it ran), the
+	// command bytes applied since the latest, the files kept
 	// open for followers' transfers, and the snapshot being received.
 	inc         uint64
 	latest      *snapFile
 	writing     bool
 	release     func()
 	snapWaiters []*actor.PID
+	snapAsked   bool
 	bytesSince  int64
 	pins        map[uint64]*pin
 	staged      *staged

@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
 	"sort"
@@ -55,7 +56,7 @@ const usage = `ketch — Raft consensus built the Erlang/OTP way
 
 usage:
   ketch node   --id ID --listen HOST:PORT --peers ID=HOST:PORT,... --data DIR [--cluster-id NAME] [--chaos] [--lease-reads] [--log-level LEVEL]
-               [--snapshot-entries N] [--snapshot-bytes N] [--snapshot-trailing N] [--snapshot-chunk-bytes N]
+               [--snapshot-entries N] [--snapshot-bytes N] [--snapshot-growth F] [--snapshot-trailing N] [--snapshot-chunk-bytes N]
   ketch demo   [--data DIR]
   ketch put    --cluster HOST:PORT,... KEY VALUE
   ketch get    --cluster HOST:PORT,... KEY
@@ -140,6 +141,7 @@ func cmdNode(args []string, stderr io.Writer) int {
 	leaseReads := fs.Bool("lease-reads", false, "serve reads under a leader lease, without a heartbeat round (assumes clock drift under 10%)")
 	snapEntries := fs.Int("snapshot-entries", state.DefaultSnapshotEntries, "snapshot the state machine every N applied entries (0: never by count)")
 	snapBytes := fs.Int64("snapshot-bytes", state.DefaultSnapshotBytes, "or every N bytes of applied commands (0: never by size)")
+	snapGrowth := fs.Float64("snapshot-growth", state.DefaultSnapshotGrowth, "and only once the commands since the latest snapshot add up to F times its size (0: no such condition)")
 	snapTrailing := fs.Int("snapshot-trailing", fsm.DefaultSnapshotTrailing, "entries kept in the log behind a snapshot, for followers that lag a little (at least 1)")
 	snapChunk := fs.Int("snapshot-chunk-bytes", fsm.DefaultSnapshotChunk, "bytes per InstallSnapshot chunk sent to a lagging follower")
 	if err := fs.Parse(args); err != nil {
@@ -178,10 +180,18 @@ func cmdNode(args []string, stderr io.Writer) int {
 		}
 		return v
 	}
+	growth := *snapGrowth
+	switch {
+	case math.IsNaN(growth) || math.IsInf(growth, 0) || growth < 0:
+		return fail(stderr, "node: --snapshot-growth %v: want a factor of 0 or more", growth)
+	case growth == 0:
+		growth = -1 // no such condition
+	}
 	n, err := node.Start(node.Config{
 		ID: *id, Listen: *listen, Peers: peerMap, DataDir: *data, ClusterID: *clusterID, Chaos: *chaos,
 		ElectionTimeout: *election, HeartbeatInterval: *heartbeat, LeaseReads: *leaseReads,
 		SnapshotEntries: int(never(int64(*snapEntries))), SnapshotBytes: never(*snapBytes),
+		SnapshotGrowth:   *snapGrowth,
 		SnapshotTrailing: *snapTrailing, SnapshotChunkBytes: *snapChunk,
 		Logger: newLogger(stderr, level),
 	})
