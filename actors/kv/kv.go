@@ -20,8 +20,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"slices"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/ketch-raft/ketch/actors/statemachine"
@@ -145,25 +147,45 @@ type snapshot struct {
 	view statemachine.FrozenMap[string, []byte]
 }
 
+// persistBuckets is how many groups Persist splits the keys into, by a
+// hash of the key, each sorted and written on its own.
+const persistBuckets = 256
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Persist writes the view in an order that depends on the state alone: equal
+// states write equal files, so a follower can resume a transfer from
+// another leader's copy of the same snapshot. The order is by bucket (the
+// key's CRC-32C modulo persistBuckets), then by key: sorting 256 small
+// groups as they are written, instead of all keys up front, costs less and
+// spreads the work over the writes, whose writer paces the snapshot (a
+// million keys sorted in one go is half a second of CPU with no pause).
 func (sn *snapshot) Persist(w io.Writer) error {
-	// In key order: equal states write equal files, so a follower can
-	// resume a transfer from another leader's copy of the same snapshot.
-	keys := make([]string, 0, sn.view.Len())
-	sn.view.Range(func(k string, _ []byte) bool { keys = append(keys, k); return true })
-	slices.Sort(keys)
-	values := sn.view
+	type kv struct {
+		k string
+		v []byte
+	}
+	buckets := make([][]kv, persistBuckets)
+	sn.view.Range(func(k string, v []byte) bool {
+		b := crc32.Checksum([]byte(k), castagnoli) % persistBuckets
+		buckets[b] = append(buckets[b], kv{k, v})
+		return true
+	})
 	bw := bufio.NewWriterSize(w, 256<<10)
 	if _, err := bw.WriteString(snapMagic); err != nil {
 		return err
 	}
-	binary.Write(bw, binary.BigEndian, uint64(len(keys))) //nolint:errcheck // bw keeps the error
+	binary.Write(bw, binary.BigEndian, uint64(sn.view.Len())) //nolint:errcheck // bw keeps the error
 	var lenBuf [binary.MaxVarintLen64]byte
-	for _, k := range keys {
-		v, _ := values.Get(k)
-		bw.Write(lenBuf[:binary.PutUvarint(lenBuf[:], uint64(len(k)))])
-		bw.WriteString(k)
-		bw.Write(lenBuf[:binary.PutUvarint(lenBuf[:], uint64(len(v)))])
-		bw.Write(v)
+	for i, b := range buckets {
+		slices.SortFunc(b, func(x, y kv) int { return strings.Compare(x.k, y.k) })
+		for _, e := range b {
+			bw.Write(lenBuf[:binary.PutUvarint(lenBuf[:], uint64(len(e.k)))])
+			bw.WriteString(e.k)
+			bw.Write(lenBuf[:binary.PutUvarint(lenBuf[:], uint64(len(e.v)))])
+			bw.Write(e.v)
+		}
+		buckets[i] = nil
 	}
 	return bw.Flush()
 }

@@ -285,7 +285,14 @@ func TestSnapshotWaitsForTheLogToOutgrowTheState(t *testing.T) {
 		t.Run(fmt.Sprint(growth), func(t *testing.T) {
 			h := newStateHarnessWith(t, Config{Dir: t.TempDir(), SnapshotEntries: 10, SnapshotGrowth: growth})
 			applyKeys(t, h, 1, 200)
-			snapshotNow(t, h)
+			meta := snapshotNow(t, h)
+			for from := 0; ; {
+				m, i := waitFor[*protocol.SnapshotTaken](t, h.fsm, from)
+				if m.Meta == meta {
+					break
+				}
+				from = i + 1
+			}
 			taken := func() (n int, last *protocol.SnapshotTaken) {
 				h.fsm.mu.Lock()
 				defer h.fsm.mu.Unlock()

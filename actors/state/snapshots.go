@@ -202,6 +202,8 @@ func (a *stateActor) startSnapshot(ctx actor.Context) {
 	self, system, inc, dir, noSync := ctx.Self(), ctx.ActorSystem(), a.inc, a.cfg.Dir, a.cfg.UnsafeNoSync
 	began := time.Now()
 	go func() {
+		snapshotSlot <- struct{}{} // one writer per process at a time
+		defer func() { <-snapshotSlot }()
 		sf, err := writeSnapFile(dir, hdr, noSync, func(w io.Writer) error {
 			if err := writeSessions(w, sessView); err != nil {
 				return err
