@@ -24,6 +24,11 @@ type ketchCluster struct {
 }
 
 func startKetch(dir string, log *slog.Logger) (*ketchCluster, error) {
+	return startKetchWith(dir, log, nil)
+}
+
+// startKetchWith is startKetch with tune adjusting each node's config.
+func startKetchWith(dir string, log *slog.Logger, tune func(*node.Config)) (*ketchCluster, error) {
 	addrs, err := freeAddrs(3)
 	if err != nil {
 		return nil, err
@@ -37,11 +42,15 @@ func startKetch(dir string, log *slog.Logger) (*ketchCluster, error) {
 				peers[uint64(j+1)] = a
 			}
 		}
-		n, err := node.Start(node.Config{
+		cfg := node.Config{
 			ID: id, Listen: addr, Peers: peers,
 			DataDir: filepath.Join(dir, fmt.Sprint(id)),
 			Logger:  log,
-		})
+		}
+		if tune != nil {
+			tune(&cfg)
+		}
+		n, err := node.Start(cfg)
 		if err != nil {
 			k.Close()
 			return nil, fmt.Errorf("node %d: %w", id, err)
@@ -76,7 +85,17 @@ type ketchLocal struct {
 }
 
 func startKetchLocal(dir string, log *slog.Logger) (cluster, error) {
-	k, err := startKetch(dir, log)
+	return startKetchLocalWith(dir, log, nil)
+}
+
+// startKetchNoSnap is ketch with snapshots and log compaction off: the
+// baseline the snapshot cost is measured against.
+func startKetchNoSnap(dir string, log *slog.Logger) (cluster, error) {
+	return startKetchLocalWith(dir, log, func(c *node.Config) { c.DisableSnapshots = true })
+}
+
+func startKetchLocalWith(dir string, log *slog.Logger, tune func(*node.Config)) (cluster, error) {
+	k, err := startKetchWith(dir, log, tune)
 	if err != nil {
 		return nil, err
 	}

@@ -51,9 +51,13 @@ var systems = map[string]starter{
 	"ketch":        startKetchLocal,
 	"hashicorp":    startHashicorp,
 	"ketch-remote": startKetchRemote,
+	"ketch-nosnap": startKetchNoSnap,
 }
 
-var systemOrder = []string{"ketch", "hashicorp", "ketch-remote"}
+var systemOrder = []string{"ketch", "hashicorp", "ketch-remote", "ketch-nosnap"}
+
+// defaultSystems are the systems a run without -systems compares.
+var defaultSystems = []string{"ketch", "hashicorp", "ketch-remote"}
 
 // Result is one (system, clients) measurement. The first seven keys are
 // the JSON contract of issue 5; the rest are extras.
@@ -76,12 +80,13 @@ func main() {
 	duration := flag.Duration("duration", 10*time.Second, "measured time per system and client count")
 	warmup := flag.Duration("warmup", 2*time.Second, "load before each measurement, not counted")
 	clientsFlag := flag.String("clients", "1,16,64,256", "comma-separated concurrency levels")
-	systemsFlag := flag.String("systems", strings.Join(systemOrder, ","), "comma-separated systems to run, in order: "+strings.Join(systemOrder, ", "))
+	systemsFlag := flag.String("systems", strings.Join(defaultSystems, ","), "comma-separated systems to run, in order, of: "+strings.Join(systemOrder, ", "))
 	jsonOut := flag.String("json", "", "write the results as a JSON array to this file")
 	plotOut := flag.String("plot", "", "write a latency/throughput plot (PNG) to this file")
-	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (with -snapshot-pause: of the window with the snapshot) to this file")
 	memprofile := flag.String("memprofile", "", "write a heap profile at the end of each level's window to PREFIX-SYSTEM-N.pprof")
 	logLevel := flag.String("log-level", "error", "log level of the nodes: debug, info, warn, error")
+	snapKeys := flag.Int("snapshot-pause", 0, "instead of the levels: load this many keys, then compare commit latency at -clients' first level while a snapshot of them is written with the latency without one")
 	flag.Parse()
 
 	levels, err := parseInts(*clientsFlag)
@@ -101,6 +106,14 @@ func main() {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
+	if *snapKeys > 0 {
+		fmt.Printf("bench: %d CPUs, GOMAXPROCS %d, %s, keys %d B, values %d B\n",
+			runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), keyBytes, valueBytes)
+		if err := snapshotPause(*snapKeys, levels[0], *duration, *cpuprofile, log); err != nil {
+			fatal("snapshot-pause: %v", err)
+		}
+		return
+	}
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {
