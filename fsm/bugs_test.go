@@ -116,6 +116,22 @@ var ruleChecks = map[string]struct {
 			return nil
 		}, 1,
 	},
+	"snapshot-discards-tail": {
+		"TestInstallDiscardsALogThatDisagrees (Raft Figure 13 rule 7)",
+		func(t *testing.T, cfg Config) []string { _, v := installOverAConflict(t, cfg); return v }, 2,
+	},
+	"compact-unapplied": {
+		"TestCompactionNeverPassesWhatTheStateApplied (Raft §7)",
+		func(t *testing.T, cfg Config) []string { _, v := compactBehindTheState(t, cfg); return v }, 1,
+	},
+	"install-stale-snapshot": {
+		"TestStaleSnapshotIsAnsweredWithTheMatch (Raft Figure 13, a snapshot no newer than the commit)",
+		func(t *testing.T, cfg Config) []string { return staleSnapshot(t, cfg) }, 2,
+	},
+	"snapshot-chunk-unchecked": {
+		"TestFollowerStagesChunksInOrder (Raft Figure 13 rules 2-4)",
+		func(t *testing.T, cfg Config) []string { return gapChunk(t, cfg) }, 2,
+	},
 	"lease-from-check": {
 		"TestLeaseCountsFromSending (thesis §6.4.1)",
 		func(t *testing.T, cfg Config) []string { return leaseFromCheck(t, cfg) }, 1,

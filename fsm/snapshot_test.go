@@ -1,8 +1,8 @@
 package fsm
 
 import (
+	"fmt"
 	"hash/crc32"
-
 	"testing"
 
 	pb "github.com/ketch-raft/ketch/messages"
@@ -72,17 +72,29 @@ func TestSnapshotTakenCompactsBehindTrailingEntries(t *testing.T) {
 // Compaction waits for the state machine: entries it has not reported
 // applied stay, even under a snapshot (which cannot be, but the rule holds).
 func TestCompactionNeverPassesWhatTheStateApplied(t *testing.T) {
-	cfg := snapConfig(1)
+	n, v := compactBehindTheState(t, snapConfig(1))
+	if len(v) != 0 {
+		t.Fatal(v)
+	}
+	acts := n.Step(Applied{Index: 8})
+	if cs := actionsOf[Compact](acts); len(cs) != 1 || cs[0].Through != 6 {
+		t.Fatalf("after Applied 8: Compact %v, want through 6", cs)
+	}
+}
+
+// compactBehindTheState is TestCompactionNeverPassesWhatTheStateApplied's
+// representative case (also the rule check of compact-unapplied): a
+// snapshot through 8 while the state reported 4.
+func compactBehindTheState(t *testing.T, cfg Config) (*Node, []string) {
+	t.Helper()
+	cfg.SnapshotTrailing = 2
 	n := newNode(t, cfg, Restore{HardState: &pb.HardState{Term: 2}, Entries: entries(1, 1, 2, 2, 2, 2, 2, 2, 2), Applied: 8})
 	n.stateAt = 4 // the state reported 4 (Restore set it to 8; pretend it lags)
 	acts := n.Step(SnapshotTaken{Meta: SnapshotMeta{Index: 8, Term: 2}})
 	if cs := actionsOf[Compact](acts); len(cs) != 1 || cs[0].Through != 4 {
-		t.Fatalf("Compact %v, want through 4 (what the state applied)", cs)
+		return n, []string{fmt.Sprintf("Compact %v, want through 4 (what the state applied)", cs)}
 	}
-	acts = n.Step(Applied{Index: 8})
-	if cs := actionsOf[Compact](acts); len(cs) != 1 || cs[0].Through != 6 {
-		t.Fatalf("after Applied 8: Compact %v, want through 6", cs)
-	}
+	return n, nil
 }
 
 // Raft §7: a follower that needs an entry the leader compacted away is
@@ -250,9 +262,8 @@ func TestFollowerStagesChunksInOrder(t *testing.T) {
 		t.Fatalf("the second chunk: %v", stage)
 	}
 	// A gap: refused, with what is durable (nothing yet).
-	acts = n.Step(chunk(9, "9", true))
-	if r := sentTo(acts, 1); len(r) != 1 || !r[0].GetInstallSnapshotResponse().GetRefused() || r[0].GetInstallSnapshotResponse().GetNextOffset() != 0 {
-		t.Fatalf("a chunk past the end answered %v", describe(acts))
+	if v := chunkPastTheEnd(n.Step(chunk(9, "9", true))); len(v) != 0 {
+		t.Fatal(v)
 	}
 	// Durable: answered with the offset.
 	acts = n.Step(ChunkStaged{Meta: SnapshotMeta{8, 2}, FileCRC: 77, Offset: 4})
@@ -274,6 +285,34 @@ func TestFollowerStagesChunksInOrder(t *testing.T) {
 	if r := sentTo(n.Step(other), 1); len(r) != 1 || !r[0].GetInstallSnapshotResponse().GetRefused() || r[0].GetInstallSnapshotResponse().GetNextOffset() != 0 {
 		t.Fatal("another snapshot's chunk was not refused with 0")
 	}
+}
+
+// chunkPastTheEnd checks the answer to a chunk that starts after what is
+// staged (8 bytes, none durable): refused with offset 0, not staged.
+func chunkPastTheEnd(acts []Action) []string {
+	var v []string
+	if len(actionsOf[StageChunk](acts)) != 0 {
+		v = append(v, "staged a chunk that leaves a gap")
+	}
+	if r := sentTo(acts, 1); len(r) != 1 || !r[0].GetInstallSnapshotResponse().GetRefused() || r[0].GetInstallSnapshotResponse().GetNextOffset() != 0 {
+		v = append(v, fmt.Sprintf("a chunk past the end answered %v", describe(acts)))
+	}
+	return v
+}
+
+// gapChunk is the rule check of snapshot-chunk-unchecked: follower 2
+// stages two chunks of a snapshot, then is sent one past their end.
+func gapChunk(t *testing.T, cfg Config) []string {
+	t.Helper()
+	cfg.ID = 2
+	n := newNode(t, cfg, Restore{HardState: &pb.HardState{Term: 2}})
+	chunk := func(off uint64, data string, done bool) Message {
+		return Message{Msg: raftMsg(1, 2, 2, &pb.InstallSnapshot{LastIncludedIndex: 8, LastIncludedTerm: 2,
+			Offset: off, Data: []byte(data), ChunkCrc: crc32.Checksum([]byte(data), crc32c), Size: 10, FileCrc: 77, Done: done})}
+	}
+	n.Step(chunk(0, "0123", false))
+	n.Step(chunk(4, "4567", false))
+	return chunkPastTheEnd(n.Step(chunk(9, "9", true)))
 }
 
 // Figure 13 rule 6: a follower whose log holds the snapshot's last entry
@@ -300,34 +339,60 @@ func TestInstallKeepsTheLogAfterAMatchingEntry(t *testing.T) {
 // hashicorp/raft#697 kept a conflicting tail and re-sent the snapshot
 // forever).
 func TestInstallDiscardsALogThatDisagrees(t *testing.T) {
-	// Index 3 holds term 1 here; the snapshot says term 2.
-	n := newNode(t, testConfig(2), Restore{HardState: &pb.HardState{Term: 2}, Entries: entries(1, 1, 1, 1, 1, 1)})
-	acts := installAll(t, n, SnapshotMeta{Index: 3, Term: 2})
-	if cs := actionsOf[Compact](acts); len(cs) != 1 || cs[0] != (Compact{Through: 3, Term: 2, Reset: true}) {
-		t.Fatalf("Compact %v, want a reset through 3", cs)
-	}
-	if st := n.Status(); st.LastIndex != 3 || st.LastTerm != 2 || st.Commit != 3 || st.Applied != 3 || st.Durable != 3 {
-		t.Fatalf("after the install: %+v, want an empty log after 3/2", st)
+	n, v := installOverAConflict(t, testConfig(2))
+	if len(v) != 0 {
+		t.Fatal(v)
 	}
 	// The next AppendEntries follows the snapshot.
-	acts = stepSettled(t, n, appendMsg(1, 2, 2, 3, 2, 4, entries(4, 2)...))
+	acts := stepSettled(t, n, appendMsg(1, 2, 2, 3, 2, 4, entries(4, 2)...))
 	if r := sentTo(acts, 1); len(r) != 1 || !r[0].GetAppendEntriesResponse().GetSuccess() || r[0].GetAppendEntriesResponse().GetMatchIndex() != 4 {
 		t.Fatalf("an AppendEntries after the snapshot answered %v", describe(acts))
 	}
 }
 
+// installOverAConflict is TestInstallDiscardsALogThatDisagrees'
+// representative case (the rule check of snapshot-discards-tail): index 3
+// of follower 2's log holds term 1, the snapshot through 3 says term 2.
+func installOverAConflict(t *testing.T, cfg Config) (*Node, []string) {
+	t.Helper()
+	cfg.ID = 2
+	n := newNode(t, cfg, Restore{HardState: &pb.HardState{Term: 2}, Entries: entries(1, 1, 1, 1, 1, 1)})
+	acts := installAll(t, n, SnapshotMeta{Index: 3, Term: 2})
+	var v []string
+	if cs := actionsOf[Compact](acts); len(cs) != 1 || cs[0] != (Compact{Through: 3, Term: 2, Reset: true}) {
+		v = append(v, fmt.Sprintf("Compact %v, want a reset through 3", cs))
+	}
+	if st := n.Status(); st.LastIndex != 3 || st.LastTerm != 2 || st.Commit != 3 || st.Applied != 3 || st.Durable != 3 {
+		v = append(v, fmt.Sprintf("after the install: %+v, want an empty log after 3/2", st))
+	}
+	return n, v
+}
+
 // A snapshot no newer than the commit index is not installed: the follower
 // answers with what it holds, and the leader probes from there.
 func TestStaleSnapshotIsAnsweredWithTheMatch(t *testing.T) {
-	n := newNode(t, testConfig(2), Restore{HardState: &pb.HardState{Term: 2}, Entries: entries(1, 1, 2, 2, 2, 2), Applied: 5})
+	if v := staleSnapshot(t, testConfig(2)); len(v) != 0 {
+		t.Fatal(v)
+	}
+}
+
+// staleSnapshot is TestStaleSnapshotIsAnsweredWithTheMatch's case (the
+// rule check of install-stale-snapshot): follower 2 has committed 5 and is
+// sent a snapshot through 4.
+func staleSnapshot(t *testing.T, cfg Config) []string {
+	t.Helper()
+	cfg.ID = 2
+	n := newNode(t, cfg, Restore{HardState: &pb.HardState{Term: 2}, Entries: entries(1, 1, 2, 2, 2, 2), Applied: 5})
 	acts := n.Step(Message{Msg: raftMsg(1, 2, 2, &pb.InstallSnapshot{LastIncludedIndex: 4, LastIncludedTerm: 2,
 		Offset: 0, Data: []byte("ab"), ChunkCrc: crc32.Checksum([]byte("ab"), crc32c), Size: 2, FileCrc: 5, Done: true})})
+	var v []string
 	if len(actionsOf[StageChunk](acts)) != 0 {
-		t.Fatal("a stale snapshot was staged")
+		v = append(v, "a stale snapshot was staged")
 	}
 	if r := sentTo(acts, 1); len(r) != 1 || r[0].GetInstallSnapshotResponse().GetMatchIndex() != 5 {
-		t.Fatalf("answered %v, want match 5", describe(acts))
+		v = append(v, fmt.Sprintf("answered %v, want match 5", describe(acts)))
 	}
+	return v
 }
 
 // An AppendEntries that starts below the follower's floor: the entries
