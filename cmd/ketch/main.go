@@ -191,7 +191,7 @@ func cmdNode(args []string, stderr io.Writer) int {
 		ID: *id, Listen: *listen, Peers: peerMap, DataDir: *data, ClusterID: *clusterID, Chaos: *chaos,
 		ElectionTimeout: *election, HeartbeatInterval: *heartbeat, LeaseReads: *leaseReads,
 		SnapshotEntries: int(never(int64(*snapEntries))), SnapshotBytes: never(*snapBytes),
-		SnapshotGrowth:   *snapGrowth,
+		SnapshotGrowth:   growth,
 		SnapshotTrailing: *snapTrailing, SnapshotChunkBytes: *snapChunk,
 		Logger: newLogger(stderr, level),
 	})

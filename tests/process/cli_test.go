@@ -47,7 +47,11 @@ func TestCLIBadInput(t *testing.T) {
 		for _, k := range []string{"--id", "--listen", "--peers", "--data"} {
 			if v, ok := flags[k]; ok {
 				args = append(args, k, v)
+				delete(flags, k)
 			}
+		}
+		for k, v := range flags { // the overrides of other flags
+			args = append(args, k, v)
 		}
 		return args
 	}
@@ -73,6 +77,9 @@ func TestCLIBadInput(t *testing.T) {
 		{"node/missing --id", node(nil, "--id"), "--id", false},
 		{"node/missing --data", node(nil, "--data"), "--data", false},
 		{"node/bad --listen", node(map[string]string{"--listen": "no-port"}), "--listen", false},
+		{"node/negative --snapshot-growth", node(map[string]string{"--snapshot-growth": "-1"}), "--snapshot-growth", false},
+		{"node/--snapshot-growth NaN", node(map[string]string{"--snapshot-growth": "NaN"}), "--snapshot-growth", false},
+		{"node/--snapshot-trailing 0", node(map[string]string{"--snapshot-trailing": "0"}), "--snapshot-trailing", false},
 		{"put without --cluster", []string{"put", "k", "v"}, "--cluster", false},
 		{"get without --cluster", []string{"get", "k"}, "--cluster", false},
 		{"status without --cluster", []string{"status"}, "--cluster", false},

@@ -208,6 +208,9 @@ func TestKillDuringSnapshots(t *testing.T) {
 		// A state of 20,000 keys of 512 bytes: a 10 MB snapshot every
 		// 2,000 entries, sent in 64 KiB chunks, keeping 200 behind.
 		args = withFlag(args, "--snapshot-entries", "2000")
+		// Every 2,000 entries, although the 10 MB state is larger than
+		// the log they hold: many snapshots to kill.
+		args = withFlag(args, "--snapshot-growth", "0")
 		args = withFlag(args, "--snapshot-trailing", "200")
 		return withFlag(args, "--snapshot-chunk-bytes", "65536")
 	})
@@ -230,9 +233,12 @@ func TestKillDuringSnapshots(t *testing.T) {
 		if round%2 == 0 {
 			// Taking: kill the moment a snapshot file is being written
 			// (each node writes a few during the load).
-			if waitFile(snapDir, ".tmp-", 15*time.Second) {
+			began := time.Now()
+			hit := waitFile(snapDir, ".tmp-", 15*time.Second)
+			if hit {
 				hits[0]++
 			}
+			t.Logf("round %d: node %d killed %v into the load, while writing a snapshot: %v", round, victim, time.Since(began).Round(time.Millisecond), hit)
 			c.kill(victim)
 			c.reap(victim)
 			if err := <-loadErr; err != nil {
@@ -248,9 +254,12 @@ func TestKillDuringSnapshots(t *testing.T) {
 				t.Fatalf("round %d: the writes failed: %v", round, err)
 			}
 			c.start(victim)
-			if waitFile(snapDir, "staging-", 15*time.Second) {
+			began := time.Now()
+			hit := waitFile(snapDir, "staging-", 15*time.Second)
+			if hit {
 				hits[1]++
 			}
+			t.Logf("round %d: node %d killed %v after its restart, while staging a snapshot: %v", round, victim, time.Since(began).Round(time.Millisecond), hit)
 			c.kill(victim)
 			c.reap(victim)
 			c.start(victim)
