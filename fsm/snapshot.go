@@ -54,6 +54,12 @@ type snapshotSend struct {
 	// progressRound: the heartbeat round acked last grew (or the transfer
 	// started).
 	progressRound uint64
+	// resending: a chunk was resent (go-back-N, or no progress for
+	// RetransmitRounds); one chunk at a time until acked grows again. The
+	// chunks sent before may still be on their way (in the sender's queue
+	// or the network), holding memory: refilling the whole window at once
+	// would hold twice the window, and more after every timeout.
+	resending bool
 }
 
 type chunkSpan struct{ start, end uint64 }
@@ -124,7 +130,11 @@ func (n *Node) endSnapshot(p uint64, pr *progress, next uint64) {
 func (n *Node) pumpSnapshot(p uint64, pr *progress) {
 	x := pr.xfer
 	chunk := uint64(n.cfg.SnapshotChunkBytes)
-	for len(x.reads)+len(x.inflight) < n.cfg.MaxSnapshotChunks {
+	window := n.cfg.MaxSnapshotChunks
+	if x.resending {
+		window = 1
+	}
+	for len(x.reads)+len(x.inflight) < window {
 		if x.size == 0 && len(x.reads) > 0 || x.size != 0 && x.sent >= x.size {
 			return
 		}
@@ -218,7 +228,7 @@ func (n *Node) handleSnapshotResponse(from uint64, r *pb.InstallSnapshotResponse
 	}
 	o := r.NextOffset
 	if o > x.acked {
-		x.acked, x.progressRound = o, n.round
+		x.acked, x.progressRound, x.resending = o, n.round, false
 	}
 	// Drop what the follower holds from the window.
 	k := 0
@@ -234,13 +244,14 @@ func (n *Node) handleSnapshotResponse(from uint64, r *pb.InstallSnapshotResponse
 	case r.Refused && !slices.ContainsFunc(x.inflight, func(c chunkSpan) bool { return c.start == o }) && !slices.Contains(x.reads, o):
 		// The chunk at o is lost (the follower refused a later one):
 		// resend from o (go-back-N).
-		x.sent, x.reads, x.inflight = o, nil, nil
+		x.sent, x.reads, x.inflight, x.resending = o, nil, nil, true
 	}
 	n.pumpSnapshot(from, pr)
 }
 
 // snapshotTick runs on each heartbeat for a follower in snapshot state: a
-// transfer without progress for RetransmitRounds is resent from what the
+// transfer without progress for an election timeout (at least
+// RetransmitRounds heartbeats) is resent, one chunk first, from what the
 // follower acknowledged (a chunk or its answer was lost), and one without
 // progress for two election timeouts is abandoned: the follower is probed
 // again, which starts a new transfer if it still needs one.
@@ -248,12 +259,16 @@ func (n *Node) snapshotTick(p uint64, pr *progress) {
 	x := pr.xfer
 	idle := n.round - x.progressRound
 	abandon := 2 * uint64((n.cfg.ElectionTimeout+n.cfg.HeartbeatInterval-1)/n.cfg.HeartbeatInterval)
+	// A chunk is large and the follower fsyncs each before it answers, so
+	// a transfer waits longer than an AppendEntries before it resends: at
+	// least an election timeout's worth of rounds (half of abandon).
+	retransmit := max(uint64(n.cfg.RetransmitRounds), abandon/2)
 	switch {
 	case idle >= abandon:
 		n.endSnapshot(p, pr, pr.match+1)
 		n.sendAppend(p)
-	case idle > 0 && idle%uint64(n.cfg.RetransmitRounds) == 0:
-		x.sent, x.reads, x.inflight = x.acked, nil, nil
+	case idle > 0 && idle%retransmit == 0:
+		x.sent, x.reads, x.inflight, x.resending = x.acked, nil, nil, true
 		n.pumpSnapshot(p, pr)
 	}
 }
