@@ -265,8 +265,12 @@ func TestFollowerStagesChunksInOrder(t *testing.T) {
 	if stage := actionsOf[StageChunk](n.Step(chunk(4, "4567", false))); len(stage) != 1 || stage[0].Offset != 4 {
 		t.Fatalf("the second chunk: %v", stage)
 	}
-	// A gap: refused, with what is durable (nothing yet).
+	// A gap: refused, with what is durable (nothing yet); the same on a
+	// fresh follower (gapChunk, the rule check of snapshot-chunk-unchecked).
 	if v := chunkPastTheEnd(n.Step(chunk(9, "9", true))); len(v) != 0 {
+		t.Fatal(v)
+	}
+	if v := gapChunk(t, testConfig(2)); len(v) != 0 {
 		t.Fatal(v)
 	}
 	// Durable: answered with the offset.
