@@ -542,13 +542,16 @@ func (r *ring) push(m *pb.RaftMessage) (evicted int) {
 }
 
 // approxBytes is a cheap estimate of m's size for the queue's byte bound:
-// the entries' data and fixed overheads, without encoding anything.
+// the entries' or the snapshot chunk's data and fixed overheads, without
+// encoding anything.
 func approxBytes(m *pb.RaftMessage) int {
 	n := pb.MessageOverhead / 8
 	for _, e := range m.GetAppendEntries().GetEntries() {
 		n += len(e.GetData()) + pb.EntryOverhead
 	}
-	return n
+	// A snapshot chunk (up to a MiB) counts too: a peer that is down
+	// holds the queue's bytes, not its count of messages, in chunks.
+	return n + len(m.GetInstallSnapshot().GetData())
 }
 
 // drain removes and returns all queued messages, oldest first, in a new
