@@ -176,6 +176,11 @@ func TestTransferMemoryIsBounded(t *testing.T) {
 		return held
 	}
 	const valueBytes = 16 << 10
+	type transfer struct {
+		bytes uint64
+		held  int64
+	}
+	var results []transfer
 	for _, size := range sizes {
 		c := New(t, 3, false, func(cfg *node.Config) {
 			cfg.SnapshotEntries, cfg.SnapshotBytes = -1, -1 // only when asked
@@ -219,7 +224,10 @@ func TestTransferMemoryIsBounded(t *testing.T) {
 			return ms.HeapAlloc
 		}
 		runtime.GC()
-		before := live()
+		runtime.GC()
+		// What earlier tests' transfers left (clusters not yet
+		// collected) is not this transfer's.
+		before, heldBefore := live(), chunkHeld()
 		var peakHeap uint64
 		var peakHeld int64
 		samples := 0
@@ -239,7 +247,7 @@ func TestTransferMemoryIsBounded(t *testing.T) {
 			// after it: once installed, the follower's heap holds the
 			// restored state, which is not the transfer's cost.
 			if m, _ := filepath.Glob(staging); len(m) == 1 && c.Nodes[follower].Status().SnapshotIndex < snap.Index {
-				peakHeap, peakHeld, samples = max(peakHeap, h), max(peakHeld, held), samples+1
+				peakHeap, peakHeld, samples = max(peakHeap, h), max(peakHeld, held-heldBefore), samples+1
 			}
 		}
 		took := time.Since(began)
@@ -255,16 +263,20 @@ func TestTransferMemoryIsBounded(t *testing.T) {
 		if samples == 0 {
 			t.Fatalf("no sample was taken while the %s snapshot was staged", mibs(snap.Bytes))
 		}
-		// MaxSnapshotChunks (4) in flight and one being read; after a
-		// resend, older chunks still on their way; and chunks delivered
-		// but still referenced by a batch buffer of the sender or of
-		// Proto.Actor's endpoint writer until it is reused (measured:
-		// 8-24 chunks of 128 KiB, 4-9 of 1 MiB). The limit, 48 chunks,
-		// is a fraction of any snapshot here; what matters is that it
-		// does not grow with the snapshot.
-		if limit := int64(48 * chunkBytes); peakHeld > limit {
-			t.Errorf("chunk buffers of %s held during the transfer of %s: more than %s, so the transfer is not bounded by its window", mibs(uint64(peakHeld)), mibs(snap.Bytes), mibs(uint64(limit)))
-		}
+		results = append(results, transfer{snap.Bytes, peakHeld})
+	}
+	// MaxSnapshotChunks (4) in flight and one being read; after a resend,
+	// older chunks still on their way (a slow, CPU-starved follower makes
+	// the leader resend while they are queued). Measured alone: 8-24
+	// chunks of 128 KiB, 4-9 of 1 MiB; after the package's other tests,
+	// up to 62 of 128 KiB. What must hold is that it does not grow with
+	// the snapshot: a quarter of the difference in size, and of the
+	// larger snapshot, is far above that noise and far below a leader
+	// that holds the snapshot.
+	first, last := results[0], results[len(results)-1]
+	if d := last.held - first.held; d > int64(last.bytes-first.bytes)/4 || last.held > int64(last.bytes)/4 {
+		t.Errorf("chunk buffers held: %s for a snapshot of %s, %s for one of %s: the transfer's memory grows with the snapshot",
+			mibs(uint64(first.held)), mibs(first.bytes), mibs(uint64(last.held)), mibs(last.bytes))
 	}
 }
 
