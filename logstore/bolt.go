@@ -94,10 +94,11 @@ const appendFillPercent = 1.0
 // files into bbolt. It is safe for concurrent use, though the store actor
 // is its only user.
 type BoltStore struct {
-	// dbMu guards the db handle, which shrink replaces: readers and
-	// writers other than the checkpointer hold it shared while they use
-	// db, shrink holds it exclusively. It is only ever held around bbolt
-	// calls, never while waiting for the checkpointer.
+	// dbMu guards the db handle, which maybeShrink replaces: readers hold
+	// it shared while they use db, as does the copy a shrink makes;
+	// SetIdentity (the one writer besides the checkpointer) and the swap
+	// hold it exclusively. It is only ever held around bbolt calls, never
+	// while waiting for the checkpointer.
 	dbMu sync.RWMutex
 	db   *bolt.DB
 	path string
@@ -113,6 +114,9 @@ type BoltStore struct {
 	done      chan struct{} // closed when the checkpointer has exited
 	boltLast  atomic.Uint64 // last index in bbolt, after the latest checkpoint
 	shrinks   atomic.Uint64 // files shrunk since OpenBolt
+	// shrinkAfter: no shrink before then (one failed); shrinkErr: why.
+	shrinkAfter time.Time
+	shrinkErr   atomic.Pointer[error]
 
 	errMu sync.Mutex
 	bgErr error // the checkpointer's first failure; every later call fails
@@ -168,9 +172,6 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 	if opts.ShrinkBytes == 0 {
 		opts.ShrinkBytes = DefaultShrinkBytes
 	}
-	if err := os.Remove(path + shrinkSuffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("logstore: cannot remove the leftover %s: %w", path+shrinkSuffix, err)
-	}
 	s := &BoltStore{path: path, opts: opts}
 	_, statErr := os.Stat(path)
 	var err error
@@ -190,6 +191,13 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 		return nil, err
 	}
 	s.db = db
+	// A copy left by a shrink that crashed before its rename is removed
+	// only now that the lock is held: until then it could be the copy a
+	// running node is making.
+	if err := os.Remove(path + shrinkSuffix); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		_ = db.Close()
+		return nil, fmt.Errorf("logstore: cannot remove the leftover %s: %w", path+shrinkSuffix, err)
+	}
 	// The journal is read only now that bbolt's lock is held: another
 	// process using this data dir would have failed the Open above.
 	if err := s.recover(); err != nil {
@@ -197,6 +205,7 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 		return nil, err
 	}
 	if err := s.maybeShrink(); err != nil {
+		_ = s.j.close()
 		_ = s.db.Close()
 		return nil, err
 	}
@@ -602,13 +611,18 @@ const shrinkSuffix = ".shrink"
 // gives them back, so a log that once held far more than it does now (a
 // burst of large entries, then a snapshot that compacted them away) would
 // keep its high-water size for good. The live content, a few megabytes
-// after compaction, is copied into a new file that is synced and renamed
-// over the old one; a crash before the rename leaves the old file intact
-// (and a leftover that OpenBolt removes), one after it leaves the complete
-// copy. It runs on the checkpointer (or in OpenBolt, before it starts): no
-// other write is in progress, and readers wait on dbMu for the swap.
+// after compaction, is copied into a new file, which is synced and
+// renamed over the old one while it is open and locked (so no other
+// process can open the data file in between), and then replaces the old
+// handle. A crash before the rename leaves the old file intact (and a
+// leftover that OpenBolt removes once it holds the lock), one after it the
+// complete copy. It runs on the checkpointer (or in OpenBolt, before it
+// starts), the only writer but SetIdentity, which takes dbMu exclusively:
+// the copy is made under the shared lock, so readers go on, and only the
+// swap takes it exclusively. A copy that fails (a full disk) changes
+// nothing: it is tried again after shrinkRetry, and the store goes on.
 func (s *BoltStore) maybeShrink() error {
-	if s.opts.ShrinkBytes < 0 {
+	if s.opts.ShrinkBytes < 0 || time.Now().Before(s.shrinkAfter) {
 		return nil
 	}
 	fi, err := os.Stat(s.path)
@@ -624,45 +638,64 @@ func (s *BoltStore) maybeShrink() error {
 	if used*4 > fi.Size() {
 		return nil
 	}
-	s.dbMu.Lock()
-	defer s.dbMu.Unlock()
 	tmp := s.path + shrinkSuffix
+	var dst *bolt.DB
+	s.dbMu.RLock()
 	err = s.guard("shrinking the file", func() error {
 		_ = os.Remove(tmp)
-		dst, err := openBoltDB(tmp, time.Second, false, s.opts.UnsafeNoSync)
-		if err != nil {
+		var err error
+		if dst, err = openBoltDB(tmp, time.Second, false, s.opts.UnsafeNoSync); err != nil {
 			return err
 		}
-		err = bolt.Compact(dst, s.db, 16<<20)
-		if cerr := dst.Close(); err == nil {
-			err = cerr
-		}
-		return err
+		return bolt.Compact(dst, s.db, 16<<20)
 	})
+	s.dbMu.RUnlock()
 	if err != nil {
+		if dst != nil {
+			_ = dst.Close()
+		}
 		_ = os.Remove(tmp)
-		return s.wrapTxError("shrinking the file", err)
+		s.shrinkAfter = time.Now().Add(shrinkRetry)
+		s.shrinkErr.Store(&err)
+		return nil
 	}
-	if err := s.db.Close(); err != nil {
-		return fmt.Errorf("logstore: cannot close %s to shrink it: %w", s.path, err)
-	}
-	// From here the store has no open file until the new one is opened:
-	// any failure is fatal for this BoltStore (the checkpointer records
-	// it), and the next OpenBolt finds either file complete.
+	s.dbMu.Lock()
+	defer s.dbMu.Unlock()
 	if err := os.Rename(tmp, s.path); err != nil {
-		return fmt.Errorf("logstore: cannot replace %s with its shrunk copy: %w", s.path, err)
+		_ = dst.Close()
+		_ = os.Remove(tmp)
+		s.shrinkAfter = time.Now().Add(shrinkRetry)
+		s.shrinkErr.Store(&err)
+		return nil
 	}
+	// From here the copy is the data file: a failure is fatal for this
+	// BoltStore (the checkpointer records it), and the next OpenBolt finds
+	// the copy complete.
 	if !s.opts.UnsafeNoSync {
 		if err := syncDir(filepath.Dir(s.path)); err != nil {
+			_ = dst.Close()
 			return fmt.Errorf("logstore: cannot sync the directory of %s after shrinking it: %w", s.path, err)
 		}
 	}
-	db, err := openBoltDB(s.path, DefaultLockTimeout, false, s.opts.UnsafeNoSync)
-	if err != nil {
-		return err
+	if err := s.db.Close(); err != nil {
+		_ = dst.Close()
+		return fmt.Errorf("logstore: cannot close the old copy of %s after shrinking it: %w", s.path, err)
 	}
-	s.db = db
+	s.db = dst
 	s.shrinks.Add(1)
+	return nil
+}
+
+// shrinkRetry is how long a store whose shrink failed waits before it
+// tries again.
+const shrinkRetry = time.Minute
+
+// ShrinkError is the latest failed shrink's error (nil if none failed):
+// the store went on with the larger file.
+func (s *BoltStore) ShrinkError() error {
+	if e := s.shrinkErr.Load(); e != nil {
+		return *e
+	}
 	return nil
 }
 
@@ -1219,8 +1252,8 @@ func (s *BoltStore) SetIdentity(id *pb.NodeIdentity) error {
 	if err != nil {
 		return fmt.Errorf("logstore: cannot encode the node identity: %w", err)
 	}
-	s.dbMu.RLock()
-	defer s.dbMu.RUnlock()
+	s.dbMu.Lock() // exclusive: a shrink copies under the shared lock
+	defer s.dbMu.Unlock()
 	err = s.guard("recording the identity", func() error {
 		return s.db.Update(func(tx *bolt.Tx) error {
 			meta := tx.Bucket(bucketMeta)
