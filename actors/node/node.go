@@ -124,16 +124,17 @@ type Config struct {
 	StateMachine func() statemachine.StateMachine
 	// Snapshots (Raft §7): the state machine is snapshotted once
 	// SnapshotEntries entries (default 8192; negative: never by count) or
-	// SnapshotBytes bytes of commands (default 64 MiB; negative: never by
+	// SnapshotBytes bytes of log (default 64 MiB; negative: never by
 	// size) were applied since the latest and, with a large state, once
-	// those commands add up to SnapshotGrowth times the latest snapshot's
+	// those bytes add up to SnapshotGrowth times the latest snapshot's
 	// size (default 1; negative: no such condition; Raft thesis §5.1.1's
 	// expansion factor, which bounds the disk bandwidth snapshots take).
 	// The log is then compacted behind it but for SnapshotTrailing entries
-	// (default 4096), kept for followers that lag a little. Followers that lag more are sent the
-	// snapshot in chunks of SnapshotChunkBytes (default 1 MiB). Snapshots
-	// live in DataDir/snapshots. DisableSnapshots keeps none: the log grows
-	// forever and a restart replays it all (for comparisons only).
+	// (default 4096), kept for followers that lag a little. Followers that
+	// lag more are sent the snapshot in chunks of SnapshotChunkBytes
+	// (default 1 MiB). Snapshots live in DataDir/snapshots.
+	// DisableSnapshots keeps none: the log grows forever and a restart
+	// replays it all (for comparisons only).
 	SnapshotEntries    int
 	SnapshotBytes      int64
 	SnapshotGrowth     float64

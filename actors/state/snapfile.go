@@ -142,7 +142,8 @@ func (p *pacedFile) Write(b []byte) (int, error) {
 // snapshot of a million keys left the actors 4% of the CPU, and commit p99
 // went up tenfold). So the state machine's Persist writes into a throttle
 // that, after every throttleBytes, sleeps as long as the work since the
-// last pause took (the writer runs at most half the time), and at most
+// last pause took, up to maxThrottlePause (the writer runs about half the
+// time, more when its work between pauses is longer than that), and at most
 // one snapshot is written at a time per process (snapshotSlot): several
 // nodes embedded in one process take turns, as they would on machines of
 // their own. A snapshot takes about twice as long; the writes around it

@@ -151,10 +151,10 @@ func (a *stateActor) maybeSnapshot(ctx actor.Context) {
 }
 
 // snapshotDue is the snapshot policy (Raft §7; thesis §5.1.1): a snapshot
-// is due once SnapshotEntries entries or SnapshotBytes bytes of commands
-// were applied since the latest, and the commands since then add up to at
-// least SnapshotGrowth times the latest snapshot's size. The second rule is
-// the thesis's expansion factor: it keeps the bytes spent writing
+// is due once SnapshotEntries entries or SnapshotBytes bytes of log (each
+// entry's data and its overhead) were applied since the latest, and those
+// bytes add up to at least SnapshotGrowth times the latest snapshot's
+// size. The second rule is the thesis's expansion factor: it keeps the bytes spent writing
 // snapshots at most 1/SnapshotGrowth of the bytes the log takes in however
 // large the state grows (a 10 MB state snapshotted every 8,192 small
 // writes would otherwise write 10 MB for every 1.5 MB of log), while the
@@ -193,7 +193,7 @@ func (a *stateActor) startSnapshot(ctx actor.Context) {
 	}
 	frozen := a.sessions.m
 	sessView := frozen.Freeze()
-	a.writing, a.bytesSince, a.snapAsked = true, 0, false
+	a.writing, a.bytesTaken, a.bytesSince, a.snapAsked = true, a.bytesSince, 0, false
 	a.release = func() {
 		smSnap.Release()
 		frozen.Thaw()
@@ -228,6 +228,10 @@ func (a *stateActor) snapshotWritten(ctx actor.Context, m *snapshotWritten) {
 	waiting := a.snapWaiters
 	a.snapWaiters = nil
 	if m.err != nil {
+		// The log since the latest snapshot is what was counted before
+		// this one started, and after: the next is due as soon as the
+		// policy says so, not a whole interval later.
+		a.bytesSince += a.bytesTaken
 		a.log.Error("writing a snapshot failed; the log is not compacted, trying again later", "err", m.err)
 		for _, to := range waiting {
 			a.sendAny(ctx, to, &pb.SnapshotResponse{Error: "writing the snapshot failed: " + m.err.Error()})

@@ -58,13 +58,13 @@ type Config struct {
 	// (the state is rebuilt from the whole log at every start).
 	Dir string
 	// SnapshotEntries and SnapshotBytes: a snapshot is taken once this many
-	// entries, or this many bytes of commands, were applied since the
-	// latest (0 or negative: never by that measure). Defaults
+	// entries, or this many bytes of log (data and overhead), were applied
+	// since the latest (0 or negative: never by that measure). Defaults
 	// DefaultSnapshotEntries and DefaultSnapshotBytes.
 	SnapshotEntries int
 	SnapshotBytes   int64
-	// SnapshotGrowth: and only once the commands applied since the latest
-	// snapshot add up to this many times its size (see snapshotDue). Zero
+	// SnapshotGrowth: and only once the log applied since the latest
+	// snapshot adds up to this many times its size (see snapshotDue). Zero
 	// means DefaultSnapshotGrowth; negative drops the condition.
 	SnapshotGrowth float64
 	// ClusterID and Members go into every snapshot's header.
@@ -128,7 +128,8 @@ type stateActor struct {
 	// Snapshots (snapshots.go): this incarnation's id, the latest durable
 	// snapshot, a writer running and how to release its views, who waits
 	// for it (and whether one more was asked for while it ran), the
-	// command bytes applied since the latest, the files kept
+	// log bytes applied since the latest (and, while one is written, the
+	// count it was started with), the files kept
 	// open for followers' transfers, and the snapshot being received.
 	inc         uint64
 	latest      *snapFile
@@ -137,6 +138,7 @@ type stateActor struct {
 	snapWaiters []*actor.PID
 	snapAsked   bool
 	bytesSince  int64
+	bytesTaken  int64
 	pins        map[uint64]*pin
 	staged      *staged
 }
@@ -223,6 +225,9 @@ func (a *stateActor) apply(ctx actor.Context, m *protocol.ApplyRequest) {
 			k++
 		}
 		a.entry(ctx, e, w[:k])
+		// What the log holds, every entry counted (no-ops and retries
+		// too): the measure the snapshot policy bounds.
+		a.bytesSince += int64(len(e.Data)) + pb.EntryOverhead
 		w = w[k:]
 		a.applied, a.appliedTerm = e.Index, e.Term
 		progressed = true
@@ -277,7 +282,6 @@ func (a *stateActor) entry(ctx actor.Context, e *pb.Entry, waiters []protocol.Wa
 	if c.ClientId != 0 {
 		a.inBatch[c.ClientId] = struct{}{}
 	}
-	a.bytesSince += int64(len(c.Data))
 	a.batch = append(a.batch, pending{
 		cmd:    statemachine.Command{Index: e.Index, Term: e.Term, Data: c.Data},
 		client: c.ClientId, seq: c.Sequence, waiters: waiters,

@@ -140,8 +140,8 @@ func cmdNode(args []string, stderr io.Writer) int {
 	heartbeat := fs.Duration("heartbeat", 50*time.Millisecond, "leader heartbeat interval")
 	leaseReads := fs.Bool("lease-reads", false, "serve reads under a leader lease, without a heartbeat round (assumes clock drift under 10%)")
 	snapEntries := fs.Int("snapshot-entries", state.DefaultSnapshotEntries, "snapshot the state machine every N applied entries (0: never by count)")
-	snapBytes := fs.Int64("snapshot-bytes", state.DefaultSnapshotBytes, "or every N bytes of applied commands (0: never by size)")
-	snapGrowth := fs.Float64("snapshot-growth", state.DefaultSnapshotGrowth, "and only once the commands since the latest snapshot add up to F times its size (0: no such condition)")
+	snapBytes := fs.Int64("snapshot-bytes", state.DefaultSnapshotBytes, "or every N bytes of applied log entries (0: never by size)")
+	snapGrowth := fs.Float64("snapshot-growth", state.DefaultSnapshotGrowth, "and only once the log since the latest snapshot adds up to F times its size (0: no such condition)")
 	snapTrailing := fs.Int("snapshot-trailing", fsm.DefaultSnapshotTrailing, "entries kept in the log behind a snapshot, for followers that lag a little (at least 1)")
 	snapChunk := fs.Int("snapshot-chunk-bytes", fsm.DefaultSnapshotChunk, "bytes per InstallSnapshot chunk sent to a lagging follower")
 	if err := fs.Parse(args); err != nil {
