@@ -34,9 +34,10 @@ import (
 // much it holds durably, so a lost, duplicated or reordered chunk, a
 // follower restart or another leader offering the same snapshot (same
 // index, term, size and checksum) resumes from there. A transfer that
-// makes no progress for RetransmitRounds heartbeats is resent from the
-// acknowledged offset; one that makes none for two election timeouts is
-// abandoned, and the follower probed again.
+// makes no progress for an election timeout (at least RetransmitRounds
+// heartbeats) is resent from the acknowledged offset, one chunk at a time
+// until the follower acknowledges again; one that makes none for two
+// election timeouts is abandoned, and the follower probed again.
 
 // snapshotSend is a leader's snapshot transfer to one follower.
 type snapshotSend struct {
@@ -54,8 +55,8 @@ type snapshotSend struct {
 	// progressRound: the heartbeat round acked last grew (or the transfer
 	// started).
 	progressRound uint64
-	// resending: a chunk was resent (go-back-N, or no progress for
-	// RetransmitRounds); one chunk at a time until acked grows again. The
+	// resending: a chunk was resent (go-back-N, or no progress for an
+	// election timeout); one chunk at a time until acked grows again. The
 	// chunks sent before may still be on their way (in the sender's queue
 	// or the network), holding memory: refilling the whole window at once
 	// would hold twice the window, and more after every timeout.

@@ -125,7 +125,7 @@ func TestSnapshotOnDemand(t *testing.T) {
 	}
 }
 
-var transferMiB = flag.String("transfer-mib", "24,64",
+var transferMiB = flag.String("transfer-mib", "16,96",
 	"TestTransferMemoryIsBounded: the snapshot sizes (MiB) to transfer")
 
 // Raft §7 / Figure 13 on a live cluster: the leader reads the snapshot it
