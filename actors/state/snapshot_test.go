@@ -99,6 +99,7 @@ func TestSnapshotIsThePointInTimeState(t *testing.T) {
 	if !r.Ok || r.Index != 5 {
 		t.Fatalf("SnapshotResponse %+v, want ok through 5", r)
 	}
+
 	sf, err := verifySnapFile(filepath.Join(dir, snapName(fsm.SnapshotMeta{Index: 5, Term: 1})))
 	if err != nil {
 		t.Fatal(err)
@@ -113,6 +114,33 @@ func TestSnapshotIsThePointInTimeState(t *testing.T) {
 	}
 	if ss, ok := sess.get(1); !ok || ss.seq != 5 {
 		t.Fatalf("the restored session of client 1 is %+v, want sequence 5", ss)
+	}
+}
+
+// A snapshot asked for while another is being written is answered with
+// one through the index applied when it was asked, not with the one being
+// written.
+func TestSnapshotAskedDuringAWriteWaitsForTheNext(t *testing.T) {
+	h := newStateHarnessWith(t, Config{Dir: t.TempDir(), SnapshotEntries: -1, SnapshotBytes: -1})
+	applyKeys(t, h, 1, 2000) // a snapshot that takes a moment to write
+	done := make(chan *pb.SnapshotResponse, 2)
+	reply := h.sys.Root.Spawn(actor.PropsFromFunc(func(ctx actor.Context) {
+		if r, ok := ctx.Message().(*pb.SnapshotResponse); ok {
+			done <- r
+		}
+	}))
+	h.sys.Root.Send(h.state, &protocol.SnapshotNow{ReplyTo: reply})
+	h.apply(1, 2001, 2003)
+	h.sys.Root.Send(h.state, &protocol.SnapshotNow{ReplyTo: reply})
+	for _, want := range []uint64{2000, 2003} {
+		select {
+		case r := <-done:
+			if !r.Ok || r.Index != want {
+				t.Fatalf("SnapshotResponse %+v, want ok through %d", r, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no SnapshotResponse through %d", want)
+		}
 	}
 }
 

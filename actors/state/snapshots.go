@@ -189,8 +189,13 @@ func (a *stateActor) startSnapshot(ctx actor.Context) {
 	if err != nil {
 		a.log.Error("the state machine cannot take a snapshot; trying again later", "err", err)
 		a.bytesSince = 0
+		for _, to := range slices.Concat(a.snapWaiters, a.snapNext) {
+			a.sendAny(ctx, to, &pb.SnapshotResponse{Error: "the state machine cannot take a snapshot: " + err.Error()})
+		}
+		a.snapWaiters, a.snapNext, a.snapAsked = nil, nil, false
 		return
 	}
+	a.snapWaiters, a.snapNext = append(a.snapWaiters, a.snapNext...), nil
 	frozen := a.sessions.m
 	sessView := frozen.Freeze()
 	a.writing, a.bytesTaken, a.bytesSince, a.snapAsked = true, a.bytesSince, 0, false
@@ -281,13 +286,14 @@ func (a *stateActor) snapshotNow(ctx actor.Context, m *protocol.SnapshotNow) {
 	case a.latest != nil && a.latest.meta.Index == a.applied && !a.writing:
 		l := a.latest
 		a.sendAny(ctx, m.ReplyTo, &pb.SnapshotResponse{Ok: true, Index: l.meta.Index, Term: l.meta.Term, Bytes: l.size})
-	default:
+	case !a.writing:
 		a.snapWaiters = append(a.snapWaiters, m.ReplyTo)
-		if !a.writing {
-			a.startSnapshot(ctx)
-		} else {
-			a.snapAsked = true // another one right after
-		}
+		a.startSnapshot(ctx)
+	default:
+		// The one being written is of an earlier index: this asker waits
+		// for another, right after it.
+		a.snapNext = append(a.snapNext, m.ReplyTo)
+		a.snapAsked = true
 	}
 }
 

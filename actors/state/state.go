@@ -136,6 +136,7 @@ type stateActor struct {
 	writing     bool
 	release     func()
 	snapWaiters []*actor.PID
+	snapNext    []*actor.PID // asked while a write ran: wait for the next
 	snapAsked   bool
 	bytesSince  int64
 	bytesTaken  int64
