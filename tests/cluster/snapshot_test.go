@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ketch-raft/ketch/actors/node"
+	pb "github.com/ketch-raft/ketch/messages"
 )
 
 // Raft §7 on a live cluster: nodes snapshot and compact as they apply; a
@@ -213,57 +214,93 @@ func TestTransferMemoryIsBounded(t *testing.T) {
 		if err := failed.Load(); err != nil {
 			t.Fatal(*err)
 		}
-		snap, err := cl.Snapshot(ctx, c.Addrs[leader])
-		if err != nil {
-			t.Fatal(err)
-		}
 		staging := filepath.Join(c.dirs[follower], "snapshots", "staging-*.part")
 		live := func() uint64 {
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
 			return ms.HeapAlloc
 		}
-		runtime.GC()
-		runtime.GC()
-		// What earlier tests' transfers left (clusters not yet
-		// collected) is not this transfer's.
-		before, heldBefore := live(), chunkHeld()
-		var peakHeap uint64
-		var peakHeld int64
+		// One transfer of the whole state to the stopped follower: every
+		// node snapshots (whichever leads sends its own), then the
+		// follower starts and is sampled while it stages the chunks.
+		var snapBytes uint64
+		var peakHeap, before uint64
+		var peakHeld, heldLeft int64
 		samples := 0
-		began := time.Now()
-		c.Start(follower)
-		for c.Nodes[follower].Status().Applied < snap.Index && ctx.Err() == nil {
-			if m, _ := filepath.Glob(staging); len(m) == 0 {
-				time.Sleep(time.Millisecond)
-				continue
+		transferOnce := func() time.Duration {
+			var snap *pb.SnapshotResponse
+			for id, n := range c.Nodes {
+				if n == nil || id == follower {
+					continue
+				}
+				r, err := cl.Snapshot(ctx, c.Addrs[id])
+				if err != nil {
+					t.Fatal(err)
+				}
+				if snap == nil || r.Index > snap.Index {
+					snap = r
+				}
 			}
-			// The heap profile is published a cycle late: two GCs leave
-			// only what is still referenced.
+			snapBytes = snap.Bytes
 			runtime.GC()
 			runtime.GC()
-			h, held := live(), chunkHeld()
-			// Count the sample only if the transfer was still going on
-			// after it: once installed, the follower's heap holds the
-			// restored state, which is not the transfer's cost.
-			if m, _ := filepath.Glob(staging); len(m) == 1 && c.Nodes[follower].Status().SnapshotIndex < snap.Index {
-				peakHeap, peakHeld, samples = max(peakHeap, h), max(peakHeld, held-heldBefore), samples+1
+			// Earlier transfers' buffers may still be referenced (a
+			// stopped cluster's remote not yet torn down) and are freed
+			// at some point during this one, so they are not subtracted:
+			// what is sampled is an upper bound of this transfer's.
+			before, heldLeft = live(), chunkHeld()
+			began := time.Now()
+			c.Start(follower)
+			for c.Nodes[follower].Status().Applied < snap.Index && ctx.Err() == nil {
+				if m, _ := filepath.Glob(staging); len(m) == 0 {
+					time.Sleep(time.Millisecond)
+					continue
+				}
+				// The heap profile is published a cycle late: two GCs
+				// leave only what is still referenced.
+				runtime.GC()
+				runtime.GC()
+				h, held := live(), chunkHeld()
+				// Count the sample only if the transfer was still going
+				// on after it: once installed, the follower's heap holds
+				// the restored state, which is not the transfer's cost.
+				if m, _ := filepath.Glob(staging); len(m) == 1 && c.Nodes[follower].Status().SnapshotIndex < snap.Index {
+					peakHeap, peakHeld, samples = max(peakHeap, h), max(peakHeld, held), samples+1
+				}
 			}
+			took := time.Since(began)
+			if err := c.WaitApplied(ctx, snap.Index); err != nil {
+				t.Fatal(err)
+			}
+			return took
 		}
-		took := time.Since(began)
-		if err := c.WaitApplied(ctx, snap.Index); err != nil {
-			t.Fatal(err)
+		// A fast machine stages a small snapshot in less time than two
+		// GCs of a large heap take: then the transfer is made again
+		// (the follower stopped, the state overwritten past the
+		// trailing entries and snapshotted anew) until it was sampled.
+		var took []time.Duration
+		for attempt := 0; samples < 3 && attempt < 10; attempt++ {
+			if attempt > 0 {
+				c.Stop(follower)
+				v := bytes.Repeat([]byte{'z'}, valueBytes)
+				for i := range 64 {
+					if err := cl.Put(ctx, fmt.Sprintf("k%06d", i), v); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			took = append(took, transferOnce().Round(time.Millisecond))
 		}
 		cancel()
 		for id := range c.Nodes {
 			c.Stop(id)
 		}
-		t.Logf("snapshot of %s in 128 KiB chunks: transferred in %v; chunk buffers held at most %s over %d samples mid-transfer; live heap %s before, at most %s",
-			mibs(snap.Bytes), took.Round(time.Millisecond), mibs(uint64(peakHeld)), samples, mibs(before), mibs(peakHeap))
+		t.Logf("snapshot of %s in 128 KiB chunks: %d transfers in %v; chunk buffers held at most %s over %d samples mid-transfer (%s before it); live heap %s before, at most %s",
+			mibs(snapBytes), len(took), took, mibs(uint64(peakHeld)), samples, mibs(uint64(heldLeft)), mibs(before), mibs(peakHeap))
 		if samples == 0 {
-			t.Fatalf("no sample was taken while the %s snapshot was staged", mibs(snap.Bytes))
+			t.Fatalf("no sample was taken while the %s snapshot was staged, over %d transfers", mibs(snapBytes), len(took))
 		}
-		results = append(results, transfer{snap.Bytes, peakHeld})
+		results = append(results, transfer{snapBytes, peakHeld})
 	}
 	// MaxSnapshotChunks (4) in flight and one being read; after a resend,
 	// older chunks still on their way (a slow, CPU-starved follower makes
