@@ -101,9 +101,23 @@ type Config struct {
 	ID uint64
 	// ClusterID names the cluster; it is stamped on every outbound message.
 	ClusterID string
-	// Members lists the ids of every voting member, this node included.
-	// It is data, not a constant, so membership changes can come later.
+	// Members lists the ids of the voters a new cluster is bootstrapped
+	// with, this node included, when Bootstrap is nil. Empty (with
+	// Bootstrap nil) for a server that joins an existing cluster: it
+	// takes part once a leader adds it. Either is only the configuration
+	// of a log that holds no configuration entry yet (thesis §4.1): once
+	// the log (or a snapshot) has one, the latest is used.
 	Members []uint64
+	// Bootstrap, if set, is that configuration with the members'
+	// addresses and roles, instead of Members.
+	Bootstrap *pb.Configuration
+	// MaxCatchUpRounds bounds the rounds a new voter is given to catch up
+	// before a change that adds it is refused (thesis §4.2.1). Default 10.
+	MaxCatchUpRounds int
+	// CatchUpTimeout: a new voter that has not answered the leader for
+	// this long fails the change that adds it (ErrUnreachable). Default
+	// 10 election timeouts.
+	CatchUpTimeout time.Duration
 	// ElectionTimeout is the base election timeout; each election timer is
 	// set to a random duration in [ElectionTimeout, 2*ElectionTimeout)
 	// (Raft §5.2). Default 300ms.
@@ -270,6 +284,12 @@ func (c *Config) setDefaults() {
 	if c.MaxSnapshotChunks == 0 {
 		c.MaxSnapshotChunks = DefaultMaxSnapshotChunks
 	}
+	if c.MaxCatchUpRounds == 0 {
+		c.MaxCatchUpRounds = DefaultMaxCatchUpRounds
+	}
+	if c.CatchUpTimeout == 0 {
+		c.CatchUpTimeout = DefaultCatchUpTimeout * c.ElectionTimeout
+	}
 }
 
 // Validate reports the first problem with the configuration, after filling
@@ -305,8 +325,22 @@ func (c *Config) Validate() error {
 			self = true
 		}
 	}
-	if !self {
+	if len(c.Members) > 0 && !self {
 		return fmt.Errorf("fsm: members %v must include this node's id %d", c.Members, c.ID)
+	}
+	if c.Bootstrap != nil {
+		if len(c.Members) > 0 {
+			return errors.New("fsm: give Members or Bootstrap, not both")
+		}
+		if why := checkConfiguration(c.Bootstrap); why != "" {
+			return fmt.Errorf("fsm: the bootstrap configuration: %s", why)
+		}
+		if len(c.Bootstrap.Members) > 0 && member(c.Bootstrap, c.ID) == nil {
+			return fmt.Errorf("fsm: the bootstrap configuration must include this node's id %d", c.ID)
+		}
+	}
+	if c.MaxCatchUpRounds < 1 || c.CatchUpTimeout <= 0 {
+		return errors.New("fsm: MaxCatchUpRounds and CatchUpTimeout must be positive")
 	}
 	if c.HeartbeatInterval >= c.ElectionTimeout {
 		return fmt.Errorf("fsm: heartbeat interval %v must be below the election timeout %v", c.HeartbeatInterval, c.ElectionTimeout)
@@ -358,6 +392,12 @@ type Restore struct {
 	// Applied is the state machine's applied index; entries up to it are
 	// known committed and are not handed to Apply again.
 	Applied uint64
+	// BaseConfig is the configuration in effect at Base (the store
+	// records it with every compaction); nil Config: the bootstrap one.
+	BaseConfig ConfigState
+	// SnapshotConfig is the configuration Snapshot's header records, used
+	// when the log is discarded for the snapshot (see Snapshot).
+	SnapshotConfig ConfigState
 }
 
 // SnapshotMeta names a snapshot by the last log entry whose effects it
@@ -609,6 +649,10 @@ func (Rejected) isAction() {}
 type Compact struct {
 	Through, Term uint64
 	Reset         bool
+	// Config is the configuration in effect at Through: the store records
+	// it, so that a restart knows the membership without the compacted
+	// entries (Restore.BaseConfig).
+	Config ConfigState
 }
 
 // ReadChunk asks the driver to read bytes [Offset, Offset+MaxBytes) of the
@@ -686,4 +730,9 @@ type Status struct {
 	// holds (entries before it are compacted into snapshots).
 	Snapshot   SnapshotMeta
 	FirstIndex uint64
+	// ConfigIndex is the index of the configuration entry in use (0: the
+	// bootstrap configuration); Voter and Member say whether this node
+	// votes in it and whether it is in it at all (Configuration has it).
+	ConfigIndex   uint64
+	Voter, Member bool
 }

@@ -69,6 +69,19 @@ const (
 	// snapshot-chunk-unchecked: the follower stages a chunk wherever its
 	// offset says, not only where the staged file ends.
 	bugSnapshotChunkUnchecked
+	// config-no-term-barrier: the leader accepts a membership change
+	// before an entry of its own term has committed (the single-server
+	// bug Ongaro described on raft-dev in 2015).
+	bugConfigNoTermBarrier
+	// two-changes-inflight: the leader accepts a membership change while
+	// another is uncommitted, so two configurations that differ by two
+	// voters can each have a majority (thesis §4.1).
+	bugTwoChangesInflight
+	// learner-counts: the leader counts learners toward commit.
+	bugLearnerCounts
+	// config-no-revert: a node keeps using a configuration whose entry was
+	// truncated from its log (thesis §4.1 says revert to the previous one).
+	bugConfigNoRevert
 )
 
 var bugNames = []struct {
@@ -91,6 +104,10 @@ var bugNames = []struct {
 	{"compact-unapplied", bugCompactUnapplied},
 	{"install-stale-snapshot", bugInstallStaleSnapshot},
 	{"snapshot-chunk-unchecked", bugSnapshotChunkUnchecked},
+	{"config-no-term-barrier", bugConfigNoTermBarrier},
+	{"two-changes-inflight", bugTwoChangesInflight},
+	{"learner-counts", bugLearnerCounts},
+	{"config-no-revert", bugConfigNoRevert},
 }
 
 // BugNames lists the bugs PlantBug knows, in a fixed order.

@@ -132,6 +132,22 @@ var ruleChecks = map[string]struct {
 		"TestFollowerStagesChunksInOrder (Raft Figure 13 rules 2-4)",
 		func(t *testing.T, cfg Config) []string { return gapChunk(t, cfg) }, 2,
 	},
+	"config-no-term-barrier": {
+		"TestChangeWaitsForTheLeadersTermToCommit (Ongaro, raft-dev 2015)",
+		func(t *testing.T, cfg Config) []string { return termBarrier(t, cfg) }, 1,
+	},
+	"two-changes-inflight": {
+		"TestOneChangeAtATime (thesis §4.1)",
+		func(t *testing.T, cfg Config) []string { return twoChanges(t, cfg) }, 1,
+	},
+	"learner-counts": {
+		"TestLearnersDoNotCountForCommit (thesis §4.2.1)",
+		func(t *testing.T, cfg Config) []string { return learnerCounts(t, cfg) }, 1,
+	},
+	"config-no-revert": {
+		"TestConfigurationIsTheLatestInTheLogAndRevertsOnTruncation (thesis §4.1)",
+		func(t *testing.T, cfg Config) []string { _, v := configRevert(t, cfg); return v }, 1,
+	},
 	"lease-from-check": {
 		"TestLeaseCountsFromSending (thesis §6.4.1)",
 		func(t *testing.T, cfg Config) []string { return leaseFromCheck(t, cfg) }, 1,

@@ -5,6 +5,7 @@ package fsm
 // "Invariants are asserted (panic with a message naming the invariant)").
 
 import (
+	pb "github.com/ketch-raft/ketch/messages"
 	"slices"
 	"strings"
 	"testing"
@@ -24,7 +25,11 @@ func TestConfigValidate(t *testing.T) {
 		{"single node", func(c *Config) { c.Members = []uint64{1} }, ""},
 		{"id 0", func(c *Config) { c.ID = 0 }, "positive"},
 		{"self missing from members", func(c *Config) { c.Members = []uint64{2, 3} }, "must include"},
-		{"no members", func(c *Config) { c.Members = nil }, "must include"},
+		{"no members: a server that joins", func(c *Config) { c.Members = nil }, ""},
+		{"members and a bootstrap configuration", func(c *Config) { c.Bootstrap = &pb.Configuration{} }, "not both"},
+		{"a bootstrap configuration without this node", func(c *Config) {
+			c.Members, c.Bootstrap = nil, &pb.Configuration{Members: []*pb.Member{{Id: 2, Role: pb.MemberRole_MEMBER_ROLE_VOTER}}}
+		}, "must include"},
 		{"duplicate member", func(c *Config) { c.Members = []uint64{1, 2, 2} }, "twice"},
 		{"member 0", func(c *Config) { c.Members = []uint64{1, 0, 3} }, "positive"},
 		{"heartbeat equal to election timeout", func(c *Config) { c.HeartbeatInterval = c.ElectionTimeout }, "heartbeat"},

@@ -54,7 +54,7 @@ func (n *Node) forwardReads(ids []uint64) {
 // so the asker fails its reads at once.
 func (n *Node) handleReadIndexRequest(m *pb.RaftMessage) {
 	ctx := m.GetReadIndexRequest().GetContext()
-	if n.role != Leader || n.forwarded >= n.cfg.MaxForwardedReads {
+	if n.role != Leader || n.forwarded >= n.cfg.MaxForwardedReads || member(n.config().Config, m.From) == nil {
 		// Not the leader, or too many followers' reads wait already: the
 		// follower fails its reads at once and its clients retry.
 		n.send(m.From, &pb.ReadIndexResponse{Context: ctx, Rejected: true}, true)

@@ -218,6 +218,11 @@ func stepSettled(t *testing.T, n *Node, ev Event) []Action {
 
 // raftMsg wraps body in an envelope from -> to at term.
 func raftMsg(from, to, term uint64, body any) *pb.RaftMessage {
+	if is, ok := body.(*pb.InstallSnapshot); ok && is.Done && is.Configuration == nil {
+		// The last chunk carries the snapshot's configuration: the test
+		// cluster's bootstrap one.
+		is.Configuration = bootstrapConfig(&Config{Members: []uint64{1, 2, 3}})
+	}
 	return pb.NewRaftMessage(testClusterID, from, to, term, body)
 }
 

@@ -45,7 +45,7 @@ func (n *Node) noteRound() {
 		return
 	}
 	n.leaseRounds = append(n.leaseRounds, leaseRound{round: n.readRound, at: n.now})
-	if len(n.leaseRounds) > 4*len(n.cfg.Members)+64 {
+	if len(n.leaseRounds) > 4*len(n.peers)+68 {
 		// Rounds nobody echoes (a partitioned leader): keep the latest.
 		n.leaseRounds = append(n.leaseRounds[:0], n.leaseRounds[len(n.leaseRounds)/2:]...)
 	}

@@ -45,9 +45,28 @@ type Node struct {
 	votes      map[uint64]bool
 	selfVoteAt uint64 // seq of the Persist that holds this node's own vote
 
+	// Membership (membership.go): the configuration in effect at the log's
+	// floor followed by every configuration entry after it (the latest is
+	// the one in use), the voters it makes, the servers this node talks to
+	// (every member and C_old voter but itself, and on a leader the servers
+	// it catches up or that are leaving), whether Removed was reported, and
+	// what the next flush reports in a ConfigChanged.
+	confs            []ConfigState
+	quorum           quorum
+	peers            []uint64 // sorted
+	removedAnnounced bool
+	configDirty      bool
+	configPeers      []*pb.Member
+	commitSeen       uint64 // commit index configCommitted last ran at
+
 	// Leader state.
-	progress  map[uint64]*progress
-	peers     []uint64 // members other than this node, sorted
+	progress map[uint64]*progress
+	// The membership change under way, the servers the leader replicates
+	// to that are not (or no longer) in its configuration, and which of
+	// them the latest, uncommitted configuration removed.
+	change  *pendingChange
+	extra   map[uint64]*pb.Member
+	leaving []uint64
 	round     uint64   // heartbeat rounds in this term
 	proposals []pendingProposal
 	// uncommitted is the data (plus pb.EntryOverhead each) of the entries
@@ -96,6 +115,7 @@ type Node struct {
 	staging       Staging
 	stagingEnd    uint64
 	stagingLeader uint64
+	stagingConf   ConfigState // the configuration the last chunk carried
 	startCompact  *Compact
 
 	// Per-Step scratch: what this Step changed and will emit.
@@ -141,13 +161,7 @@ func New(cfg Config, r Restore) (*Node, error) {
 		return nil, err
 	}
 	cfg.Members = slices.Clone(cfg.Members)
-	n := &Node{cfg: cfg, id: cfg.ID}
-	for _, m := range cfg.Members {
-		if m != cfg.ID {
-			n.peers = append(n.peers, m)
-		}
-	}
-	slices.Sort(n.peers)
+	n := &Node{cfg: cfg, id: cfg.ID, extra: map[uint64]*pb.Member{}}
 	if hs := r.HardState; hs != nil {
 		if hs.Term >= MaxTerm {
 			return nil, fmt.Errorf("fsm: restored term %d is out of range (at most %d); the store is corrupt", hs.Term, uint64(MaxTerm-1))
@@ -157,10 +171,14 @@ func New(cfg Config, r Restore) (*Node, error) {
 	if err := n.restoreLog(r); err != nil {
 		return nil, err
 	}
+	if err := n.restoreConfigs(r); err != nil {
+		return nil, err
+	}
 	// ARCHITECTURE §3 rule 6: start as a follower; the commit index is
 	// relearned. Entries the state machine applied were committed, so
 	// commit starts there rather than at 0.
 	n.commit, n.applied, n.stateAt = r.Applied, r.Applied, r.Applied
+	n.commitSeen = n.commit
 	n.durable = n.log.lastIndex()
 	// thesis §6.4.1: with leases, a node may have acknowledged a leader's
 	// heartbeat just before it crashed; it grants no vote before its first
@@ -224,6 +242,8 @@ func (n *Node) Status() Status {
 		Commit: n.commit, Applied: n.applied, Durable: n.durable,
 		Transferee: n.transferee, InMemory: uint64(len(n.log.entries)),
 		Snapshot: n.snap, FirstIndex: n.log.floor + 1,
+		ConfigIndex: n.config().Index, Voter: n.isVoter(),
+		Member: member(n.config().Config, n.id) != nil,
 	}
 }
 
@@ -266,8 +286,17 @@ func (n *Node) Step(ev Event) []Action {
 		n.chunkRead(e)
 	case ChunkStaged:
 		n.chunkStaged(e)
+	case ChangeMembers:
+		n.changeMembers(e)
 	default:
 		panic(fmt.Sprintf("fsm: unknown event %T", ev))
+	}
+	if n.role == Leader {
+		n.maybeCaughtUp()
+	}
+	if n.commit != n.commitSeen {
+		n.commitSeen = n.commit
+		n.configCommitted()
 	}
 	n.maybeApply()
 	n.serveReads()
@@ -362,6 +391,12 @@ func (n *Node) timeout(t Timer) {
 		switch {
 		case n.role == Leader:
 			n.leaderTick()
+		case !n.isVoter():
+			// thesis §4.2.1, §4.2.3: a learner, a server not yet added and
+			// a removed one never campaign. It has heard from no leader
+			// for an election timeout.
+			n.leader = 0
+			n.resetElectionTimer()
 		case n.preVote():
 			n.becomePreCandidate()
 		default:
@@ -425,6 +460,7 @@ func (n *Node) becomeFollower(term, leader uint64) {
 	if n.role == Leader {
 		n.abandonProposals()
 		n.abandonReads()
+		n.abandonChange()
 		n.endTransfers()
 		n.timerGen[HeartbeatTimer]++
 		n.progress = nil
@@ -451,7 +487,7 @@ func (n *Node) becomePreCandidate() {
 	n.dropForwarded(false)
 	n.votes = map[uint64]bool{n.id: true}
 	n.refusals = map[uint64]bool{}
-	for _, p := range n.peers {
+	for _, p := range n.voterPeers() {
 		n.sendTerm(p, n.term+1, &pb.RequestVote{
 			LastLogIndex: n.log.lastIndex(), LastLogTerm: n.log.lastTerm(), PreVote: true,
 		}, false)
@@ -460,10 +496,10 @@ func (n *Node) becomePreCandidate() {
 	n.maybeWinPreVote()
 }
 
-// maybeWinPreVote starts the real election once a majority, itself
+// maybeWinPreVote starts the real election once a quorum, itself
 // included, would vote for this node (thesis §9.6).
 func (n *Node) maybeWinPreVote() {
-	if n.role == PreCandidate && len(n.votes) >= n.quorum() {
+	if n.role == PreCandidate && n.quorum.has(func(id uint64) bool { return n.votes[id] }) {
 		n.becomeCandidate(false)
 	}
 }
@@ -489,7 +525,7 @@ func (n *Node) becomeCandidate(transfer bool) {
 	n.voteDirty = true
 	n.votes = map[uint64]bool{}
 	n.refusals = nil
-	for _, p := range n.peers {
+	for _, p := range n.voterPeers() {
 		n.send(p, &pb.RequestVote{LastLogIndex: n.log.lastIndex(), LastLogTerm: n.log.lastTerm(), Transfer: transfer}, true)
 	}
 	n.resetElectionTimer()
@@ -528,6 +564,7 @@ func (n *Node) becomeLeader() {
 		// Raft Figure 2: nextIndex starts just after the leader's last entry.
 		n.progress[p] = &progress{next: n.log.lastIndex() + 1}
 	}
+	n.change, n.leaving = nil, nil
 	n.appendEntries(&pb.Entry{Type: pb.EntryType_ENTRY_TYPE_NOOP})
 	for _, p := range n.peers {
 		n.sendAppend(p)
@@ -606,6 +643,7 @@ func (n *Node) markDirty(i uint64) {
 	for k := range n.inflight {
 		n.inflight[k].last = min(n.inflight[k].last, i-1)
 	}
+	n.logChanged(i)
 }
 
 // send queues a message to peer `to`. A message that promises durable state
@@ -629,6 +667,11 @@ func (n *Node) sendTerm(to, term uint64, body any, needsDurable bool) {
 // messages must wait for it, and returns the actions.
 func (n *Node) flush() []Action {
 	acts := n.acts
+	if n.configDirty {
+		// Before the sends, so the driver knows the new peers' addresses.
+		n.configDirty = false
+		acts = append([]Action{ConfigChanged{Config: n.config(), Peers: n.configPeers}}, acts...)
+	}
 	if n.hsDirty || n.dirtyFrom != 0 {
 		n.persistSeq++
 		p := Persist{Seq: n.persistSeq}
@@ -719,7 +762,17 @@ func (n *Node) resetElectionTimer() {
 	n.setTimer(ElectionTimer, base+time.Duration(n.cfg.Rand.Int64N(int64(base))))
 }
 
-func (n *Node) quorum() int { return len(n.cfg.Members)/2 + 1 }
+// voterPeers lists the voters of the configuration other than this node:
+// whom elections ask (learners' votes would not count).
+func (n *Node) voterPeers() []uint64 {
+	var vs []uint64
+	for _, id := range n.quorum.voters() {
+		if id != n.id {
+			vs = append(vs, id)
+		}
+	}
+	return vs
+}
 
 func (n *Node) preVote() bool     { return !n.cfg.DisablePreVote }
 func (n *Node) checkQuorum() bool { return !n.cfg.DisableCheckQuorum }

@@ -42,7 +42,7 @@ func (n *Node) handlePreVoteResponse(m *pb.RaftMessage) {
 		n.maybeWinPreVote()
 	case !r.Granted && m.Term == n.term:
 		n.refusals[m.From] = true
-		if len(n.refusals) >= n.quorum() {
+		if n.quorum.blocks(func(id uint64) bool { return n.refusals[id] }) {
 			// It cannot win: wait as a follower for a leader or the
 			// next timeout.
 			n.becomeFollower(n.term, 0)

@@ -42,6 +42,9 @@ type progress struct {
 	// readAck is the highest ReadIndex round the follower has echoed in
 	// this term (thesis §6.4).
 	readAck uint64
+	// heard is the heartbeat round the follower last answered in (a new
+	// voter that stays silent fails its change, thesis §4.2.1).
+	heard uint64
 }
 
 // progressState is a follower's replication state, as the leader sees it.

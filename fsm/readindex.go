@@ -1,7 +1,6 @@
 package fsm
 
 import (
-	"slices"
 
 	pb "github.com/ketch-raft/ketch/messages"
 )
@@ -98,21 +97,15 @@ func (n *Node) serveReads() {
 // confirmedRound is the highest read round a quorum, this node included,
 // has echoed (thesis §6.4 step 2).
 func (n *Node) confirmedRound() uint64 {
-	acks := make([]uint64, 0, len(n.cfg.Members))
-	acks = append(acks, n.readRound)
-	for _, p := range n.peers {
-		acks = append(acks, n.progress[p].readAck)
-	}
-	slices.SortFunc(acks, func(a, b uint64) int {
-		switch {
-		case a > b:
-			return -1
-		case a < b:
-			return 1
+	return n.quorum.index(func(id uint64) uint64 {
+		if id == n.id {
+			return n.readRound
+		}
+		if pr := n.progress[id]; pr != nil {
+			return pr.readAck
 		}
 		return 0
 	})
-	return acks[n.quorum()-1]
 }
 
 // abandonReads fails every waiting read when leadership is lost: it could

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"fmt"
+	"slices"
 
 	pb "github.com/ketch-raft/ketch/messages"
 )
@@ -29,8 +30,11 @@ func (n *Node) stepFollower(m *pb.RaftMessage) {
 		n.handleRequestVote(m)
 	case m.GetTimeoutNow() != nil:
 		// thesis §3.10: the leader hands over; start an election at once,
-		// skipping the pre-vote.
-		n.becomeCandidate(true)
+		// skipping the pre-vote. Only a voter can be elected, and only
+		// this term's leader hands over.
+		if n.isVoter() && m.From == n.leader {
+			n.becomeCandidate(true)
+		}
 	}
 }
 
@@ -51,7 +55,9 @@ func (n *Node) stepPreCandidate(m *pb.RaftMessage) {
 			n.becomeFollower(n.term, 0) // it voted for another candidate
 		}
 	case m.GetTimeoutNow() != nil:
-		n.becomeCandidate(true)
+		if n.isVoter() {
+			n.becomeCandidate(true)
+		}
 	}
 }
 
@@ -96,7 +102,7 @@ func (n *Node) stepLeader(m *pb.RaftMessage) {
 // maybeWin makes a candidate leader once a majority of the members,
 // itself included, granted their votes (Raft §5.2).
 func (n *Node) maybeWin() {
-	if len(n.votes) >= n.quorum() && n.votes[n.id] {
+	if n.votes[n.id] && n.quorum.has(func(id uint64) bool { return n.votes[id] }) {
 		n.becomeLeader()
 	}
 }
@@ -356,6 +362,7 @@ func (n *Node) heartbeat() {
 		n.noteRound()
 	}
 	last := n.log.lastIndex()
+	n.catchUpTick()
 	for _, p := range n.peers {
 		pr := n.progress[p]
 		if pr.fetching && n.round-pr.fetchRound >= uint64(n.cfg.RetransmitRounds) {
@@ -388,7 +395,7 @@ func (n *Node) handleAppendResponse(from uint64, r *pb.AppendEntriesResponse) {
 	}
 	// thesis §6.2 (check-quorum) and §6.4 (ReadIndex): any answer in this
 	// term shows the follower still recognizes this leader.
-	pr.active = true
+	pr.active, pr.heard = true, n.round
 	pr.readAck = max(pr.readAck, min(r.ReadRound, n.readRound))
 	switch {
 	case r.Success && r.MatchIndex > n.log.lastIndex():
@@ -482,32 +489,41 @@ func (n *Node) handleAppendResponse(from uint64, r *pb.AppendEntriesResponse) {
 // maybeCommit advances the commit index to the highest index a majority
 // holds durably, if that entry is of the current term (Raft §5.3, §5.4.2).
 func (n *Node) maybeCommit() {
-	matches := make([]uint64, 0, len(n.cfg.Members))
-	// ARCHITECTURE §3 rule 2: the leader counts for what it made durable.
-	matches = append(matches, n.durable)
-	for _, p := range n.peers {
-		matches = append(matches, n.progress[p].match)
-	}
-	// The quorum index: the largest index held by a majority.
-	for i := 1; i < len(matches); i++ {
-		for j := i; j > 0 && matches[j] > matches[j-1]; j-- {
-			matches[j], matches[j-1] = matches[j-1], matches[j]
+	q := n.quorum
+	if n.bug(bugLearnerCounts) {
+		// The planted bug: learners count toward commit like voters.
+		for _, m := range n.config().Config.Members {
+			if m.Role == pb.MemberRole_MEMBER_ROLE_LEARNER {
+				q.in = append(q.in, m.Id)
+			}
 		}
+		slices.Sort(q.in)
 	}
-	q := matches[n.quorum()-1]
-	if q <= n.commit {
+	// The quorum index: the largest index held by a majority (of each
+	// configuration, during a joint change). ARCHITECTURE §3 rule 2: the
+	// leader counts for what it made durable, and only if it votes.
+	idx := q.index(func(id uint64) uint64 {
+		if id == n.id {
+			return n.durable
+		}
+		if pr := n.progress[id]; pr != nil {
+			return pr.match
+		}
+		return 0
+	})
+	if idx <= n.commit {
 		return
 	}
 	// Raft §5.4.2 (Figure 8): a leader never commits an entry of an
 	// earlier term by counting replicas; it commits its own term's entry,
 	// and the earlier ones with it by the Log Matching Property.
-	if n.log.term(q) != n.term && !n.bug(bugCommitOldTerm) {
+	if n.log.term(idx) != n.term && !n.bug(bugCommitOldTerm) {
 		return
 	}
-	for _, e := range n.log.slice(n.commit+1, q+1) {
+	for _, e := range n.log.slice(n.commit+1, idx+1) {
 		if e.Term == n.term {
 			n.uncommitted -= entrySize(e.Data)
 		}
 	}
-	n.commit = q
+	n.commit = idx
 }

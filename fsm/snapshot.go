@@ -104,7 +104,8 @@ func (n *Node) maybeCompactLog() {
 	}
 	t := n.log.term(through)
 	n.log.compactTo(through, t)
-	n.acts = append(n.acts, Compact{Through: through, Term: t})
+	n.pruneConfigs()
+	n.acts = append(n.acts, Compact{Through: through, Term: t, Config: n.configAt(through)})
 }
 
 // -------------------------------------------------------------- leader
@@ -177,11 +178,18 @@ func (n *Node) chunkRead(c ChunkRead) {
 			len(c.Data), c.Offset, c.Meta, c.Size, c.FileCRC, want, x.size, x.crc))
 	}
 	end := c.Offset + want
-	n.send(c.Peer, &pb.InstallSnapshot{
+	is := &pb.InstallSnapshot{
 		LastIncludedIndex: x.meta.Index, LastIncludedTerm: x.meta.Term,
 		Offset: c.Offset, Data: c.Data, ChunkCrc: crc32.Checksum(c.Data, crc32c),
 		Size: x.size, FileCrc: x.crc, Done: end == x.size,
-	}, false)
+	}
+	if is.Done {
+		// thesis §4.1: the snapshot carries the configuration at its last
+		// index (the floor is at or below it, so the node knows it).
+		conf := n.configAt(x.meta.Index)
+		is.Configuration, is.ConfigurationIndex = conf.Config, conf.Index
+	}
+	n.send(c.Peer, is, false)
 	x.inflight = append(x.inflight, chunkSpan{c.Offset, end})
 	n.pumpSnapshot(c.Peer, pr)
 }
@@ -192,7 +200,7 @@ func (n *Node) handleSnapshotResponse(from uint64, r *pb.InstallSnapshotResponse
 	if pr == nil {
 		return
 	}
-	pr.active = true // thesis §6.2: the follower recognizes this leader
+	pr.active, pr.heard = true, n.round // thesis §6.2: the follower recognizes this leader
 	if r.MatchIndex != 0 {
 		// The follower needs no snapshot: it holds committed entries
 		// through MatchIndex.
@@ -318,6 +326,9 @@ func (n *Node) handleInstallSnapshot(m *pb.RaftMessage) {
 	// the end of the file), durably, before answering.
 	n.stagingLeader = m.From
 	n.stagingEnd = is.Offset + uint64(len(is.Data))
+	if is.Done {
+		n.stagingConf = ConfigState{Config: is.Configuration, Index: is.ConfigurationIndex}
+	}
 	n.acts = append(n.acts, StageChunk{Meta: meta, Size: is.Size, FileCRC: is.FileCrc,
 		Offset: is.Offset, Data: is.Data, Done: is.Done})
 }
@@ -407,7 +418,23 @@ func (n *Node) installSnapshot(meta SnapshotMeta) bool {
 			n.inflight[k].last = min(n.inflight[k].last, meta.Index)
 		}
 	}
-	n.acts = append(n.acts, Compact{Through: meta.Index, Term: meta.Term, Reset: !keep}, InstallSnapshot{Meta: meta})
+	// thesis §4.1: the snapshot's configuration is the one in effect at
+	// its last index; configuration entries kept after it (rule 6) follow.
+	conf := n.stagingConf
+	if conf.Config == nil {
+		panic("invariant: a snapshot installed without the configuration its last chunk carries (validation requires one)")
+	}
+	kept := []ConfigState{conf}
+	if keep {
+		for _, c := range n.confs {
+			if c.Index > meta.Index {
+				kept = append(kept, c)
+			}
+		}
+	}
+	n.confs = kept
+	n.recomputeConfig()
+	n.acts = append(n.acts, Compact{Through: meta.Index, Term: meta.Term, Reset: !keep, Config: conf}, InstallSnapshot{Meta: meta})
 	// Rule 8: the state machine takes the snapshot's state: its contents
 	// are committed and applied through its last index.
 	if n.bug(bugInstallStaleSnapshot) {

@@ -14,14 +14,14 @@ func (n *Node) leaderTick() {
 		// thesis §6.2: a leader that has not heard from a majority, itself
 		// included, within an election timeout steps down, so clients
 		// find the real leader and its reads fail instead of hanging.
-		active := 1
+		active := map[uint64]bool{n.id: true}
 		for _, p := range n.peers {
 			if pr := n.progress[p]; pr.active {
-				active++
+				active[p] = true
 				pr.active = false
 			}
 		}
-		if active < n.quorum() {
+		if !n.quorum.has(func(id uint64) bool { return active[id] }) {
 			n.becomeFollower(n.term, 0)
 			return
 		}
@@ -37,6 +37,11 @@ func (n *Node) leaderTick() {
 			n.transferee, n.transferTicks = 0, 0
 		}
 	}
+	if !n.isVoter() && n.config().Index <= n.commit && n.transferee == 0 {
+		// thesis §4.2.2: a removed leader whose handover was abandoned
+		// tries again.
+		n.transferLeadership(0)
+	}
 	if n.checkQuorum() || n.transferee != 0 {
 		n.setTimer(ElectionTimer, n.cfg.ElectionTimeout)
 	}
@@ -50,16 +55,16 @@ func (n *Node) transferLeadership(to uint64) {
 	if to == 0 {
 		// The most up-to-date voter, the lowest id among equals.
 		var best uint64
-		for _, p := range n.peers {
-			if best == 0 || n.progress[p].match > n.progress[best].match {
+		for _, p := range n.voterPeers() {
+			if pr := n.progress[p]; pr != nil && (best == 0 || pr.match > n.progress[best].match) {
 				best = p
 			}
 		}
 		to = best
 	}
 	pr := n.progress[to]
-	if pr == nil || to == n.transferee {
-		return
+	if pr == nil || to == n.transferee || !n.quorum.isVoter(to) {
+		return // only a voter can be elected
 	}
 	n.transferee = to
 	// thesis §3.10, §6.4.1: voters ignore leader stickiness for the

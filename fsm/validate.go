@@ -74,7 +74,7 @@ func (n *Node) checkMessage(m *pb.RaftMessage) bool {
 		n.acts = append(n.acts, Rejected{Err: fmt.Errorf("%w: nil message", ErrMalformed)})
 		return false
 	}
-	why, kind := checkMessage(m, &n.cfg, n.isPeer)
+	why, kind := checkMessage(m, &n.cfg, n.mayHearFrom)
 	if why == "" && m.Term > n.term+MaxTermGap {
 		why, kind = fmt.Sprintf("term %d is more than %d ahead of this node's term %d", m.Term, uint64(MaxTermGap), n.term), ErrTermOutOfRange
 	}
@@ -120,14 +120,16 @@ func (n *Node) contradictsCommitted(ae *pb.AppendEntries) string {
 	return ""
 }
 
-// isPeer reports whether id is another member of the cluster.
-func (n *Node) isPeer(id uint64) bool {
-	for _, p := range n.peers {
-		if p == id {
-			return true
-		}
-	}
-	return false
+// mayHearFrom reports whether a message from id may be stepped: any
+// server but this one and those removed from the cluster. thesis §4.1:
+// servers process requests without consulting their configurations: a
+// leader this node's (lagging) configuration does not name yet must be
+// able to replicate to it, a candidate it does not know must get its vote,
+// and a joining server knows nobody. Removed ids are never reused, so
+// their messages are refused (thesis §4.2.3); the role rules ignore
+// answers from servers the leader does not track.
+func (n *Node) mayHearFrom(id uint64) bool {
+	return id != 0 && id != n.id && !n.isRemoved(id)
 }
 
 // checkMessage is the stateless validation: the kind and a reason, or
@@ -139,7 +141,7 @@ func checkMessage(m *pb.RaftMessage, cfg *Config, isPeer func(uint64) bool) (str
 	case m.To != cfg.ID:
 		return fmt.Sprintf("addressed to node %d, this is node %d", m.To, cfg.ID), ErrNotForUs
 	case !isPeer(m.From):
-		return fmt.Sprintf("sender %d is not another member of this cluster", m.From), ErrNotForUs
+		return fmt.Sprintf("sender %d is this node, 0, or a server removed from this cluster", m.From), ErrNotForUs
 	case m.Term >= MaxTerm:
 		return fmt.Sprintf("term %d", m.Term), ErrTermOutOfRange
 	case m.Term == 0 && !isPreVoteRefusal(m):
@@ -243,10 +245,15 @@ func checkAppendEntries(m *pb.RaftMessage, ae *pb.AppendEntries, cfg *Config) (s
 			return fmt.Sprintf("entry %d has index %d", want, e.Index), ErrMalformed
 		case e.Term < prevTerm || e.Term > m.Term || e.Term == 0:
 			return fmt.Sprintf("entry %d has term %d (previous %d, leader's %d)", e.Index, e.Term, prevTerm, m.Term), ErrMalformed
-		case e.Type != pb.EntryType_ENTRY_TYPE_NORMAL && e.Type != pb.EntryType_ENTRY_TYPE_NOOP:
+		case e.Type != pb.EntryType_ENTRY_TYPE_NORMAL && e.Type != pb.EntryType_ENTRY_TYPE_NOOP && e.Type != pb.EntryType_ENTRY_TYPE_CONFIG:
 			return fmt.Sprintf("entry %d has unknown type %v", e.Index, e.Type), ErrMalformed
 		case len(e.Data) > lim.MaxEntryBytes:
 			return fmt.Sprintf("entry %d holds %d bytes, the limit is %d", e.Index, len(e.Data), lim.MaxEntryBytes), ErrMalformed
+		}
+		if e.Type == pb.EntryType_ENTRY_TYPE_CONFIG {
+			if _, err := decodeConfig(e.Data); err != nil {
+				return fmt.Sprintf("configuration entry %d: %v", e.Index, err), ErrMalformed
+			}
 		}
 		prevTerm = e.Term
 	}
@@ -275,6 +282,14 @@ func checkInstallSnapshot(m *pb.RaftMessage, is *pb.InstallSnapshot, cfg *Config
 		return fmt.Sprintf("chunk ending at %d of %d marked done=%v", is.Offset+uint64(len(is.Data)), is.Size, is.Done), ErrMalformed
 	case crc32.Checksum(is.Data, crc32c) != is.ChunkCrc:
 		return fmt.Sprintf("chunk at %d fails its checksum", is.Offset), ErrMalformed
+	case is.Done && is.ConfigurationIndex > is.LastIncludedIndex:
+		return fmt.Sprintf("a configuration of index %d in a snapshot through %d", is.ConfigurationIndex, is.LastIncludedIndex), ErrMalformed
+	}
+	if is.Done {
+		// thesis §4.1: the last chunk carries the snapshot's configuration.
+		if why := checkConfiguration(is.Configuration); why != "" {
+			return "the snapshot's configuration: " + why, ErrMalformed
+		}
 	}
 	return "", nil
 }

@@ -27,7 +27,7 @@ func TestMalformedMessagesAreRejected(t *testing.T) {
 		{"another cluster", env(voteMsg(2, 1, 3, 1, 1).Msg, func(m *pb.RaftMessage) { m.ClusterId = "other" }), ErrNotForUs},
 		{"another receiver", voteMsg(2, 3, 3, 1, 1).Msg, ErrNotForUs},
 		{"from itself", voteMsg(1, 1, 3, 1, 1).Msg, ErrNotForUs},
-		{"from a non-member", voteMsg(9, 1, 3, 1, 1).Msg, ErrNotForUs},
+		{"from a removed server", voteMsg(9, 1, 3, 1, 1).Msg, ErrNotForUs},
 		{"from node 0", voteMsg(0, 1, 3, 1, 1).Msg, ErrNotForUs},
 		{"term 0", voteMsg(2, 1, 0, 0, 0).Msg, ErrTermOutOfRange},
 		{"term 2^64-1", appendAck(2, 1, math.MaxUint64, 0).Msg, ErrTermOutOfRange},
@@ -244,14 +244,22 @@ func TestUncommittedBytesAreBounded(t *testing.T) {
 func validationNode(t *testing.T, role Role) *Node {
 	t.Helper()
 	if role == PreCandidate {
-		n := newNode(t, extConfig(1), restoreLog(2, 0, 1))
+		n := newNode(t, removed9(extConfig(1)), restoreLog(2, 0, 1))
 		fireElection(t, n)
 		if n.role != PreCandidate {
 			t.Fatalf("role %v, want pre-candidate", n.role)
 		}
 		return n
 	}
-	return nodeInRole(t, testConfig(1), role)
+	return nodeInRole(t, removed9(testConfig(1)), role)
+}
+
+// removed9 bootstraps cfg's members with server 9 removed from the cluster.
+func removed9(cfg Config) Config {
+	cfg.Bootstrap = bootstrapConfig(&cfg)
+	cfg.Bootstrap.Removed = []uint64{9}
+	cfg.Members = nil
+	return cfg
 }
 
 // FuzzStep: arbitrary peer messages never panic a node in any role. The

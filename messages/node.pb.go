@@ -99,6 +99,61 @@ func (ClientStatus) EnumDescriptor() ([]byte, []int) {
 	return file_node_proto_rawDescGZIP(), []int{0}
 }
 
+// MemberOp is what a MemberRequest asks for.
+type MemberOp int32
+
+const (
+	MemberOp_MEMBER_OP_UNSPECIFIED MemberOp = 0
+	// List the configuration (any node answers with what it knows; the
+	// leader's is the latest).
+	MemberOp_MEMBER_OP_LIST MemberOp = 1
+	// Change it (only the leader can): add, promote and remove at once. One
+	// voter added or removed is a single-server change (thesis §4.2); more
+	// go through joint consensus (thesis §4.3).
+	MemberOp_MEMBER_OP_CHANGE MemberOp = 2
+)
+
+// Enum value maps for MemberOp.
+var (
+	MemberOp_name = map[int32]string{
+		0: "MEMBER_OP_UNSPECIFIED",
+		1: "MEMBER_OP_LIST",
+		2: "MEMBER_OP_CHANGE",
+	}
+	MemberOp_value = map[string]int32{
+		"MEMBER_OP_UNSPECIFIED": 0,
+		"MEMBER_OP_LIST":        1,
+		"MEMBER_OP_CHANGE":      2,
+	}
+)
+
+func (x MemberOp) Enum() *MemberOp {
+	p := new(MemberOp)
+	*p = x
+	return p
+}
+
+func (x MemberOp) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MemberOp) Descriptor() protoreflect.EnumDescriptor {
+	return file_node_proto_enumTypes[1].Descriptor()
+}
+
+func (MemberOp) Type() protoreflect.EnumType {
+	return &file_node_proto_enumTypes[1]
+}
+
+func (x MemberOp) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MemberOp.Descriptor instead.
+func (MemberOp) EnumDescriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{1}
+}
+
 // ClientRequest is a command or a read-only query for the replicated state
 // machine. A client numbers its requests; the node remembers each client's
 // last sequence number and result, so a retried command (same client_id and
@@ -875,6 +930,15 @@ type NodeStatus struct {
 	SnapshotIndex uint64 `protobuf:"varint,16,opt,name=snapshot_index,json=snapshotIndex,proto3" json:"snapshot_index,omitempty"`
 	SnapshotBytes uint64 `protobuf:"varint,17,opt,name=snapshot_bytes,json=snapshotBytes,proto3" json:"snapshot_bytes,omitempty"`
 	FirstIndex    uint64 `protobuf:"varint,18,opt,name=first_index,json=firstIndex,proto3" json:"first_index,omitempty"`
+	// The configuration this node uses (the latest in its log) and the index
+	// of its entry; each member's role is set.
+	Configuration      *Configuration `protobuf:"bytes,19,opt,name=configuration,proto3" json:"configuration,omitempty"`
+	ConfigurationIndex uint64         `protobuf:"varint,20,opt,name=configuration_index,json=configurationIndex,proto3" json:"configuration_index,omitempty"`
+	// On the leader: every other member's match index (Raft Figure 2).
+	Match map[uint64]uint64 `protobuf:"bytes,21,rep,name=match,proto3" json:"match,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// This node is not a member of the configuration it knows: it was
+	// removed, or it was started with --join and has not been added yet.
+	NotMember     bool `protobuf:"varint,22,opt,name=not_member,json=notMember,proto3" json:"not_member,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1033,6 +1097,34 @@ func (x *NodeStatus) GetFirstIndex() uint64 {
 		return x.FirstIndex
 	}
 	return 0
+}
+
+func (x *NodeStatus) GetConfiguration() *Configuration {
+	if x != nil {
+		return x.Configuration
+	}
+	return nil
+}
+
+func (x *NodeStatus) GetConfigurationIndex() uint64 {
+	if x != nil {
+		return x.ConfigurationIndex
+	}
+	return 0
+}
+
+func (x *NodeStatus) GetMatch() map[uint64]uint64 {
+	if x != nil {
+		return x.Match
+	}
+	return nil
+}
+
+func (x *NodeStatus) GetNotMember() bool {
+	if x != nil {
+		return x.NotMember
+	}
+	return false
 }
 
 type ChildStatus struct {
@@ -1442,12 +1534,194 @@ func (x *TransferResponse) GetLeaderAddress() string {
 	return ""
 }
 
+// MemberRequest asks about or changes the cluster's membership (`ketch
+// member`). New voters (added with role voter, or promoted learners) are
+// caught up first (thesis §4.2.1); the answer comes once the new
+// configuration has committed, or says why it was refused.
+type MemberRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	Op        MemberOp               `protobuf:"varint,2,opt,name=op,proto3,enum=ketch.v1.MemberOp" json:"op,omitempty"`
+	// Servers to add, each with id, address and role (voter or learner).
+	Add []*Member `protobuf:"bytes,3,rep,name=add,proto3" json:"add,omitempty"`
+	// Learners to make voters.
+	Promote []uint64 `protobuf:"varint,4,rep,packed,name=promote,proto3" json:"promote,omitempty"`
+	// Members to remove.
+	Remove []uint64 `protobuf:"varint,5,rep,packed,name=remove,proto3" json:"remove,omitempty"`
+	// If not 0, the change is refused unless the current configuration's
+	// entry is at this index (a compare-and-swap on the configuration).
+	ExpectIndex   uint64 `protobuf:"varint,6,opt,name=expect_index,json=expectIndex,proto3" json:"expect_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberRequest) Reset() {
+	*x = MemberRequest{}
+	mi := &file_node_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberRequest) ProtoMessage() {}
+
+func (x *MemberRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberRequest.ProtoReflect.Descriptor instead.
+func (*MemberRequest) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *MemberRequest) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *MemberRequest) GetOp() MemberOp {
+	if x != nil {
+		return x.Op
+	}
+	return MemberOp_MEMBER_OP_UNSPECIFIED
+}
+
+func (x *MemberRequest) GetAdd() []*Member {
+	if x != nil {
+		return x.Add
+	}
+	return nil
+}
+
+func (x *MemberRequest) GetPromote() []uint64 {
+	if x != nil {
+		return x.Promote
+	}
+	return nil
+}
+
+func (x *MemberRequest) GetRemove() []uint64 {
+	if x != nil {
+		return x.Remove
+	}
+	return nil
+}
+
+func (x *MemberRequest) GetExpectIndex() uint64 {
+	if x != nil {
+		return x.ExpectIndex
+	}
+	return 0
+}
+
+// MemberResponse answers a MemberRequest.
+type MemberResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ok    bool                   `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
+	Error string                 `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	// The leader this node believes in, when a change reached another node.
+	LeaderId      uint64 `protobuf:"varint,3,opt,name=leader_id,json=leaderId,proto3" json:"leader_id,omitempty"`
+	LeaderAddress string `protobuf:"bytes,4,opt,name=leader_address,json=leaderAddress,proto3" json:"leader_address,omitempty"`
+	// The configuration (after the change, for MEMBER_OP_CHANGE) and the
+	// index of its entry.
+	Configuration      *Configuration `protobuf:"bytes,5,opt,name=configuration,proto3" json:"configuration,omitempty"`
+	ConfigurationIndex uint64         `protobuf:"varint,6,opt,name=configuration_index,json=configurationIndex,proto3" json:"configuration_index,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *MemberResponse) Reset() {
+	*x = MemberResponse{}
+	mi := &file_node_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberResponse) ProtoMessage() {}
+
+func (x *MemberResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberResponse.ProtoReflect.Descriptor instead.
+func (*MemberResponse) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *MemberResponse) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *MemberResponse) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *MemberResponse) GetLeaderId() uint64 {
+	if x != nil {
+		return x.LeaderId
+	}
+	return 0
+}
+
+func (x *MemberResponse) GetLeaderAddress() string {
+	if x != nil {
+		return x.LeaderAddress
+	}
+	return ""
+}
+
+func (x *MemberResponse) GetConfiguration() *Configuration {
+	if x != nil {
+		return x.Configuration
+	}
+	return nil
+}
+
+func (x *MemberResponse) GetConfigurationIndex() uint64 {
+	if x != nil {
+		return x.ConfigurationIndex
+	}
+	return 0
+}
+
 var File_node_proto protoreflect.FileDescriptor
 
 const file_node_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"node.proto\x12\bketch.v1\"\xc0\x01\n" +
+	"node.proto\x12\bketch.v1\x1a\n" +
+	"raft.proto\"\xc0\x01\n" +
 	"\rClientRequest\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x1b\n" +
@@ -1499,7 +1773,7 @@ const file_node_proto_rawDesc = "" +
 	"\x05error\x18\x04 \x01(\tR\x05error\".\n" +
 	"\rStatusRequest\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\x01 \x01(\tR\tclusterId\"\xcf\x05\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\"\xcf\a\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
@@ -1522,10 +1796,19 @@ const file_node_proto_rawDesc = "" +
 	"\x0esnapshot_index\x18\x10 \x01(\x04R\rsnapshotIndex\x12%\n" +
 	"\x0esnapshot_bytes\x18\x11 \x01(\x04R\rsnapshotBytes\x12\x1f\n" +
 	"\vfirst_index\x18\x12 \x01(\x04R\n" +
-	"firstIndex\x1aR\n" +
+	"firstIndex\x12=\n" +
+	"\rconfiguration\x18\x13 \x01(\v2\x17.ketch.v1.ConfigurationR\rconfiguration\x12/\n" +
+	"\x13configuration_index\x18\x14 \x01(\x04R\x12configurationIndex\x125\n" +
+	"\x05match\x18\x15 \x03(\v2\x1f.ketch.v1.NodeStatus.MatchEntryR\x05match\x12\x1d\n" +
+	"\n" +
+	"not_member\x18\x16 \x01(\bR\tnotMember\x1aR\n" +
 	"\rChildrenEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12+\n" +
-	"\x05value\x18\x02 \x01(\v2\x15.ketch.v1.ChildStatusR\x05value:\x028\x01\"H\n" +
+	"\x05value\x18\x02 \x01(\v2\x15.ketch.v1.ChildStatusR\x05value:\x028\x01\x1a8\n" +
+	"\n" +
+	"MatchEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"H\n" +
 	"\vChildStatus\x12\x1a\n" +
 	"\brestarts\x18\x01 \x01(\x04R\brestarts\x12\x1d\n" +
 	"\n" +
@@ -1554,7 +1837,22 @@ const file_node_proto_rawDesc = "" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12\x1b\n" +
 	"\tleader_id\x18\x03 \x01(\x04R\bleaderId\x12%\n" +
-	"\x0eleader_address\x18\x04 \x01(\tR\rleaderAddress*\xce\x01\n" +
+	"\x0eleader_address\x18\x04 \x01(\tR\rleaderAddress\"\xcb\x01\n" +
+	"\rMemberRequest\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\"\n" +
+	"\x02op\x18\x02 \x01(\x0e2\x12.ketch.v1.MemberOpR\x02op\x12\"\n" +
+	"\x03add\x18\x03 \x03(\v2\x10.ketch.v1.MemberR\x03add\x12\x18\n" +
+	"\apromote\x18\x04 \x03(\x04R\apromote\x12\x16\n" +
+	"\x06remove\x18\x05 \x03(\x04R\x06remove\x12!\n" +
+	"\fexpect_index\x18\x06 \x01(\x04R\vexpectIndex\"\xea\x01\n" +
+	"\x0eMemberResponse\x12\x0e\n" +
+	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\x12\x1b\n" +
+	"\tleader_id\x18\x03 \x01(\x04R\bleaderId\x12%\n" +
+	"\x0eleader_address\x18\x04 \x01(\tR\rleaderAddress\x12=\n" +
+	"\rconfiguration\x18\x05 \x01(\v2\x17.ketch.v1.ConfigurationR\rconfiguration\x12/\n" +
+	"\x13configuration_index\x18\x06 \x01(\x04R\x12configurationIndex*\xce\x01\n" +
 	"\fClientStatus\x12\x1d\n" +
 	"\x19CLIENT_STATUS_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10CLIENT_STATUS_OK\x10\x01\x12\x1c\n" +
@@ -1562,7 +1860,11 @@ const file_node_proto_rawDesc = "" +
 	"\x15CLIENT_STATUS_UNKNOWN\x10\x03\x12\x19\n" +
 	"\x15CLIENT_STATUS_INVALID\x10\x04\x12\x1d\n" +
 	"\x19CLIENT_STATUS_UNAVAILABLE\x10\x05\x12\x16\n" +
-	"\x12CLIENT_STATUS_BUSY\x10\x06B&Z$github.com/ketch-raft/ketch/messagesb\x06proto3"
+	"\x12CLIENT_STATUS_BUSY\x10\x06*O\n" +
+	"\bMemberOp\x12\x19\n" +
+	"\x15MEMBER_OP_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eMEMBER_OP_LIST\x10\x01\x12\x14\n" +
+	"\x10MEMBER_OP_CHANGE\x10\x02B&Z$github.com/ketch-raft/ketch/messagesb\x06proto3"
 
 var (
 	file_node_proto_rawDescOnce sync.Once
@@ -1576,44 +1878,55 @@ func file_node_proto_rawDescGZIP() []byte {
 	return file_node_proto_rawDescData
 }
 
-var file_node_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_node_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_node_proto_goTypes = []any{
 	(ClientStatus)(0),        // 0: ketch.v1.ClientStatus
-	(*ClientRequest)(nil),    // 1: ketch.v1.ClientRequest
-	(*KVCommand)(nil),        // 2: ketch.v1.KVCommand
-	(*Put)(nil),              // 3: ketch.v1.Put
-	(*Get)(nil),              // 4: ketch.v1.Get
-	(*Delete)(nil),           // 5: ketch.v1.Delete
-	(*CompareAndSwap)(nil),   // 6: ketch.v1.CompareAndSwap
-	(*ClientResponse)(nil),   // 7: ketch.v1.ClientResponse
-	(*ClientCommand)(nil),    // 8: ketch.v1.ClientCommand
-	(*KVResult)(nil),         // 9: ketch.v1.KVResult
-	(*StatusRequest)(nil),    // 10: ketch.v1.StatusRequest
-	(*NodeStatus)(nil),       // 11: ketch.v1.NodeStatus
-	(*ChildStatus)(nil),      // 12: ketch.v1.ChildStatus
-	(*CrashRequest)(nil),     // 13: ketch.v1.CrashRequest
-	(*CrashResponse)(nil),    // 14: ketch.v1.CrashResponse
-	(*TransferRequest)(nil),  // 15: ketch.v1.TransferRequest
-	(*SnapshotRequest)(nil),  // 16: ketch.v1.SnapshotRequest
-	(*SnapshotResponse)(nil), // 17: ketch.v1.SnapshotResponse
-	(*TransferResponse)(nil), // 18: ketch.v1.TransferResponse
-	nil,                      // 19: ketch.v1.NodeStatus.ChildrenEntry
+	(MemberOp)(0),            // 1: ketch.v1.MemberOp
+	(*ClientRequest)(nil),    // 2: ketch.v1.ClientRequest
+	(*KVCommand)(nil),        // 3: ketch.v1.KVCommand
+	(*Put)(nil),              // 4: ketch.v1.Put
+	(*Get)(nil),              // 5: ketch.v1.Get
+	(*Delete)(nil),           // 6: ketch.v1.Delete
+	(*CompareAndSwap)(nil),   // 7: ketch.v1.CompareAndSwap
+	(*ClientResponse)(nil),   // 8: ketch.v1.ClientResponse
+	(*ClientCommand)(nil),    // 9: ketch.v1.ClientCommand
+	(*KVResult)(nil),         // 10: ketch.v1.KVResult
+	(*StatusRequest)(nil),    // 11: ketch.v1.StatusRequest
+	(*NodeStatus)(nil),       // 12: ketch.v1.NodeStatus
+	(*ChildStatus)(nil),      // 13: ketch.v1.ChildStatus
+	(*CrashRequest)(nil),     // 14: ketch.v1.CrashRequest
+	(*CrashResponse)(nil),    // 15: ketch.v1.CrashResponse
+	(*TransferRequest)(nil),  // 16: ketch.v1.TransferRequest
+	(*SnapshotRequest)(nil),  // 17: ketch.v1.SnapshotRequest
+	(*SnapshotResponse)(nil), // 18: ketch.v1.SnapshotResponse
+	(*TransferResponse)(nil), // 19: ketch.v1.TransferResponse
+	(*MemberRequest)(nil),    // 20: ketch.v1.MemberRequest
+	(*MemberResponse)(nil),   // 21: ketch.v1.MemberResponse
+	nil,                      // 22: ketch.v1.NodeStatus.ChildrenEntry
+	nil,                      // 23: ketch.v1.NodeStatus.MatchEntry
+	(*Configuration)(nil),    // 24: ketch.v1.Configuration
+	(*Member)(nil),           // 25: ketch.v1.Member
 }
 var file_node_proto_depIdxs = []int32{
-	2,  // 0: ketch.v1.ClientRequest.command:type_name -> ketch.v1.KVCommand
-	3,  // 1: ketch.v1.KVCommand.put:type_name -> ketch.v1.Put
-	4,  // 2: ketch.v1.KVCommand.get:type_name -> ketch.v1.Get
-	5,  // 3: ketch.v1.KVCommand.delete:type_name -> ketch.v1.Delete
-	6,  // 4: ketch.v1.KVCommand.cas:type_name -> ketch.v1.CompareAndSwap
+	3,  // 0: ketch.v1.ClientRequest.command:type_name -> ketch.v1.KVCommand
+	4,  // 1: ketch.v1.KVCommand.put:type_name -> ketch.v1.Put
+	5,  // 2: ketch.v1.KVCommand.get:type_name -> ketch.v1.Get
+	6,  // 3: ketch.v1.KVCommand.delete:type_name -> ketch.v1.Delete
+	7,  // 4: ketch.v1.KVCommand.cas:type_name -> ketch.v1.CompareAndSwap
 	0,  // 5: ketch.v1.ClientResponse.status:type_name -> ketch.v1.ClientStatus
-	19, // 6: ketch.v1.NodeStatus.children:type_name -> ketch.v1.NodeStatus.ChildrenEntry
-	12, // 7: ketch.v1.NodeStatus.ChildrenEntry.value:type_name -> ketch.v1.ChildStatus
-	8,  // [8:8] is the sub-list for method output_type
-	8,  // [8:8] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	22, // 6: ketch.v1.NodeStatus.children:type_name -> ketch.v1.NodeStatus.ChildrenEntry
+	24, // 7: ketch.v1.NodeStatus.configuration:type_name -> ketch.v1.Configuration
+	23, // 8: ketch.v1.NodeStatus.match:type_name -> ketch.v1.NodeStatus.MatchEntry
+	1,  // 9: ketch.v1.MemberRequest.op:type_name -> ketch.v1.MemberOp
+	25, // 10: ketch.v1.MemberRequest.add:type_name -> ketch.v1.Member
+	24, // 11: ketch.v1.MemberResponse.configuration:type_name -> ketch.v1.Configuration
+	13, // 12: ketch.v1.NodeStatus.ChildrenEntry.value:type_name -> ketch.v1.ChildStatus
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_node_proto_init() }
@@ -1621,6 +1934,7 @@ func file_node_proto_init() {
 	if File_node_proto != nil {
 		return
 	}
+	file_raft_proto_init()
 	file_node_proto_msgTypes[1].OneofWrappers = []any{
 		(*KVCommand_Put)(nil),
 		(*KVCommand_Get)(nil),
@@ -1632,8 +1946,8 @@ func file_node_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_node_proto_rawDesc), len(file_node_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   19,
+			NumEnums:      2,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -39,6 +39,10 @@ const (
 	// The empty entry a new leader appends at the start of its term so that
 	// entries of earlier terms commit (Raft §5.4.2, §8).
 	EntryType_ENTRY_TYPE_NOOP EntryType = 2
+	// A configuration (thesis §4.1): data is an encoded Configuration. Every
+	// node uses the latest configuration in its log, committed or not, from
+	// the moment it appends the entry.
+	EntryType_ENTRY_TYPE_CONFIG EntryType = 3
 )
 
 // Enum value maps for EntryType.
@@ -47,11 +51,13 @@ var (
 		0: "ENTRY_TYPE_UNSPECIFIED",
 		1: "ENTRY_TYPE_NORMAL",
 		2: "ENTRY_TYPE_NOOP",
+		3: "ENTRY_TYPE_CONFIG",
 	}
 	EntryType_value = map[string]int32{
 		"ENTRY_TYPE_UNSPECIFIED": 0,
 		"ENTRY_TYPE_NORMAL":      1,
 		"ENTRY_TYPE_NOOP":        2,
+		"ENTRY_TYPE_CONFIG":      3,
 	}
 )
 
@@ -82,6 +88,128 @@ func (EntryType) EnumDescriptor() ([]byte, []int) {
 	return file_raft_proto_rawDescGZIP(), []int{0}
 }
 
+// MemberRole is what a member of a configuration does.
+type MemberRole int32
+
+const (
+	MemberRole_MEMBER_ROLE_UNSPECIFIED MemberRole = 0
+	// A voter votes in elections and counts toward commit.
+	MemberRole_MEMBER_ROLE_VOTER MemberRole = 1
+	// A learner (non-voting member, thesis §4.2.1) receives the log and
+	// snapshots but neither votes nor counts toward commit.
+	MemberRole_MEMBER_ROLE_LEARNER MemberRole = 2
+)
+
+// Enum value maps for MemberRole.
+var (
+	MemberRole_name = map[int32]string{
+		0: "MEMBER_ROLE_UNSPECIFIED",
+		1: "MEMBER_ROLE_VOTER",
+		2: "MEMBER_ROLE_LEARNER",
+	}
+	MemberRole_value = map[string]int32{
+		"MEMBER_ROLE_UNSPECIFIED": 0,
+		"MEMBER_ROLE_VOTER":       1,
+		"MEMBER_ROLE_LEARNER":     2,
+	}
+)
+
+func (x MemberRole) Enum() *MemberRole {
+	p := new(MemberRole)
+	*p = x
+	return p
+}
+
+func (x MemberRole) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (MemberRole) Descriptor() protoreflect.EnumDescriptor {
+	return file_raft_proto_enumTypes[1].Descriptor()
+}
+
+func (MemberRole) Type() protoreflect.EnumType {
+	return &file_raft_proto_enumTypes[1]
+}
+
+func (x MemberRole) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use MemberRole.Descriptor instead.
+func (MemberRole) EnumDescriptor() ([]byte, []int) {
+	return file_raft_proto_rawDescGZIP(), []int{1}
+}
+
+// Configuration is the cluster's membership (thesis §4): which servers
+// there are, their addresses and roles. It lives in the log as
+// ENTRY_TYPE_CONFIG entries and in every snapshot's header.
+type Configuration struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The members (during a joint change, those of C_new), sorted by id.
+	Members []*Member `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	// Only during a joint change (thesis §4.3): the voters of C_old, sorted
+	// by id. A decision (election, commit) then needs a majority of the
+	// voters in members and a majority of these, separately. Empty otherwise.
+	Outgoing []*Member `protobuf:"bytes,2,rep,name=outgoing,proto3" json:"outgoing,omitempty"`
+	// The ids of every server ever removed, sorted: node ids are never
+	// reused, so a removed server can never be mistaken for a new one.
+	Removed       []uint64 `protobuf:"varint,3,rep,packed,name=removed,proto3" json:"removed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Configuration) Reset() {
+	*x = Configuration{}
+	mi := &file_raft_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Configuration) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Configuration) ProtoMessage() {}
+
+func (x *Configuration) ProtoReflect() protoreflect.Message {
+	mi := &file_raft_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Configuration.ProtoReflect.Descriptor instead.
+func (*Configuration) Descriptor() ([]byte, []int) {
+	return file_raft_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Configuration) GetMembers() []*Member {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *Configuration) GetOutgoing() []*Member {
+	if x != nil {
+		return x.Outgoing
+	}
+	return nil
+}
+
+func (x *Configuration) GetRemoved() []uint64 {
+	if x != nil {
+		return x.Removed
+	}
+	return nil
+}
+
 // Entry is one slot of the replicated log.
 type Entry struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -95,7 +223,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_raft_proto_msgTypes[0]
+	mi := &file_raft_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -107,7 +235,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[0]
+	mi := &file_raft_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -120,7 +248,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{0}
+	return file_raft_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *Entry) GetIndex() uint64 {
@@ -164,7 +292,7 @@ type HardState struct {
 
 func (x *HardState) Reset() {
 	*x = HardState{}
-	mi := &file_raft_proto_msgTypes[1]
+	mi := &file_raft_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -176,7 +304,7 @@ func (x *HardState) String() string {
 func (*HardState) ProtoMessage() {}
 
 func (x *HardState) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[1]
+	mi := &file_raft_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -189,7 +317,7 @@ func (x *HardState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HardState.ProtoReflect.Descriptor instead.
 func (*HardState) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{1}
+	return file_raft_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *HardState) GetTerm() uint64 {
@@ -235,7 +363,7 @@ type RaftMessage struct {
 
 func (x *RaftMessage) Reset() {
 	*x = RaftMessage{}
-	mi := &file_raft_proto_msgTypes[2]
+	mi := &file_raft_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -247,7 +375,7 @@ func (x *RaftMessage) String() string {
 func (*RaftMessage) ProtoMessage() {}
 
 func (x *RaftMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[2]
+	mi := &file_raft_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -260,7 +388,7 @@ func (x *RaftMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftMessage.ProtoReflect.Descriptor instead.
 func (*RaftMessage) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{2}
+	return file_raft_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RaftMessage) GetClusterId() string {
@@ -459,7 +587,7 @@ type RequestVote struct {
 
 func (x *RequestVote) Reset() {
 	*x = RequestVote{}
-	mi := &file_raft_proto_msgTypes[3]
+	mi := &file_raft_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -471,7 +599,7 @@ func (x *RequestVote) String() string {
 func (*RequestVote) ProtoMessage() {}
 
 func (x *RequestVote) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[3]
+	mi := &file_raft_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -484,7 +612,7 @@ func (x *RequestVote) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestVote.ProtoReflect.Descriptor instead.
 func (*RequestVote) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{3}
+	return file_raft_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RequestVote) GetLastLogIndex() uint64 {
@@ -530,7 +658,7 @@ type RequestVoteResponse struct {
 
 func (x *RequestVoteResponse) Reset() {
 	*x = RequestVoteResponse{}
-	mi := &file_raft_proto_msgTypes[4]
+	mi := &file_raft_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -542,7 +670,7 @@ func (x *RequestVoteResponse) String() string {
 func (*RequestVoteResponse) ProtoMessage() {}
 
 func (x *RequestVoteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[4]
+	mi := &file_raft_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -555,7 +683,7 @@ func (x *RequestVoteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RequestVoteResponse.ProtoReflect.Descriptor instead.
 func (*RequestVoteResponse) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{4}
+	return file_raft_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RequestVoteResponse) GetGranted() bool {
@@ -591,7 +719,7 @@ type AppendEntries struct {
 
 func (x *AppendEntries) Reset() {
 	*x = AppendEntries{}
-	mi := &file_raft_proto_msgTypes[5]
+	mi := &file_raft_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -603,7 +731,7 @@ func (x *AppendEntries) String() string {
 func (*AppendEntries) ProtoMessage() {}
 
 func (x *AppendEntries) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[5]
+	mi := &file_raft_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -616,7 +744,7 @@ func (x *AppendEntries) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendEntries.ProtoReflect.Descriptor instead.
 func (*AppendEntries) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{5}
+	return file_raft_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AppendEntries) GetPrevLogIndex() uint64 {
@@ -681,7 +809,7 @@ type AppendEntriesResponse struct {
 
 func (x *AppendEntriesResponse) Reset() {
 	*x = AppendEntriesResponse{}
-	mi := &file_raft_proto_msgTypes[6]
+	mi := &file_raft_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -693,7 +821,7 @@ func (x *AppendEntriesResponse) String() string {
 func (*AppendEntriesResponse) ProtoMessage() {}
 
 func (x *AppendEntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[6]
+	mi := &file_raft_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -706,7 +834,7 @@ func (x *AppendEntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AppendEntriesResponse.ProtoReflect.Descriptor instead.
 func (*AppendEntriesResponse) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{6}
+	return file_raft_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *AppendEntriesResponse) GetSuccess() bool {
@@ -769,7 +897,7 @@ type TimeoutNow struct {
 
 func (x *TimeoutNow) Reset() {
 	*x = TimeoutNow{}
-	mi := &file_raft_proto_msgTypes[7]
+	mi := &file_raft_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -781,7 +909,7 @@ func (x *TimeoutNow) String() string {
 func (*TimeoutNow) ProtoMessage() {}
 
 func (x *TimeoutNow) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[7]
+	mi := &file_raft_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -794,7 +922,7 @@ func (x *TimeoutNow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TimeoutNow.ProtoReflect.Descriptor instead.
 func (*TimeoutNow) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{7}
+	return file_raft_proto_rawDescGZIP(), []int{8}
 }
 
 // ReadIndexRequest is sent by a follower that was asked for linearizable
@@ -812,7 +940,7 @@ type ReadIndexRequest struct {
 
 func (x *ReadIndexRequest) Reset() {
 	*x = ReadIndexRequest{}
-	mi := &file_raft_proto_msgTypes[8]
+	mi := &file_raft_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -824,7 +952,7 @@ func (x *ReadIndexRequest) String() string {
 func (*ReadIndexRequest) ProtoMessage() {}
 
 func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[8]
+	mi := &file_raft_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -837,7 +965,7 @@ func (x *ReadIndexRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexRequest.ProtoReflect.Descriptor instead.
 func (*ReadIndexRequest) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{8}
+	return file_raft_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ReadIndexRequest) GetContext() uint64 {
@@ -863,7 +991,7 @@ type ReadIndexResponse struct {
 
 func (x *ReadIndexResponse) Reset() {
 	*x = ReadIndexResponse{}
-	mi := &file_raft_proto_msgTypes[9]
+	mi := &file_raft_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -875,7 +1003,7 @@ func (x *ReadIndexResponse) String() string {
 func (*ReadIndexResponse) ProtoMessage() {}
 
 func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[9]
+	mi := &file_raft_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -888,7 +1016,7 @@ func (x *ReadIndexResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadIndexResponse.ProtoReflect.Descriptor instead.
 func (*ReadIndexResponse) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{9}
+	return file_raft_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ReadIndexResponse) GetContext() uint64 {
@@ -932,16 +1060,21 @@ type InstallSnapshot struct {
 	ChunkCrc uint32 `protobuf:"varint,5,opt,name=chunk_crc,json=chunkCrc,proto3" json:"chunk_crc,omitempty"`
 	// The whole file: its size and the CRC-32C its trailer records. done is
 	// true on the chunk that ends at size.
-	Size          uint64 `protobuf:"varint,6,opt,name=size,proto3" json:"size,omitempty"`
-	FileCrc       uint32 `protobuf:"varint,7,opt,name=file_crc,json=fileCrc,proto3" json:"file_crc,omitempty"`
-	Done          bool   `protobuf:"varint,8,opt,name=done,proto3" json:"done,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Size    uint64 `protobuf:"varint,6,opt,name=size,proto3" json:"size,omitempty"`
+	FileCrc uint32 `protobuf:"varint,7,opt,name=file_crc,json=fileCrc,proto3" json:"file_crc,omitempty"`
+	Done    bool   `protobuf:"varint,8,opt,name=done,proto3" json:"done,omitempty"`
+	// On the chunk with done: the configuration in effect at
+	// last_included_index and the index of its entry (thesis §4.1: the
+	// follower uses it once it installs the snapshot).
+	Configuration      *Configuration `protobuf:"bytes,9,opt,name=configuration,proto3" json:"configuration,omitempty"`
+	ConfigurationIndex uint64         `protobuf:"varint,10,opt,name=configuration_index,json=configurationIndex,proto3" json:"configuration_index,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *InstallSnapshot) Reset() {
 	*x = InstallSnapshot{}
-	mi := &file_raft_proto_msgTypes[10]
+	mi := &file_raft_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -953,7 +1086,7 @@ func (x *InstallSnapshot) String() string {
 func (*InstallSnapshot) ProtoMessage() {}
 
 func (x *InstallSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[10]
+	mi := &file_raft_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -966,7 +1099,7 @@ func (x *InstallSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallSnapshot.ProtoReflect.Descriptor instead.
 func (*InstallSnapshot) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{10}
+	return file_raft_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *InstallSnapshot) GetLastIncludedIndex() uint64 {
@@ -1025,6 +1158,20 @@ func (x *InstallSnapshot) GetDone() bool {
 	return false
 }
 
+func (x *InstallSnapshot) GetConfiguration() *Configuration {
+	if x != nil {
+		return x.Configuration
+	}
+	return nil
+}
+
+func (x *InstallSnapshot) GetConfigurationIndex() uint64 {
+	if x != nil {
+		return x.ConfigurationIndex
+	}
+	return 0
+}
+
 // InstallSnapshotResponse answers an InstallSnapshot once what the follower
 // says it holds is durable. It names the snapshot it answers, so the leader
 // ignores answers to another transfer.
@@ -1053,7 +1200,7 @@ type InstallSnapshotResponse struct {
 
 func (x *InstallSnapshotResponse) Reset() {
 	*x = InstallSnapshotResponse{}
-	mi := &file_raft_proto_msgTypes[11]
+	mi := &file_raft_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1065,7 +1212,7 @@ func (x *InstallSnapshotResponse) String() string {
 func (*InstallSnapshotResponse) ProtoMessage() {}
 
 func (x *InstallSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[11]
+	mi := &file_raft_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1078,7 +1225,7 @@ func (x *InstallSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*InstallSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{11}
+	return file_raft_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *InstallSnapshotResponse) GetLastIncludedIndex() uint64 {
@@ -1139,17 +1286,21 @@ type SnapshotHeader struct {
 	// The last log index and term whose effects the state holds.
 	LastIncludedIndex uint64 `protobuf:"varint,2,opt,name=last_included_index,json=lastIncludedIndex,proto3" json:"last_included_index,omitempty"`
 	LastIncludedTerm  uint64 `protobuf:"varint,3,opt,name=last_included_term,json=lastIncludedTerm,proto3" json:"last_included_term,omitempty"`
-	// The cluster's configuration at last_included_index: today the members
-	// the node was bootstrapped with (the membership issue makes it the
-	// configuration in the log).
-	Members       []*Member `protobuf:"bytes,4,rep,name=members,proto3" json:"members,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The members of the configuration at last_included_index (what
+	// configuration.members holds; kept for older readers).
+	Members []*Member `protobuf:"bytes,4,rep,name=members,proto3" json:"members,omitempty"`
+	// The configuration in effect at last_included_index (thesis §4.1:
+	// snapshots carry the configuration) and the index of its entry (0: the
+	// bootstrap configuration).
+	Configuration      *Configuration `protobuf:"bytes,5,opt,name=configuration,proto3" json:"configuration,omitempty"`
+	ConfigurationIndex uint64         `protobuf:"varint,6,opt,name=configuration_index,json=configurationIndex,proto3" json:"configuration_index,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_raft_proto_msgTypes[12]
+	mi := &file_raft_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1161,7 +1312,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[12]
+	mi := &file_raft_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1174,7 +1325,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{12}
+	return file_raft_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SnapshotHeader) GetClusterId() string {
@@ -1205,22 +1356,41 @@ func (x *SnapshotHeader) GetMembers() []*Member {
 	return nil
 }
 
+func (x *SnapshotHeader) GetConfiguration() *Configuration {
+	if x != nil {
+		return x.Configuration
+	}
+	return nil
+}
+
+func (x *SnapshotHeader) GetConfigurationIndex() uint64 {
+	if x != nil {
+		return x.ConfigurationIndex
+	}
+	return 0
+}
+
 // LogBase is where a store's log starts after compaction (Raft §7): the
 // entries through index, whose term is term, are gone into a snapshot. The
 // store records it beside the hard state; in the journal, reset says the
 // compaction also deleted every entry after index (Figure 13 rule 7).
 type LogBase struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
-	Term          uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
-	Reset_        bool                   `protobuf:"varint,3,opt,name=reset,proto3" json:"reset,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Index  uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Term   uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	Reset_ bool                   `protobuf:"varint,3,opt,name=reset,proto3" json:"reset,omitempty"`
+	// The configuration in effect at index (the latest configuration entry at
+	// or before it), and that entry's index (0: the bootstrap configuration),
+	// so a restart knows the membership without the compacted entries.
+	Configuration      *Configuration `protobuf:"bytes,4,opt,name=configuration,proto3" json:"configuration,omitempty"`
+	ConfigurationIndex uint64         `protobuf:"varint,5,opt,name=configuration_index,json=configurationIndex,proto3" json:"configuration_index,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *LogBase) Reset() {
 	*x = LogBase{}
-	mi := &file_raft_proto_msgTypes[13]
+	mi := &file_raft_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1232,7 +1402,7 @@ func (x *LogBase) String() string {
 func (*LogBase) ProtoMessage() {}
 
 func (x *LogBase) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[13]
+	mi := &file_raft_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1245,7 +1415,7 @@ func (x *LogBase) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogBase.ProtoReflect.Descriptor instead.
 func (*LogBase) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{13}
+	return file_raft_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *LogBase) GetIndex() uint64 {
@@ -1269,17 +1439,36 @@ func (x *LogBase) GetReset_() bool {
 	return false
 }
 
+func (x *LogBase) GetConfiguration() *Configuration {
+	if x != nil {
+		return x.Configuration
+	}
+	return nil
+}
+
+func (x *LogBase) GetConfigurationIndex() uint64 {
+	if x != nil {
+		return x.ConfigurationIndex
+	}
+	return 0
+}
+
 // RaftBatch carries every message queued for one peer in one remote send.
 type RaftBatch struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Messages      []*RaftMessage         `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Messages []*RaftMessage         `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
+	// The sending node's id and the address its remote listens on, so that a
+	// receiver that does not know the sender yet (a server that is joining,
+	// or one whose configuration lags behind the leader's) can answer it.
+	From          uint64 `protobuf:"varint,2,opt,name=from,proto3" json:"from,omitempty"`
+	FromAddress   string `protobuf:"bytes,3,opt,name=from_address,json=fromAddress,proto3" json:"from_address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RaftBatch) Reset() {
 	*x = RaftBatch{}
-	mi := &file_raft_proto_msgTypes[14]
+	mi := &file_raft_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1291,7 +1480,7 @@ func (x *RaftBatch) String() string {
 func (*RaftBatch) ProtoMessage() {}
 
 func (x *RaftBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[14]
+	mi := &file_raft_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1304,7 +1493,7 @@ func (x *RaftBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftBatch.ProtoReflect.Descriptor instead.
 func (*RaftBatch) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{14}
+	return file_raft_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RaftBatch) GetMessages() []*RaftMessage {
@@ -1314,19 +1503,35 @@ func (x *RaftBatch) GetMessages() []*RaftMessage {
 	return nil
 }
 
+func (x *RaftBatch) GetFrom() uint64 {
+	if x != nil {
+		return x.From
+	}
+	return 0
+}
+
+func (x *RaftBatch) GetFromAddress() string {
+	if x != nil {
+		return x.FromAddress
+	}
+	return ""
+}
+
 // Member is one server of the cluster: its node id and the address
 // (host:port) its remote listens on.
 type Member struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Id      uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Address string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// In a Configuration: voter or learner. Unset elsewhere.
+	Role          MemberRole `protobuf:"varint,3,opt,name=role,proto3,enum=ketch.v1.MemberRole" json:"role,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_raft_proto_msgTypes[15]
+	mi := &file_raft_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1338,7 +1543,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[15]
+	mi := &file_raft_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1351,7 +1556,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{15}
+	return file_raft_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Member) GetId() uint64 {
@@ -1366,6 +1571,13 @@ func (x *Member) GetAddress() string {
 		return x.Address
 	}
 	return ""
+}
+
+func (x *Member) GetRole() MemberRole {
+	if x != nil {
+		return x.Role
+	}
+	return MemberRole_MEMBER_ROLE_UNSPECIFIED
 }
 
 // NodeIdentity is what a data dir records, durably, at a node's first start,
@@ -1384,7 +1596,7 @@ type NodeIdentity struct {
 
 func (x *NodeIdentity) Reset() {
 	*x = NodeIdentity{}
-	mi := &file_raft_proto_msgTypes[16]
+	mi := &file_raft_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1396,7 +1608,7 @@ func (x *NodeIdentity) String() string {
 func (*NodeIdentity) ProtoMessage() {}
 
 func (x *NodeIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_raft_proto_msgTypes[16]
+	mi := &file_raft_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1409,7 +1621,7 @@ func (x *NodeIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeIdentity.ProtoReflect.Descriptor instead.
 func (*NodeIdentity) Descriptor() ([]byte, []int) {
-	return file_raft_proto_rawDescGZIP(), []int{16}
+	return file_raft_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *NodeIdentity) GetClusterId() string {
@@ -1438,7 +1650,11 @@ var File_raft_proto protoreflect.FileDescriptor
 const file_raft_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"raft.proto\x12\bketch.v1\"n\n" +
+	"raft.proto\x12\bketch.v1\"\x83\x01\n" +
+	"\rConfiguration\x12*\n" +
+	"\amembers\x18\x01 \x03(\v2\x10.ketch.v1.MemberR\amembers\x12,\n" +
+	"\boutgoing\x18\x02 \x03(\v2\x10.ketch.v1.MemberR\boutgoing\x12\x18\n" +
+	"\aremoved\x18\x03 \x03(\x04R\aremoved\"n\n" +
 	"\x05Entry\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12'\n" +
@@ -1497,7 +1713,7 @@ const file_raft_proto_rawDesc = "" +
 	"\x11ReadIndexResponse\x12\x18\n" +
 	"\acontext\x18\x01 \x01(\x04R\acontext\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\x12\x1a\n" +
-	"\brejected\x18\x03 \x01(\bR\brejected\"\xfb\x01\n" +
+	"\brejected\x18\x03 \x01(\bR\brejected\"\xeb\x02\n" +
 	"\x0fInstallSnapshot\x12.\n" +
 	"\x13last_included_index\x18\x01 \x01(\x04R\x11lastIncludedIndex\x12,\n" +
 	"\x12last_included_term\x18\x02 \x01(\x04R\x10lastIncludedTerm\x12\x16\n" +
@@ -1506,7 +1722,10 @@ const file_raft_proto_rawDesc = "" +
 	"\tchunk_crc\x18\x05 \x01(\rR\bchunkCrc\x12\x12\n" +
 	"\x04size\x18\x06 \x01(\x04R\x04size\x12\x19\n" +
 	"\bfile_crc\x18\a \x01(\rR\afileCrc\x12\x12\n" +
-	"\x04done\x18\b \x01(\bR\x04done\"\x8c\x02\n" +
+	"\x04done\x18\b \x01(\bR\x04done\x12=\n" +
+	"\rconfiguration\x18\t \x01(\v2\x17.ketch.v1.ConfigurationR\rconfiguration\x12/\n" +
+	"\x13configuration_index\x18\n" +
+	" \x01(\x04R\x12configurationIndex\"\x8c\x02\n" +
 	"\x17InstallSnapshotResponse\x12.\n" +
 	"\x13last_included_index\x18\x01 \x01(\x04R\x11lastIncludedIndex\x12,\n" +
 	"\x12last_included_term\x18\x02 \x01(\x04R\x10lastIncludedTerm\x12\x19\n" +
@@ -1516,31 +1735,44 @@ const file_raft_proto_rawDesc = "" +
 	"\tinstalled\x18\x05 \x01(\bR\tinstalled\x12\x1f\n" +
 	"\vmatch_index\x18\x06 \x01(\x04R\n" +
 	"matchIndex\x12\x18\n" +
-	"\arefused\x18\a \x01(\bR\arefused\"\xb9\x01\n" +
+	"\arefused\x18\a \x01(\bR\arefused\"\xa9\x02\n" +
 	"\x0eSnapshotHeader\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12.\n" +
 	"\x13last_included_index\x18\x02 \x01(\x04R\x11lastIncludedIndex\x12,\n" +
 	"\x12last_included_term\x18\x03 \x01(\x04R\x10lastIncludedTerm\x12*\n" +
-	"\amembers\x18\x04 \x03(\v2\x10.ketch.v1.MemberR\amembers\"I\n" +
+	"\amembers\x18\x04 \x03(\v2\x10.ketch.v1.MemberR\amembers\x12=\n" +
+	"\rconfiguration\x18\x05 \x01(\v2\x17.ketch.v1.ConfigurationR\rconfiguration\x12/\n" +
+	"\x13configuration_index\x18\x06 \x01(\x04R\x12configurationIndex\"\xb9\x01\n" +
 	"\aLogBase\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12\x14\n" +
-	"\x05reset\x18\x03 \x01(\bR\x05reset\">\n" +
+	"\x05reset\x18\x03 \x01(\bR\x05reset\x12=\n" +
+	"\rconfiguration\x18\x04 \x01(\v2\x17.ketch.v1.ConfigurationR\rconfiguration\x12/\n" +
+	"\x13configuration_index\x18\x05 \x01(\x04R\x12configurationIndex\"u\n" +
 	"\tRaftBatch\x121\n" +
-	"\bmessages\x18\x01 \x03(\v2\x15.ketch.v1.RaftMessageR\bmessages\"2\n" +
+	"\bmessages\x18\x01 \x03(\v2\x15.ketch.v1.RaftMessageR\bmessages\x12\x12\n" +
+	"\x04from\x18\x02 \x01(\x04R\x04from\x12!\n" +
+	"\ffrom_address\x18\x03 \x01(\tR\vfromAddress\"\\\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x18\n" +
-	"\aaddress\x18\x02 \x01(\tR\aaddress\"r\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12(\n" +
+	"\x04role\x18\x03 \x01(\x0e2\x14.ketch.v1.MemberRoleR\x04role\"r\n" +
 	"\fNodeIdentity\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\x04R\x06nodeId\x12*\n" +
-	"\amembers\x18\x03 \x03(\v2\x10.ketch.v1.MemberR\amembers*S\n" +
+	"\amembers\x18\x03 \x03(\v2\x10.ketch.v1.MemberR\amembers*j\n" +
 	"\tEntryType\x12\x1a\n" +
 	"\x16ENTRY_TYPE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11ENTRY_TYPE_NORMAL\x10\x01\x12\x13\n" +
-	"\x0fENTRY_TYPE_NOOP\x10\x02B&Z$github.com/ketch-raft/ketch/messagesb\x06proto3"
+	"\x0fENTRY_TYPE_NOOP\x10\x02\x12\x15\n" +
+	"\x11ENTRY_TYPE_CONFIG\x10\x03*Y\n" +
+	"\n" +
+	"MemberRole\x12\x1b\n" +
+	"\x17MEMBER_ROLE_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11MEMBER_ROLE_VOTER\x10\x01\x12\x17\n" +
+	"\x13MEMBER_ROLE_LEARNER\x10\x02B&Z$github.com/ketch-raft/ketch/messagesb\x06proto3"
 
 var (
 	file_raft_proto_rawDescOnce sync.Once
@@ -1554,48 +1786,56 @@ func file_raft_proto_rawDescGZIP() []byte {
 	return file_raft_proto_rawDescData
 }
 
-var file_raft_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_raft_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_raft_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_raft_proto_goTypes = []any{
 	(EntryType)(0),                  // 0: ketch.v1.EntryType
-	(*Entry)(nil),                   // 1: ketch.v1.Entry
-	(*HardState)(nil),               // 2: ketch.v1.HardState
-	(*RaftMessage)(nil),             // 3: ketch.v1.RaftMessage
-	(*RequestVote)(nil),             // 4: ketch.v1.RequestVote
-	(*RequestVoteResponse)(nil),     // 5: ketch.v1.RequestVoteResponse
-	(*AppendEntries)(nil),           // 6: ketch.v1.AppendEntries
-	(*AppendEntriesResponse)(nil),   // 7: ketch.v1.AppendEntriesResponse
-	(*TimeoutNow)(nil),              // 8: ketch.v1.TimeoutNow
-	(*ReadIndexRequest)(nil),        // 9: ketch.v1.ReadIndexRequest
-	(*ReadIndexResponse)(nil),       // 10: ketch.v1.ReadIndexResponse
-	(*InstallSnapshot)(nil),         // 11: ketch.v1.InstallSnapshot
-	(*InstallSnapshotResponse)(nil), // 12: ketch.v1.InstallSnapshotResponse
-	(*SnapshotHeader)(nil),          // 13: ketch.v1.SnapshotHeader
-	(*LogBase)(nil),                 // 14: ketch.v1.LogBase
-	(*RaftBatch)(nil),               // 15: ketch.v1.RaftBatch
-	(*Member)(nil),                  // 16: ketch.v1.Member
-	(*NodeIdentity)(nil),            // 17: ketch.v1.NodeIdentity
+	(MemberRole)(0),                 // 1: ketch.v1.MemberRole
+	(*Configuration)(nil),           // 2: ketch.v1.Configuration
+	(*Entry)(nil),                   // 3: ketch.v1.Entry
+	(*HardState)(nil),               // 4: ketch.v1.HardState
+	(*RaftMessage)(nil),             // 5: ketch.v1.RaftMessage
+	(*RequestVote)(nil),             // 6: ketch.v1.RequestVote
+	(*RequestVoteResponse)(nil),     // 7: ketch.v1.RequestVoteResponse
+	(*AppendEntries)(nil),           // 8: ketch.v1.AppendEntries
+	(*AppendEntriesResponse)(nil),   // 9: ketch.v1.AppendEntriesResponse
+	(*TimeoutNow)(nil),              // 10: ketch.v1.TimeoutNow
+	(*ReadIndexRequest)(nil),        // 11: ketch.v1.ReadIndexRequest
+	(*ReadIndexResponse)(nil),       // 12: ketch.v1.ReadIndexResponse
+	(*InstallSnapshot)(nil),         // 13: ketch.v1.InstallSnapshot
+	(*InstallSnapshotResponse)(nil), // 14: ketch.v1.InstallSnapshotResponse
+	(*SnapshotHeader)(nil),          // 15: ketch.v1.SnapshotHeader
+	(*LogBase)(nil),                 // 16: ketch.v1.LogBase
+	(*RaftBatch)(nil),               // 17: ketch.v1.RaftBatch
+	(*Member)(nil),                  // 18: ketch.v1.Member
+	(*NodeIdentity)(nil),            // 19: ketch.v1.NodeIdentity
 }
 var file_raft_proto_depIdxs = []int32{
-	0,  // 0: ketch.v1.Entry.type:type_name -> ketch.v1.EntryType
-	4,  // 1: ketch.v1.RaftMessage.request_vote:type_name -> ketch.v1.RequestVote
-	5,  // 2: ketch.v1.RaftMessage.request_vote_response:type_name -> ketch.v1.RequestVoteResponse
-	6,  // 3: ketch.v1.RaftMessage.append_entries:type_name -> ketch.v1.AppendEntries
-	7,  // 4: ketch.v1.RaftMessage.append_entries_response:type_name -> ketch.v1.AppendEntriesResponse
-	8,  // 5: ketch.v1.RaftMessage.timeout_now:type_name -> ketch.v1.TimeoutNow
-	9,  // 6: ketch.v1.RaftMessage.read_index_request:type_name -> ketch.v1.ReadIndexRequest
-	10, // 7: ketch.v1.RaftMessage.read_index_response:type_name -> ketch.v1.ReadIndexResponse
-	11, // 8: ketch.v1.RaftMessage.install_snapshot:type_name -> ketch.v1.InstallSnapshot
-	12, // 9: ketch.v1.RaftMessage.install_snapshot_response:type_name -> ketch.v1.InstallSnapshotResponse
-	1,  // 10: ketch.v1.AppendEntries.entries:type_name -> ketch.v1.Entry
-	16, // 11: ketch.v1.SnapshotHeader.members:type_name -> ketch.v1.Member
-	3,  // 12: ketch.v1.RaftBatch.messages:type_name -> ketch.v1.RaftMessage
-	16, // 13: ketch.v1.NodeIdentity.members:type_name -> ketch.v1.Member
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	18, // 0: ketch.v1.Configuration.members:type_name -> ketch.v1.Member
+	18, // 1: ketch.v1.Configuration.outgoing:type_name -> ketch.v1.Member
+	0,  // 2: ketch.v1.Entry.type:type_name -> ketch.v1.EntryType
+	6,  // 3: ketch.v1.RaftMessage.request_vote:type_name -> ketch.v1.RequestVote
+	7,  // 4: ketch.v1.RaftMessage.request_vote_response:type_name -> ketch.v1.RequestVoteResponse
+	8,  // 5: ketch.v1.RaftMessage.append_entries:type_name -> ketch.v1.AppendEntries
+	9,  // 6: ketch.v1.RaftMessage.append_entries_response:type_name -> ketch.v1.AppendEntriesResponse
+	10, // 7: ketch.v1.RaftMessage.timeout_now:type_name -> ketch.v1.TimeoutNow
+	11, // 8: ketch.v1.RaftMessage.read_index_request:type_name -> ketch.v1.ReadIndexRequest
+	12, // 9: ketch.v1.RaftMessage.read_index_response:type_name -> ketch.v1.ReadIndexResponse
+	13, // 10: ketch.v1.RaftMessage.install_snapshot:type_name -> ketch.v1.InstallSnapshot
+	14, // 11: ketch.v1.RaftMessage.install_snapshot_response:type_name -> ketch.v1.InstallSnapshotResponse
+	3,  // 12: ketch.v1.AppendEntries.entries:type_name -> ketch.v1.Entry
+	2,  // 13: ketch.v1.InstallSnapshot.configuration:type_name -> ketch.v1.Configuration
+	18, // 14: ketch.v1.SnapshotHeader.members:type_name -> ketch.v1.Member
+	2,  // 15: ketch.v1.SnapshotHeader.configuration:type_name -> ketch.v1.Configuration
+	2,  // 16: ketch.v1.LogBase.configuration:type_name -> ketch.v1.Configuration
+	5,  // 17: ketch.v1.RaftBatch.messages:type_name -> ketch.v1.RaftMessage
+	1,  // 18: ketch.v1.Member.role:type_name -> ketch.v1.MemberRole
+	18, // 19: ketch.v1.NodeIdentity.members:type_name -> ketch.v1.Member
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_raft_proto_init() }
@@ -1603,7 +1843,7 @@ func file_raft_proto_init() {
 	if File_raft_proto != nil {
 		return
 	}
-	file_raft_proto_msgTypes[2].OneofWrappers = []any{
+	file_raft_proto_msgTypes[3].OneofWrappers = []any{
 		(*RaftMessage_RequestVote)(nil),
 		(*RaftMessage_RequestVoteResponse)(nil),
 		(*RaftMessage_AppendEntries)(nil),
@@ -1619,8 +1859,8 @@ func file_raft_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_raft_proto_rawDesc), len(file_raft_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   17,
+			NumEnums:      2,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
