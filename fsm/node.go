@@ -64,10 +64,10 @@ type Node struct {
 	// The membership change under way, the servers the leader replicates
 	// to that are not (or no longer) in its configuration, and which of
 	// them the latest, uncommitted configuration removed.
-	change  *pendingChange
-	extra   map[uint64]*pb.Member
-	leaving []uint64
-	round     uint64   // heartbeat rounds in this term
+	change    *pendingChange
+	extra     map[uint64]*pb.Member
+	leaving   []uint64
+	round     uint64 // heartbeat rounds in this term
 	proposals []pendingProposal
 	// uncommitted is the data (plus pb.EntryOverhead each) of the entries
 	// this leader appended in its term that have not committed yet,

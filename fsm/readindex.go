@@ -1,7 +1,6 @@
 package fsm
 
 import (
-
 	pb "github.com/ketch-raft/ketch/messages"
 )
 
