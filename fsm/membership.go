@@ -289,9 +289,12 @@ func (n *Node) removedSelf() bool {
 	return ok
 }
 
-// isRemoved reports whether id was removed from the cluster.
+// isRemoved reports whether a committed configuration removed id from the
+// cluster. Not the latest: a leader that removes itself keeps leading until
+// that configuration commits (thesis §4.2.2), so its followers must hear it
+// until then.
 func (n *Node) isRemoved(id uint64) bool {
-	_, ok := slices.BinarySearch(n.config().Config.Removed, id)
+	_, ok := slices.BinarySearch(n.configAt(n.commit).Config.Removed, id)
 	return ok
 }
 

@@ -74,7 +74,13 @@ func (n *Node) checkMessage(m *pb.RaftMessage) bool {
 		n.acts = append(n.acts, Rejected{Err: fmt.Errorf("%w: nil message", ErrMalformed)})
 		return false
 	}
-	why, kind := checkMessage(m, &n.cfg, n.mayHearFrom)
+	hear := n.mayHearFrom
+	if m.GetTimeoutNow() != nil && m.From == n.leader && m.Term == n.term {
+		// thesis §4.2.2: the leader that removed itself hands over once its
+		// removal committed; its TimeoutNow is heard.
+		hear = func(id uint64) bool { return id != 0 && id != n.id }
+	}
+	why, kind := checkMessage(m, &n.cfg, hear)
 	if why == "" && m.Term > n.term+MaxTermGap {
 		why, kind = fmt.Sprintf("term %d is more than %d ahead of this node's term %d", m.Term, uint64(MaxTermGap), n.term), ErrTermOutOfRange
 	}

@@ -44,6 +44,9 @@ type CompactRequest struct {
 	Epoch         uint64
 	Through, Term uint64
 	Reset         bool
+	// The configuration in effect at Through (Compaction.Config).
+	Config      *pb.Configuration
+	ConfigIndex uint64
 }
 
 // Durable tells the sender of WriteRequests that every one of them it sent
@@ -374,7 +377,7 @@ func (a *storeActor) compact(ctx actor.Context, m *CompactRequest) {
 	if _, fenced := a.sp.fenced[key]; fenced {
 		return // its epoch lost writes: the fsm crashes and reloads
 	}
-	a.pending = append(a.pending, Update{Compact: &Compaction{Through: m.Through, Term: m.Term, Reset: m.Reset}})
+	a.pending = append(a.pending, Update{Compact: &Compaction{Through: m.Through, Term: m.Term, Reset: m.Reset, Config: m.Config, ConfigIndex: m.ConfigIndex}})
 	a.noteAck(to, key, m.Epoch, 0) // so that losing it fences the epoch
 }
 

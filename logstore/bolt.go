@@ -946,7 +946,7 @@ func (s *BoltStore) readBase(meta *bolt.Bucket) (Base, error) {
 	if err := proto.Unmarshal(b, &lb); err != nil || lb.Index == 0 || lb.Term == 0 {
 		return Base{}, s.corrupt("the log base does not decode", err)
 	}
-	return Base{Index: lb.Index, Term: lb.Term}, nil
+	return Base{Index: lb.Index, Term: lb.Term, Config: lb.Configuration, ConfigIndex: lb.ConfigurationIndex}, nil
 }
 
 // Write makes updates durable with one journal record and one fdatasync

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	pb "github.com/ketch-raft/ketch/messages"
+	"google.golang.org/protobuf/proto"
 )
 
 // Raft §7, in the store: a compaction deletes the log's prefix and records
@@ -30,9 +31,9 @@ func TestStoreCompaction(t *testing.T) {
 					t.Fatalf("state base %+v, %d entries from %v to %d; want base %+v, %d..%d", st.Base, len(st.Entries), st.Entries[:min(1, len(st.Entries))], st.LastIndex(), base, first, last)
 				}
 			}
-			check(s, Base{12, 2}, 13, 20)
+			check(s, Base{Index: 12, Term: 2}, 13, 20)
 			s = reopen(s)
-			check(s, Base{12, 2}, 13, 20)
+			check(s, Base{Index: 12, Term: 2}, 13, 20)
 			// Reads of compacted entries return none; the rest as before.
 			if got, err := s.Entries(5, 15, 1<<20); err != nil || len(got) != 0 {
 				t.Fatalf("Entries(5, 15) = %v, %v; want none (compacted)", got, err)
@@ -54,12 +55,37 @@ func TestStoreCompaction(t *testing.T) {
 			mustWrite(t, s, Update{Entries: ents(15, 16, 3)},
 				Update{Compact: &Compaction{Through: 30, Term: 4, Reset: true}},
 				Update{Entries: ents(31, 32, 4)})
-			check(s, Base{30, 4}, 31, 32)
+			check(s, Base{Index: 30, Term: 4}, 31, 32)
 			s = reopen(s)
-			check(s, Base{30, 4}, 31, 32)
+			check(s, Base{Index: 30, Term: 4}, 31, 32)
 			mustWrite(t, s, Update{Entries: ents(33, 33, 4)})
 			s = reopen(s)
-			check(s, Base{30, 4}, 31, 33)
+			check(s, Base{Index: 30, Term: 4}, 31, 33)
+		})
+	}
+}
+
+// thesis §4.1: a compaction records the configuration in effect at its
+// index, and Load gives it back with the base, across a restart (journal
+// replay) and a checkpoint, so a node knows its membership without the
+// compacted entries.
+func TestCompactionKeepsTheConfiguration(t *testing.T) {
+	conf := &pb.Configuration{Members: []*pb.Member{
+		{Id: 1, Address: "a:1", Role: pb.MemberRole_MEMBER_ROLE_VOTER},
+		{Id: 4, Address: "a:4", Role: pb.MemberRole_MEMBER_ROLE_LEARNER},
+	}, Removed: []uint64{2, 3}}
+	for _, kind := range storeKinds {
+		t.Run(kind.name, func(t *testing.T) {
+			s, reopen := kind.open(t)
+			mustWrite(t, s, Update{HardState: hs(2, 1), Entries: ents(1, 10, 2)})
+			mustWrite(t, s, Update{Compact: &Compaction{Through: 8, Term: 2, Config: conf, ConfigIndex: 7}})
+			for range 2 {
+				st := mustLoad(t, s)
+				if st.Base.Index != 8 || st.Base.ConfigIndex != 7 || !proto.Equal(st.Base.Config, conf) {
+					t.Fatalf("base %+v, want 8 with the configuration of index 7 (%v)", st.Base, conf)
+				}
+				s = reopen(s)
+			}
 		})
 	}
 }
@@ -80,7 +106,7 @@ func TestCompactionIsReplayedFromTheJournal(t *testing.T) {
 		}
 		r := mustOpenBolt(t, crashImage(t, s))
 		st := mustLoad(t, r)
-		if st.Base != (Base{195, 1}) || len(st.Entries) != 5 || st.Entries[0].Index != 196 {
+		if st.Base != (Base{Index: 195, Term: 1}) || len(st.Entries) != 5 || st.Entries[0].Index != 196 {
 			t.Fatalf("JournalFileBytes %d: recovered base %+v with %d entries, want base 195 and 196..200", fileBytes, st.Base, len(st.Entries))
 		}
 	}
@@ -163,7 +189,7 @@ func TestBoltFileShrinksWhenMostlyFree(t *testing.T) {
 	check := func(s Store) {
 		t.Helper()
 		st := mustLoad(t, s)
-		if st.Base != (Base{395, 1}) || len(st.Entries) != 45 || st.Entries[0].Index != 396 || st.HardState.GetTerm() != 1 ||
+		if st.Base != (Base{Index: 395, Term: 1}) || len(st.Entries) != 45 || st.Entries[0].Index != 396 || st.HardState.GetTerm() != 1 ||
 			!bytes.Equal(st.Entries[44].Data, big(440, 440)[0].Data) {
 			t.Fatalf("after shrinking: base %+v, %d entries, hard state %v", st.Base, len(st.Entries), st.HardState)
 		}

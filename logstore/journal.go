@@ -149,7 +149,8 @@ func encodeRecord(seq uint64, updates []Update) ([]byte, error) {
 			msgs, fields = append(msgs, e), append(fields, 2)
 		}
 		if c := u.Compact; c != nil {
-			msgs, fields = append(msgs, &pb.LogBase{Index: c.Through, Term: c.Term, Reset_: c.Reset}), append(fields, 3)
+			msgs, fields = append(msgs, &pb.LogBase{Index: c.Through, Term: c.Term, Reset_: c.Reset,
+				Configuration: c.Config, ConfigurationIndex: c.ConfigIndex}), append(fields, 3)
 		}
 	}
 	sizes := make([]int, len(msgs))

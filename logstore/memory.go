@@ -73,7 +73,7 @@ func (m *MemoryStore) Write(updates []Update) error {
 				m.entries = append([]*pb.Entry(nil), m.entries[c.Through-m.base.Index:]...)
 			}
 			if c.Reset || c.Through > m.base.Index {
-				m.base = Base{Index: c.Through, Term: c.Term}
+				m.base = Base{Index: c.Through, Term: c.Term, Config: c.Config, ConfigIndex: c.ConfigIndex}
 			}
 		}
 	}

@@ -71,8 +71,14 @@ type State struct {
 }
 
 // Base is the last index and term compacted away (Raft §7's last included
-// index and term).
-type Base struct{ Index, Term uint64 }
+// index and term), and the configuration in effect at Index with the index
+// of its entry (thesis §4.1; nil when the compaction recorded none: the
+// bootstrap configuration).
+type Base struct {
+	Index, Term uint64
+	Config      *pb.Configuration
+	ConfigIndex uint64
+}
 
 // LastIndex is the index of the last entry; Base.Index for an empty log.
 func (s State) LastIndex() uint64 {
@@ -106,6 +112,11 @@ type Update struct {
 type Compaction struct {
 	Through, Term uint64
 	Reset         bool
+	// Config is the configuration in effect at Through and ConfigIndex
+	// its entry's index; the store keeps them with the base (Load's
+	// State.Base) so a restart knows the membership.
+	Config      *pb.Configuration
+	ConfigIndex uint64
 }
 
 // checkUpdates validates updates against a log that starts after base and

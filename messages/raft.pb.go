@@ -1586,10 +1586,14 @@ func (x *Member) GetRole() MemberRole {
 // Every later start compares its flags with it and refuses another identity;
 // a start without --peers uses the recorded members.
 type NodeIdentity struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ClusterId     string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
-	NodeId        uint64                 `protobuf:"varint,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	Members       []*Member              `protobuf:"bytes,3,rep,name=members,proto3" json:"members,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	NodeId    uint64                 `protobuf:"varint,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	Members   []*Member              `protobuf:"bytes,3,rep,name=members,proto3" json:"members,omitempty"`
+	// The node was started with --join: it was not bootstrapped with the
+	// cluster but added to it later (members then holds only itself). Its
+	// configuration comes from the log alone.
+	Joined        bool `protobuf:"varint,4,opt,name=joined,proto3" json:"joined,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1643,6 +1647,13 @@ func (x *NodeIdentity) GetMembers() []*Member {
 		return x.Members
 	}
 	return nil
+}
+
+func (x *NodeIdentity) GetJoined() bool {
+	if x != nil {
+		return x.Joined
+	}
+	return false
 }
 
 var File_raft_proto protoreflect.FileDescriptor
@@ -1757,12 +1768,13 @@ const file_raft_proto_rawDesc = "" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12(\n" +
-	"\x04role\x18\x03 \x01(\x0e2\x14.ketch.v1.MemberRoleR\x04role\"r\n" +
+	"\x04role\x18\x03 \x01(\x0e2\x14.ketch.v1.MemberRoleR\x04role\"\x8a\x01\n" +
 	"\fNodeIdentity\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\x04R\x06nodeId\x12*\n" +
-	"\amembers\x18\x03 \x03(\v2\x10.ketch.v1.MemberR\amembers*j\n" +
+	"\amembers\x18\x03 \x03(\v2\x10.ketch.v1.MemberR\amembers\x12\x16\n" +
+	"\x06joined\x18\x04 \x01(\bR\x06joined*j\n" +
 	"\tEntryType\x12\x1a\n" +
 	"\x16ENTRY_TYPE_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11ENTRY_TYPE_NORMAL\x10\x01\x12\x13\n" +

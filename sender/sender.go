@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -36,6 +37,14 @@ type Outbound struct {
 	Msgs []*pb.RaftMessage
 }
 
+// SetPeers replaces the peer table: the fsm actor sends it whenever the
+// configuration changes (thesis §4.1) or it learns the address of a server
+// it did not know (RaftBatch.from_address). New peers are probed, gone ones
+// forgotten with their queues, a changed address is connected anew.
+type SetPeers struct {
+	Peers map[uint64]string
+}
+
 // Crash makes the sender actor panic with Reason, for fault tests. Its
 // supervisor restarts it: the queued messages are lost (to Raft that looks
 // like network loss); the counters survive.
@@ -46,8 +55,14 @@ type Crash struct {
 // Config configures a sender. Zero durations and sizes take the defaults.
 type Config struct {
 	// Peers maps each peer's node id to the address ("host:port") of its
-	// remote. This node itself need not be listed.
+	// remote, at start; SetPeers replaces it. This node itself need not be
+	// listed.
 	Peers map[uint64]string
+	// Self and SelfAddr are this node's id and the address its remote
+	// listens on: every RaftBatch carries them, so a receiver that does
+	// not know this node yet can answer it.
+	Self     uint64
+	SelfAddr string
 	// Target builds the remote PID of a peer's fsm actor. Required.
 	Target func(id uint64, addr string) *actor.PID
 	// MaxQueue bounds the messages queued for one peer. For an unreachable
@@ -156,7 +171,9 @@ type Stats struct {
 // counters, which outlive restarts of the actor.
 type Sender struct {
 	cfg        Config
-	counters   map[uint64]*peerCounters // read-only after New
+	mu         sync.Mutex
+	counters   map[uint64]*peerCounters // under mu; an entry per peer ever known
+	addrs      map[uint64]string        // under mu: the current peer table
 	unroutable atomic.Uint64
 }
 
@@ -173,7 +190,7 @@ func New(cfg Config) (*Sender, error) {
 	}
 	cfg = cfg.withDefaults()
 	cfg.Peers = maps.Clone(cfg.Peers)
-	s := &Sender{cfg: cfg, counters: map[uint64]*peerCounters{}}
+	s := &Sender{cfg: cfg, counters: map[uint64]*peerCounters{}, addrs: maps.Clone(cfg.Peers)}
 	for id := range cfg.Peers {
 		s.counters[id] = &peerCounters{}
 	}
@@ -190,9 +207,12 @@ func (s *Sender) Props() *actor.Props {
 // goroutine.
 func (s *Sender) Stats() Stats {
 	st := Stats{Peers: map[uint64]PeerStats{}, Unroutable: s.unroutable.Load()}
-	for id, c := range s.counters {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, addr := range s.addrs {
+		c := s.counters[id]
 		st.Peers[id] = PeerStats{
-			Addr:         s.cfg.Peers[id],
+			Addr:         addr,
 			Reachable:    c.reachable.Load(),
 			Queued:       int(c.queued.Load()),
 			SentBatches:  c.batches.Load(),
@@ -213,6 +233,7 @@ type (
 	probeResult struct {
 		owner *senderActor
 		id    uint64
+		addr  string
 		err   error
 	}
 	// probeTick: time to probe an unreachable peer again.
@@ -221,6 +242,28 @@ type (
 		id    uint64
 	}
 )
+
+// peerTable returns the current peer table (a copy).
+func (s *Sender) peerTable() map[uint64]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.addrs)
+}
+
+// setTable records a new peer table and returns each peer's counters.
+func (s *Sender) setTable(peers map[uint64]string) map[uint64]*peerCounters {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.addrs = maps.Clone(peers)
+	cs := map[uint64]*peerCounters{}
+	for id := range peers {
+		if s.counters[id] == nil {
+			s.counters[id] = &peerCounters{}
+		}
+		cs[id] = s.counters[id]
+	}
+	return cs
+}
 
 // peer is the actor's view of one peer.
 type peer struct {
@@ -244,7 +287,10 @@ type senderActor struct {
 	byAddr       map[string]*peer
 	flushPending bool
 	sub          *eventstream.Subscription
-	warned       map[uint64]bool // unroutable ids already logged
+	// watched is the set of peer addresses whose endpoint events the
+	// subscription forwards (read on the event stream's goroutine).
+	watched atomic.Pointer[map[string]bool]
+	warned  map[uint64]bool // unroutable ids already logged
 }
 
 // Receive implements actor.Actor.
@@ -282,6 +328,8 @@ func (a *senderActor) Receive(ctx actor.Context) {
 				a.probe(ctx, p)
 			}
 		}
+	case *SetPeers:
+		a.setPeers(ctx, m.Peers)
 	case *Crash:
 		panic("sender: crash requested: " + m.Reason)
 	}
@@ -297,35 +345,58 @@ func (a *senderActor) start(ctx actor.Context) {
 	a.peers = map[uint64]*peer{}
 	a.byAddr = map[string]*peer{}
 	a.warned = map[uint64]bool{}
-	addrs := map[string]bool{}
-	for id, addr := range cfg.Peers {
-		p := &peer{id: id, addr: addr, pid: cfg.Target(id, addr), q: newRing(cfg.MaxQueue, cfg.MaxQueueBytes), since: time.Now(), c: a.s.counters[id]}
-		p.c.reachable.Store(false)
-		p.c.queued.Store(0)
-		a.peers[id] = p
-		a.byAddr[addr] = p
-		addrs[addr] = true
-	}
+	a.watched.Store(&map[string]bool{})
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	// The filter runs inside the handler: protoactor's
 	// SubscribeWithPredicate sets the predicate after the subscription is
 	// already visible to Publish, which reads it without a lock (a data
 	// race under -race when an event is published meanwhile).
 	a.sub = ctx.ActorSystem().EventStream.Subscribe(func(ev any) {
+		watched := *a.watched.Load()
 		switch e := ev.(type) {
 		case *remote.EndpointTerminatedEvent:
-			if addrs[e.Address] {
+			if watched[e.Address] {
 				root.Send(self, ev)
 			}
 		case *remote.EndpointConnectedEvent:
-			if addrs[e.Address] {
+			if watched[e.Address] {
 				root.Send(self, ev)
 			}
 		}
 	})
-	for _, p := range a.peers {
+	a.setPeers(ctx, a.s.peerTable())
+}
+
+// setPeers makes the peer table peers: new peers are probed (a new
+// incarnation knows nothing about reachability, and a probe of a live peer
+// takes a millisecond), peers that are gone are forgotten with what was
+// queued for them.
+func (a *senderActor) setPeers(ctx actor.Context, peers map[uint64]string) {
+	counters := a.s.setTable(peers)
+	for id, p := range a.peers {
+		if addr, ok := peers[id]; !ok || addr != p.addr {
+			if p.timer != nil {
+				p.timer.Stop()
+			}
+			p.c.queued.Store(0)
+			delete(a.peers, id)
+			delete(a.byAddr, p.addr)
+		}
+	}
+	watched := map[string]bool{}
+	for id, addr := range peers {
+		watched[addr] = true
+		if a.peers[id] != nil {
+			continue
+		}
+		p := &peer{id: id, addr: addr, pid: a.s.cfg.Target(id, addr), q: newRing(a.s.cfg.MaxQueue, a.s.cfg.MaxQueueBytes), since: time.Now(), c: counters[id]}
+		p.c.reachable.Store(false)
+		p.c.queued.Store(0)
+		a.peers[id] = p
+		a.byAddr[addr] = p
 		a.probe(ctx, p)
 	}
+	a.watched.Store(&watched)
 }
 
 // stop releases what the incarnation holds outside the actor.
@@ -381,8 +452,10 @@ func (a *senderActor) flushPeer(ctx actor.Context, p *peer) {
 	if !p.up || p.q.len() == 0 {
 		return
 	}
-	for _, chunk := range pack(p.q.drain(), a.s.cfg.MaxBatchBytes) {
-		ctx.Send(p.pid, &pb.RaftBatch{Messages: chunk})
+	// The batch's own fields (who sends it) count against the bound too.
+	own := protowire.SizeTag(2) + protowire.SizeVarint(a.s.cfg.Self) + protowire.SizeTag(3) + protowire.SizeBytes(len(a.s.cfg.SelfAddr))
+	for _, chunk := range pack(p.q.drain(), max(a.s.cfg.MaxBatchBytes-own, 1)) {
+		ctx.Send(p.pid, &pb.RaftBatch{Messages: chunk, From: a.s.cfg.Self, FromAddress: a.s.cfg.SelfAddr})
 		p.c.batches.Add(1)
 		p.c.msgs.Add(uint64(len(chunk)))
 	}
@@ -417,7 +490,7 @@ func (a *senderActor) probe(ctx actor.Context, p *peer) {
 	id, addr, timeout := p.id, p.addr, a.s.cfg.ProbeTimeout
 	go func() {
 		err := probeHTTP2(addr, timeout)
-		root.Send(self, &probeResult{owner: a, id: id, err: err})
+		root.Send(self, &probeResult{owner: a, id: id, addr: addr, err: err})
 	}()
 }
 
@@ -425,8 +498,8 @@ func (a *senderActor) probe(ctx actor.Context, p *peer) {
 // schedules the next probe.
 func (a *senderActor) probeDone(ctx actor.Context, m *probeResult) {
 	p := a.peers[m.id]
-	if m.owner != a || p == nil {
-		return
+	if m.owner != a || p == nil || p.addr != m.addr {
+		return // a probe of a peer (or an address) since forgotten
 	}
 	p.probing = false
 	if p.up {

@@ -185,7 +185,7 @@ func New(cfg Config) (*Client, error) {
 // ResponseTypes are the messages a client receives: the gateway's answers.
 func ResponseTypes() []string {
 	var names []string
-	for _, m := range []proto.Message{&pb.ClientResponse{}, &pb.NodeStatus{}, &pb.CrashResponse{}, &pb.TransferResponse{}, &pb.SnapshotResponse{}} {
+	for _, m := range []proto.Message{&pb.ClientResponse{}, &pb.NodeStatus{}, &pb.CrashResponse{}, &pb.TransferResponse{}, &pb.SnapshotResponse{}, &pb.MemberResponse{}} {
 		names = append(names, string(proto.MessageName(m)))
 	}
 	return names
@@ -542,7 +542,7 @@ func (c *Client) ask(ctx context.Context, addr string, req any) (any, error) {
 	ch := make(chan any, 1)
 	pid := c.system.Root.Spawn(actor.PropsFromFunc(func(actx actor.Context) {
 		switch m := actx.Message().(type) {
-		case *pb.NodeStatus, *pb.CrashResponse, *pb.TransferResponse, *pb.SnapshotResponse:
+		case *pb.NodeStatus, *pb.CrashResponse, *pb.TransferResponse, *pb.SnapshotResponse, *pb.MemberResponse:
 			select {
 			case ch <- m:
 			default:
@@ -625,4 +625,80 @@ func (c *Client) findLeader(ctx context.Context) (id uint64, addr string, term u
 		return 0, "", 0, errors.New("no node reports itself leader; is a majority up?")
 	}
 	return id, addr, term, nil
+}
+
+// ErrMemberChange: the leader refused a membership change, or it failed
+// (the new server did not catch up, another change is in progress, the
+// configuration changed since the expected index); the error says which.
+// The configuration is unchanged.
+var ErrMemberChange = errors.New("membership change refused")
+
+// Members returns the cluster's configuration as the leader knows it (the
+// latest; any node's if no leader answers) and the index of its entry.
+func (c *Client) Members(ctx context.Context) (*pb.MemberResponse, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.Timeout)
+		defer cancel()
+	}
+	req := &pb.MemberRequest{ClusterId: c.cfg.ClusterID, Op: pb.MemberOp_MEMBER_OP_LIST}
+	addrs := c.cfg.Cluster
+	if _, addr, _, err := c.findLeader(ctx); err == nil {
+		addrs = append([]string{addr}, addrs...)
+	}
+	var last error
+	for _, addr := range addrs {
+		r, err := c.ask(ctx, addr, req)
+		if err != nil {
+			last = err
+			continue
+		}
+		mr, ok := r.(*pb.MemberResponse)
+		if !ok {
+			return nil, fmt.Errorf("node %s answered %T to a member request", addr, r)
+		}
+		if !mr.Ok {
+			last = fmt.Errorf("node %s: %s", addr, mr.Error)
+			continue
+		}
+		return mr, nil
+	}
+	return nil, last
+}
+
+// ChangeMembers asks the leader to change the configuration (add, promote,
+// remove; thesis chapter 4) and waits until the new configuration has
+// committed. New voters are caught up first, which takes at least a round
+// trip and, for a server far behind, a snapshot transfer: give ctx room.
+// A refusal wraps ErrMemberChange.
+func (c *Client) ChangeMembers(ctx context.Context, req *pb.MemberRequest) (*pb.MemberResponse, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.Timeout)
+		defer cancel()
+	}
+	req = proto.Clone(req).(*pb.MemberRequest)
+	req.ClusterId, req.Op = c.cfg.ClusterID, pb.MemberOp_MEMBER_OP_CHANGE
+	_, addr, _, err := c.findLeader(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for try := 0; ; try++ {
+		r, err := c.ask(ctx, addr, req)
+		if err != nil {
+			return nil, err
+		}
+		mr, ok := r.(*pb.MemberResponse)
+		if !ok {
+			return nil, fmt.Errorf("node %s answered %T to a member request", addr, r)
+		}
+		if mr.Ok {
+			return mr, nil
+		}
+		if mr.LeaderAddress != "" && mr.LeaderAddress != addr && try < 3 {
+			addr = mr.LeaderAddress // it was not the leader; nothing changed
+			continue
+		}
+		return mr, fmt.Errorf("%w: %s", ErrMemberChange, mr.Error)
+	}
 }

@@ -30,7 +30,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
+	"net"
 	"sync/atomic"
 	"time"
 
@@ -47,8 +49,11 @@ import (
 type Config struct {
 	// Raft is the fsm's configuration; Rand is supplied by the actor.
 	Raft fsm.Config
-	// Peers maps every member's id to its address (host:port), this node's
-	// included; it is used for leader hints to clients.
+	// Peers maps every bootstrap member's id to its address (host:port),
+	// this node's included. From the start on, the addresses come from the
+	// configuration in the log (fsm.ConfigChanged) and from peers that
+	// introduce themselves (RaftBatch.from_address); they are used for
+	// the sender's peer table and for leader hints to clients.
 	Peers map[uint64]string
 	// Store, State and Sender are the sibling actors.
 	Store, State, Sender *actor.PID
@@ -63,6 +68,10 @@ type Config struct {
 	// OnStatus, if set, is called with the fsm's status after every
 	// message (the node publishes it for `ketch status`). It must not block.
 	OnStatus func(fsm.Status)
+	// OnConfig, if set, is called with the configuration in use whenever
+	// it changes, and with the leader's match indexes (nil on other
+	// nodes) at every timer firing. It must not block.
+	OnConfig func(fsm.ConfigState, map[uint64]uint64)
 	Logger   *slog.Logger
 }
 
@@ -167,7 +176,19 @@ type fsmActor struct {
 	warnCli  rateLimit // refused client requests
 	lastStat fsm.Status
 	outbound []*pb.RaftMessage
+
+	// The address book: the configuration's members' addresses (conf)
+	// and those of servers that introduced themselves in a RaftBatch
+	// (learned: a leader this node's configuration does not name yet).
+	conf    fsm.ConfigState
+	book    map[uint64]string
+	learned map[uint64]string
+	// members waits for the answers to membership changes.
+	members map[uint64]*actor.PID
 }
+
+// maxLearned bounds the addresses learned from RaftBatches.
+const maxLearned = 64
 
 // rateLimit lets one log line through per second and counts the others.
 type rateLimit struct {
@@ -242,6 +263,7 @@ func (a *fsmActor) Receive(ctx actor.Context) {
 			a.step(ctx, fsm.Timeout{Timer: m.timer, Gen: m.gen, Now: a.now()})
 		}
 	case *pb.RaftBatch:
+		a.learn(ctx, m.From, m.FromAddress)
 		for _, msg := range m.Messages {
 			a.peerMessage(ctx, msg)
 		}
@@ -270,6 +292,8 @@ func (a *fsmActor) Receive(ctx actor.Context) {
 		}
 	case *protocol.Transfer:
 		a.transfer(ctx, m)
+	case *protocol.Members:
+		a.memberRequest(ctx, m)
 	case *pb.TransferRequest:
 		a.cfg.Stats.RejectedClient.Add(1)
 		if ctx.Sender() != nil {
@@ -288,6 +312,9 @@ func (a *fsmActor) start(ctx actor.Context) {
 	a.epoch = uint64(time.Now().UnixNano())
 	a.born = time.Now()
 	a.waiters = map[uint64]waiter{}
+	a.members = map[uint64]*actor.PID{}
+	a.book = maps.Clone(a.cfg.Peers)
+	a.learned = map[uint64]string{}
 	ctx.Request(a.cfg.Store, &logstore.LoadRequest{Epoch: a.epoch})
 	ctx.Request(a.cfg.State, &protocol.AppliedQuery{Epoch: a.epoch})
 }
@@ -308,12 +335,14 @@ func (a *fsmActor) maybeInit(ctx actor.Context) {
 	}
 	base := a.loaded.State.Base
 	node, err := fsm.New(cfg, fsm.Restore{
-		HardState: a.loaded.State.HardState,
-		Base:      fsm.SnapshotMeta{Index: base.Index, Term: base.Term},
-		Entries:   a.loaded.State.Entries,
-		Snapshot:  applied.Snapshot,
-		Staging:   applied.Staging,
-		Applied:   applied.Index,
+		HardState:      a.loaded.State.HardState,
+		Base:           fsm.SnapshotMeta{Index: base.Index, Term: base.Term},
+		BaseConfig:     fsm.ConfigState{Config: base.Config, Index: base.ConfigIndex},
+		SnapshotConfig: applied.SnapshotConfig,
+		Entries:        a.loaded.State.Entries,
+		Snapshot:       applied.Snapshot,
+		Staging:        applied.Staging,
+		Applied:        applied.Index,
 	})
 	if err != nil {
 		panic(fmt.Sprintf("fsm: cannot restore from the store: %v", err))
@@ -460,7 +489,8 @@ func (a *fsmActor) step(ctx actor.Context, ev fsm.Event) {
 			ctx.Request(a.cfg.Store, &logstore.ReadEntries{Lo: x.Lo, Hi: x.Hi, MaxBytes: x.MaxBytes,
 				Tag: fetchTag{epoch: a.epoch, peer: x.Peer, term: x.Term, lo: x.Lo}})
 		case fsm.Compact:
-			ctx.Request(a.cfg.Store, &logstore.CompactRequest{Epoch: a.epoch, Through: x.Through, Term: x.Term, Reset: x.Reset})
+			ctx.Request(a.cfg.Store, &logstore.CompactRequest{Epoch: a.epoch, Through: x.Through, Term: x.Term, Reset: x.Reset,
+				Config: x.Config.Config, ConfigIndex: x.Config.Index})
 		case fsm.ReadChunk:
 			ctx.Request(a.cfg.State, &protocol.ReadChunk{Epoch: a.epoch, ReadChunk: x})
 		case fsm.EndTransfer:
@@ -470,6 +500,12 @@ func (a *fsmActor) step(ctx actor.Context, ev fsm.Event) {
 		case fsm.InstallSnapshot:
 			a.log.Info("installing a snapshot from the leader", "index", x.Meta.Index, "term", x.Meta.Term)
 			ctx.Request(a.cfg.State, &protocol.InstallSnapshot{Epoch: a.epoch, Meta: x.Meta})
+		case fsm.ConfigChanged:
+			a.configChanged(ctx, x)
+		case fsm.MembersChanged:
+			a.membersChanged(ctx, x)
+		case fsm.Removed:
+			a.log.Warn("this node was removed from the cluster: it no longer votes or campaigns; stop it and retire its data dir (its id is never reused)", "index", x.Index)
 		case fsm.Rejected:
 			a.cfg.Stats.RejectedPeer.Add(1)
 			if n, ok := a.warn.allow(); ok {
@@ -481,6 +517,9 @@ func (a *fsmActor) step(ctx actor.Context, ev fsm.Event) {
 	if len(a.outbound) > 0 {
 		ctx.Send(a.cfg.Sender, &sender.Outbound{Msgs: a.outbound})
 		a.outbound = nil
+	}
+	if _, ok := ev.(fsm.Timeout); ok && a.cfg.OnConfig != nil {
+		a.cfg.OnConfig(a.conf, a.node.Matches())
 	}
 	if st := a.node.Status(); st != a.lastStat {
 		a.logRoleChange(st)
@@ -510,7 +549,7 @@ func (a *fsmActor) reply(ctx actor.Context, x fsm.Reply) {
 	case errors.Is(x.Err, fsm.ErrNotLeader), errors.Is(x.Err, fsm.ErrTransferring):
 		// Neither was appended: the client may send it elsewhere.
 		a.answer(ctx, w.replyTo, &pb.ClientResponse{ClientId: w.clientID, Sequence: w.seqNum,
-			Status: pb.ClientStatus_CLIENT_STATUS_NOT_LEADER, LeaderId: x.Leader, LeaderAddress: a.cfg.Peers[x.Leader]})
+			Status: pb.ClientStatus_CLIENT_STATUS_NOT_LEADER, LeaderId: x.Leader, LeaderAddress: a.book[x.Leader]})
 	case errors.Is(x.Err, fsm.ErrBusy):
 		a.busy(ctx, w.replyTo, w.clientID, w.seqNum, fmt.Sprintf("node %d: %v", a.cfg.Raft.ID, x.Err))
 	case errors.Is(x.Err, fsm.ErrTooLarge):
@@ -538,7 +577,7 @@ func (a *fsmActor) readReady(ctx actor.Context, x fsm.ReadReady) {
 		ctx.Send(a.cfg.State, &protocol.ReadRequest{Index: x.Index, Query: w.query, Typed: w.typed, ReplyTo: w.replyTo, ClientID: w.clientID, SeqNum: w.seqNum})
 	case fsm.ErrNotLeader:
 		a.answer(ctx, w.replyTo, &pb.ClientResponse{ClientId: w.clientID, Sequence: w.seqNum,
-			Status: pb.ClientStatus_CLIENT_STATUS_NOT_LEADER, LeaderId: x.Leader, LeaderAddress: a.cfg.Peers[x.Leader]})
+			Status: pb.ClientStatus_CLIENT_STATUS_NOT_LEADER, LeaderId: x.Leader, LeaderAddress: a.book[x.Leader]})
 	default: // not confirmed: nothing was read, so the client may retry
 		a.answer(ctx, w.replyTo, &pb.ClientResponse{ClientId: w.clientID, Sequence: w.seqNum,
 			Status: pb.ClientStatus_CLIENT_STATUS_UNAVAILABLE, Error: x.Err.Error()})
@@ -554,9 +593,9 @@ func (a *fsmActor) transfer(ctx actor.Context, m *protocol.Transfer) {
 	case a.node.Status().Role != fsm.Leader:
 		st := a.node.Status()
 		resp.Error = fmt.Sprintf("node %d is not the leader; ask the leader (node %d)", a.cfg.Raft.ID, st.Leader)
-		resp.LeaderId, resp.LeaderAddress = st.Leader, a.cfg.Peers[st.Leader]
-	case m.To == a.cfg.Raft.ID || m.To != 0 && a.cfg.Peers[m.To] == "":
-		resp.Error = fmt.Sprintf("node %d is not another member of the cluster", m.To)
+		resp.LeaderId, resp.LeaderAddress = st.Leader, a.book[st.Leader]
+	case m.To == a.cfg.Raft.ID || m.To != 0 && !isVoter(a.conf, m.To):
+		resp.Error = fmt.Sprintf("node %d is not another voter of the cluster", m.To)
 	default:
 		a.step(ctx, fsm.TransferLeadership{To: m.To})
 		resp.Ok = true
@@ -607,5 +646,109 @@ func (a *fsmActor) logRoleChange(st fsm.Status) {
 		if st.Leader != 0 && st.Leader != a.lastStat.Leader {
 			a.log.Info("following", "leader", st.Leader, "term", st.Term)
 		}
+	}
+}
+
+// ------------------------------------------------------------ membership
+
+// configChanged takes the configuration in use (thesis §4.1): the sender's
+// peer table and the address book follow it.
+func (a *fsmActor) configChanged(ctx actor.Context, x fsm.ConfigChanged) {
+	a.conf = x.Config
+	book := map[uint64]string{a.cfg.Raft.ID: a.cfg.Peers[a.cfg.Raft.ID]}
+	for _, m := range x.Peers {
+		if m.Address != "" {
+			book[m.Id] = m.Address
+		}
+	}
+	for id, addr := range a.learned {
+		if _, ok := book[id]; ok {
+			delete(a.learned, id) // the configuration names it now
+			continue
+		}
+		book[id] = addr
+	}
+	a.book = book
+	a.sendPeers(ctx)
+	if a.cfg.OnConfig != nil {
+		a.cfg.OnConfig(a.conf, a.node.Matches())
+	}
+}
+
+// learn records the address of a server that introduced itself in a
+// RaftBatch and that the configuration does not name (a leader of a
+// configuration this node has not received yet; any leader, for a server
+// that is joining), so that this node can answer it.
+func (a *fsmActor) learn(ctx actor.Context, id uint64, addr string) {
+	if id == 0 || id == a.cfg.Raft.ID || addr == "" || a.book[id] != "" || len(a.learned) >= maxLearned {
+		return
+	}
+	if host, port, err := net.SplitHostPort(addr); err != nil || host == "" || port == "" || len(addr) > 256 {
+		return
+	}
+	a.learned[id] = addr
+	a.book[id] = addr
+	a.log.Info("learned a peer's address from its messages", "peer", id, "addr", addr)
+	a.sendPeers(ctx)
+}
+
+func (a *fsmActor) sendPeers(ctx actor.Context) {
+	peers := maps.Clone(a.book)
+	delete(peers, a.cfg.Raft.ID)
+	ctx.Send(a.cfg.Sender, &sender.SetPeers{Peers: peers})
+}
+
+// isVoter reports whether id votes in the configuration c.
+func isVoter(c fsm.ConfigState, id uint64) bool {
+	if c.Config == nil {
+		return false
+	}
+	for _, m := range c.Config.Members {
+		if m.Id == id && m.Role == pb.MemberRole_MEMBER_ROLE_VOTER {
+			return true
+		}
+	}
+	return false
+}
+
+// memberRequest lists the configuration or starts a change (only the
+// leader can; the fsm answers with MembersChanged).
+func (a *fsmActor) memberRequest(ctx actor.Context, m *protocol.Members) {
+	if a.node == nil {
+		a.answerMembers(ctx, m.ReplyTo, &pb.MemberResponse{Error: "the node is starting; retry shortly"})
+		return
+	}
+	if m.Req.Op == pb.MemberOp_MEMBER_OP_LIST {
+		c := a.node.Configuration()
+		a.answerMembers(ctx, m.ReplyTo, &pb.MemberResponse{Ok: true, Configuration: c.Config, ConfigurationIndex: c.Index,
+			LeaderId: a.node.Status().Leader, LeaderAddress: a.book[a.node.Status().Leader]})
+		return
+	}
+	a.nextID++
+	a.members[a.nextID] = m.ReplyTo
+	a.step(ctx, fsm.ChangeMembers{ID: a.nextID, Add: m.Req.Add, Promote: m.Req.Promote, Remove: m.Req.Remove, ExpectIndex: m.Req.ExpectIndex})
+}
+
+// membersChanged answers a membership change.
+func (a *fsmActor) membersChanged(ctx actor.Context, x fsm.MembersChanged) {
+	to, ok := a.members[x.ID]
+	if !ok {
+		return
+	}
+	delete(a.members, x.ID)
+	resp := &pb.MemberResponse{Ok: x.Err == nil, Configuration: x.Config.Config, ConfigurationIndex: x.Config.Index}
+	if x.Err != nil {
+		resp.Error = x.Err.Error()
+		if errors.Is(x.Err, fsm.ErrNotLeader) {
+			resp.Error = fmt.Sprintf("node %d is not the leader; ask the leader (node %d)", a.cfg.Raft.ID, x.Leader)
+			resp.LeaderId, resp.LeaderAddress = x.Leader, a.book[x.Leader]
+		}
+	}
+	a.answerMembers(ctx, to, resp)
+}
+
+func (a *fsmActor) answerMembers(ctx actor.Context, to *actor.PID, resp *pb.MemberResponse) {
+	if to != nil {
+		ctx.Send(to, resp)
 	}
 }

@@ -205,7 +205,7 @@ func TestRejectedPeerMessagesAreCounted(t *testing.T) {
 	bad := []*pb.RaftMessage{
 		nil,
 		{ClusterId: "other", From: 2, To: 1, Term: 1, Body: &pb.RaftMessage_TimeoutNow{TimeoutNow: &pb.TimeoutNow{}}},
-		{ClusterId: "c", From: 9, To: 1, Term: 1, Body: &pb.RaftMessage_TimeoutNow{TimeoutNow: &pb.TimeoutNow{}}},
+		{ClusterId: "c", From: 1, To: 1, Term: 1, Body: &pb.RaftMessage_TimeoutNow{TimeoutNow: &pb.TimeoutNow{}}}, // from itself
 		{ClusterId: "c", From: 2, To: 1, Term: math.MaxUint64, Body: &pb.RaftMessage_AppendEntriesResponse{AppendEntriesResponse: &pb.AppendEntriesResponse{}}},
 		{ClusterId: "c", From: 2, To: 1, Term: 1},
 	}

@@ -19,6 +19,8 @@ package gateway
 import (
 	"fmt"
 	"log/slog"
+	"net"
+	"slices"
 	"sync/atomic"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -103,6 +105,17 @@ func (g *gatewayActor) Receive(ctx actor.Context) {
 		default:
 			ctx.Send(g.cfg.State, &protocol.SnapshotNow{ReplyTo: ctx.Sender()})
 		}
+	case *pb.MemberRequest:
+		if err := g.checkMembers(m); err != nil {
+			g.cfg.Rejected.Add(1)
+			g.respond(ctx, &pb.MemberResponse{Error: err.Error()})
+			return
+		}
+		if ctx.Sender() == nil {
+			g.cfg.Rejected.Add(1)
+			return
+		}
+		ctx.Send(g.cfg.FSM, &protocol.Members{Req: m, ReplyTo: ctx.Sender()})
 	case *pb.TransferRequest:
 		if m.ClusterId != g.cfg.ClusterID {
 			g.cfg.Rejected.Add(1)
@@ -134,6 +147,52 @@ func (g *gatewayActor) check(m *pb.ClientRequest) error {
 		return fmt.Errorf("the request has both a key-value command and data; send one")
 	}
 	return kv.ValidateRequest(m, g.cfg.Limits)
+}
+
+// maxMemberChanges bounds the servers one MemberRequest names.
+const maxMemberChanges = 64
+
+// checkMembers validates a MemberRequest: the cluster, the operation, and
+// for a change: something to change, positive ids, host:port addresses,
+// the role voter or learner for each server to add.
+func (g *gatewayActor) checkMembers(m *pb.MemberRequest) error {
+	if m.ClusterId != g.cfg.ClusterID {
+		return fmt.Errorf("%s", g.wrongCluster(m.ClusterId))
+	}
+	switch m.Op {
+	case pb.MemberOp_MEMBER_OP_LIST:
+		if len(m.Add)+len(m.Promote)+len(m.Remove) > 0 {
+			return fmt.Errorf("a member list names no servers")
+		}
+		return nil
+	case pb.MemberOp_MEMBER_OP_CHANGE:
+	default:
+		return fmt.Errorf("unknown member operation %v", m.Op)
+	}
+	n := len(m.Add) + len(m.Promote) + len(m.Remove)
+	switch {
+	case n == 0:
+		return fmt.Errorf("the change names no server to add, promote or remove")
+	case n > maxMemberChanges:
+		return fmt.Errorf("the change names %d servers; at most %d at once", n, maxMemberChanges)
+	}
+	for _, s := range m.Add {
+		switch {
+		case s == nil || s.Id == 0:
+			return fmt.Errorf("a server to add needs a positive id")
+		case s.Role != pb.MemberRole_MEMBER_ROLE_VOTER && s.Role != pb.MemberRole_MEMBER_ROLE_LEARNER:
+			return fmt.Errorf("server %d needs the role voter or learner", s.Id)
+		}
+		if host, port, err := net.SplitHostPort(s.Address); err != nil || host == "" || port == "" || len(s.Address) > 256 {
+			return fmt.Errorf("server %d's address %.64q is not host:port", s.Id, s.Address)
+		}
+	}
+	for _, id := range append(slices.Clone(m.Promote), m.Remove...) {
+		if id == 0 {
+			return fmt.Errorf("server ids are positive integers")
+		}
+	}
+	return nil
 }
 
 func (g *gatewayActor) wrongCluster(got string) string {

@@ -24,13 +24,18 @@ import (
 //   - another --id or --cluster-id is refused (ErrBadConfig);
 //   - --listen must be the address recorded for this node;
 //   - --peers, when given, must list exactly the recorded members;
-//   - no --peers (Config.Peers nil) uses the recorded members.
+//   - no --peers (Config.Peers nil) uses the recorded members;
+//   - a server started with --join records that it joined (no bootstrap
+//     members); it is refused --peers later, and a founding member is
+//     refused --join.
+//
+// The recorded members are only the bootstrap configuration: once the log
+// (or a snapshot) holds a configuration entry, that is the membership
+// (thesis §4.1).
 //
 // A data dir without a record is either new (nothing in it: record the
 // flags) or from a ketch older than the record (a log but no identity:
-// record the flags, which must then include --peers). The membership
-// changes to come make the configuration in the log the truth; the record
-// stays what this node was bootstrapped with.
+// record the flags, which must then include --peers).
 
 // resolveIdentity checks cfg against the identity recorded in store and
 // fills in cfg.Peers from the record when none were given (Peers nil; an
@@ -51,6 +56,14 @@ func resolveIdentity(store *logstore.BoltStore, cfg *Config, log *slog.Logger) (
 			return nil, err
 		}
 		old := st.HardState != nil || len(st.Entries) > 0
+		if cfg.Join {
+			if old {
+				return nil, bad("data dir %s holds a log: --join is for a new server with an empty data dir", dir)
+			}
+			id := identityOf(cfg)
+			id.Joined = true
+			return id, nil
+		}
 		if old && cfg.Peers == nil {
 			return nil, bad("data dir %s holds a log but no recorded identity (it was written by an older ketch); start it once with the --peers it ran with (--peers \"\" for a one-node cluster), to record them", dir)
 		}
@@ -76,6 +89,15 @@ func resolveIdentity(store *logstore.BoltStore, cfg *Config, log *slog.Logger) (
 		return nil, bad("data dir %s records node %d's address as %s, not %s (--listen); start it with --listen %s: its peers know it there", dir, cfg.ID, self, cfg.Listen, self)
 	}
 	delete(recorded, cfg.ID)
+	switch {
+	case id.Joined && len(cfg.Peers) > 0:
+		return nil, bad("data dir %s belongs to a server that joined the cluster: it has no bootstrap --peers; start it with --join (or neither), its configuration comes from the log", dir)
+	case id.Joined:
+		cfg.Join, cfg.Peers = true, nil
+		return nil, nil
+	case cfg.Join:
+		return nil, bad("data dir %s belongs to a founding member of the cluster (bootstrapped with %s); start it without --join", dir, peerList(recorded))
+	}
 	if cfg.Peers == nil {
 		cfg.Peers = recorded
 		return nil, nil

@@ -78,8 +78,15 @@ type Config struct {
 	// Listen is the host:port this node's remote listens on; peers and
 	// clients reach it there.
 	Listen string
-	// Peers maps the other members' ids to their addresses.
+	// Peers maps the other members' ids to their addresses: the
+	// configuration a new cluster is bootstrapped with (every founding
+	// member must be given the same). Once the log holds a configuration
+	// (a membership change), that is used instead (thesis §4.1).
 	Peers map[uint64]string
+	// Join starts a server that is not part of the bootstrap: it takes no
+	// Peers, knows nobody, and takes part once the cluster's leader adds
+	// it (`ketch member add`), before or after it started.
+	Join bool
 	// DataDir holds the node's bbolt file (ketch-<group>.db).
 	DataDir string
 	// ClusterID names the cluster. Default "ketch".
@@ -179,6 +186,9 @@ func (c *Config) Validate() error {
 	if _, port, err := net.SplitHostPort(c.Listen); err != nil || port == "" {
 		return bad("--listen %q is not host:port", c.Listen)
 	}
+	if c.Join && len(c.Peers) > 0 {
+		return bad("--join starts a server that the cluster adds later; it takes no --peers (the cluster's configuration comes from its leader)")
+	}
 	for id, addr := range c.Peers {
 		if id == 0 || id == c.ID {
 			return bad("peer id %d: peers must be the other members, with positive ids", id)
@@ -218,7 +228,10 @@ type Node struct {
 	sup0      *actor.PID
 	send      *sender.Sender
 
-	raft    atomic.Pointer[fsm.Status]
+	raft atomic.Pointer[fsm.Status]
+	// The configuration in use and, on the leader, the match indexes.
+	conf    atomic.Pointer[fsm.ConfigState]
+	match   atomic.Pointer[map[uint64]uint64]
 	applied atomic.Uint64
 	// The latest snapshot's index and size (state.Config.OnSnapshot).
 	snapIndex, snapBytes atomic.Uint64
@@ -347,8 +360,18 @@ func start(parent actor.SpawnerContext, cfg Config, ownSystem bool) (*Node, erro
 	members := append(slices.Sorted(maps.Keys(cfg.Peers)), cfg.ID)
 	addrs := map[uint64]string{cfg.ID: cfg.Listen}
 	maps.Copy(addrs, cfg.Peers)
+	// The bootstrap configuration: the founding members, all voters; none
+	// for a server that joins (it learns the configuration from the log).
+	bootstrap := &pb.Configuration{}
+	if !cfg.Join {
+		for _, m := range memberList(addrs) {
+			bootstrap.Members = append(bootstrap.Members, &pb.Member{Id: m.Id, Address: m.Address, Role: pb.MemberRole_MEMBER_ROLE_VOTER})
+		}
+	} else {
+		members = nil
+	}
 	raftCfg := fsm.Config{
-		ID: cfg.ID, ClusterID: cfg.ClusterID, Members: members,
+		ID: cfg.ID, ClusterID: cfg.ClusterID, Bootstrap: bootstrap,
 		ElectionTimeout: cfg.ElectionTimeout, HeartbeatInterval: cfg.HeartbeatInterval,
 		FollowerReads: true, LeaseReads: cfg.LeaseReads, DisableCheckQuorum: cfg.DisableCheckQuorum,
 		LogCacheEntries:     cfg.LogCacheEntries,
@@ -368,6 +391,8 @@ func start(parent actor.SpawnerContext, cfg Config, ownSystem bool) (*Node, erro
 	n := &Node{cfg: cfg, ids: ids, ownSystem: ownSystem, system: parent.ActorSystem(), done: make(chan struct{})}
 	n.send, err = sender.New(sender.Config{
 		Peers:         cfg.Peers,
+		Self:          cfg.ID,
+		SelfAddr:      cfg.Listen,
 		Target:        func(_ uint64, addr string) *actor.PID { return actor.NewPID(addr, ids.FSM) },
 		MaxBatchBytes: cfg.Limits.MaxBatchBytes,
 		Logger:        log,
@@ -432,7 +457,7 @@ func start(parent actor.SpawnerContext, cfg Config, ownSystem bool) (*Node, erro
 			SnapshotBytes:   cfg.SnapshotBytes,
 			SnapshotGrowth:  cfg.SnapshotGrowth,
 			ClusterID:       cfg.ClusterID,
-			Members:         memberList(addrs),
+			Members:         bootstrap.Members,
 			FSM:             pid("fsm"),
 			OnSnapshot: func(index, bytes uint64) {
 				n.snapIndex.Store(index)
@@ -449,7 +474,11 @@ func start(parent actor.SpawnerContext, cfg Config, ownSystem bool) (*Node, erro
 			MaxPendingWrites: cfg.MaxPendingRequests, MaxPendingReads: cfg.MaxPendingRequests,
 			Stats:    &n.fsmStats,
 			OnStatus: func(st fsm.Status) { n.raft.Store(&st) },
-			Logger:   log,
+			OnConfig: func(c fsm.ConfigState, match map[uint64]uint64) {
+				n.conf.Store(&c)
+				n.match.Store(&match)
+			},
+			Logger: log,
 		})},
 		{Name: "sender", Props: n.send.Props()},
 		{Name: "gateway", Props: gateway.Props(gateway.Config{
@@ -502,7 +531,8 @@ func RoutesFor(ids Names) map[string][]string {
 	return map[string][]string{
 		ids.FSM: {name(&pb.RaftBatch{})},
 		ids.Gateway: {name(&pb.ClientRequest{}), name(&pb.StatusRequest{}),
-			name(&pb.CrashRequest{}), name(&pb.TransferRequest{}), name(&pb.SnapshotRequest{})},
+			name(&pb.CrashRequest{}), name(&pb.TransferRequest{}), name(&pb.SnapshotRequest{}),
+			name(&pb.MemberRequest{})},
 	}
 }
 
@@ -529,6 +559,13 @@ func (n *Node) Status() *pb.NodeStatus {
 		st.Role, st.Term, st.Leader, st.LastIndex, st.Commit = r.Role.String(), r.Term, r.Leader, r.LastIndex, r.Commit
 		st.LogInMemory = r.InMemory
 		st.FirstIndex = r.FirstIndex
+		st.NotMember = !r.Member
+	}
+	if c := n.conf.Load(); c != nil {
+		st.Configuration, st.ConfigurationIndex = c.Config, c.Index
+	}
+	if m := n.match.Load(); m != nil && st.Role == fsm.Leader.String() {
+		st.Match = maps.Clone(*m)
 	}
 	st.SnapshotIndex, st.SnapshotBytes = n.snapIndex.Load(), n.snapBytes.Load()
 	st.RejectedPeerMessages = n.fsmStats.RejectedPeer.Load()

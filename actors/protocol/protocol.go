@@ -40,6 +40,14 @@ type Transfer struct {
 	ReplyTo *actor.PID
 }
 
+// Members is a MemberRequest the gateway has validated (thesis chapter 4):
+// list the configuration, or change it. The answer, a pb.MemberResponse,
+// goes to ReplyTo.
+type Members struct {
+	Req     *pb.MemberRequest
+	ReplyTo *actor.PID
+}
+
 // ------------------------------------------------------------ fsm -> state
 
 // ApplyRequest hands committed entries, in index order, to the state
@@ -79,6 +87,8 @@ type AppliedInfo struct {
 	Index    uint64
 	Snapshot fsm.SnapshotMeta
 	Staging  fsm.Staging
+	// SnapshotConfig is the configuration Snapshot's header records.
+	SnapshotConfig fsm.ConfigState
 }
 
 // ------------------------------------------------------- snapshots (§7)

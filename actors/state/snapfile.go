@@ -352,3 +352,17 @@ func syncDir(dir string) error {
 	defer d.Close()
 	return d.Sync()
 }
+
+// config is the configuration the snapshot's header records (thesis §4.1)
+// with the index of its entry; a header written before configurations were
+// recorded has only the members, all voters.
+func (sf *snapFile) config() fsm.ConfigState {
+	if c := sf.header.Configuration; c != nil {
+		return fsm.ConfigState{Config: c, Index: sf.header.ConfigurationIndex}
+	}
+	c := &pb.Configuration{}
+	for _, m := range sf.header.Members {
+		c.Members = append(c.Members, &pb.Member{Id: m.Id, Address: m.Address, Role: pb.MemberRole_MEMBER_ROLE_VOTER})
+	}
+	return fsm.ConfigState{Config: c}
+}

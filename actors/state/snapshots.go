@@ -116,6 +116,8 @@ func (a *stateActor) startSnapshots() error {
 	}
 	a.sm, a.sessions, a.latest = sm, sess, latest
 	a.applied, a.appliedTerm = latest.meta.Index, latest.meta.Term
+	c := latest.config()
+	a.conf, a.confIndex = c.Config, c.Index
 	a.log.Info("restored the latest snapshot", "index", latest.meta.Index, "term", latest.meta.Term, "bytes", latest.size)
 	a.noteSnapshot()
 	return nil
@@ -203,7 +205,8 @@ func (a *stateActor) startSnapshot(ctx actor.Context) {
 		smSnap.Release()
 		frozen.Thaw()
 	}
-	hdr := &pb.SnapshotHeader{ClusterId: a.cfg.ClusterID, LastIncludedIndex: a.applied, LastIncludedTerm: a.appliedTerm, Members: a.cfg.Members}
+	hdr := &pb.SnapshotHeader{ClusterId: a.cfg.ClusterID, LastIncludedIndex: a.applied, LastIncludedTerm: a.appliedTerm,
+		Members: a.conf.Members, Configuration: a.conf, ConfigurationIndex: a.confIndex}
 	self, system, inc, dir, noSync := ctx.Self(), ctx.ActorSystem(), a.inc, a.cfg.Dir, a.cfg.UnsafeNoSync
 	began := time.Now()
 	go func() {
@@ -460,6 +463,8 @@ func (a *stateActor) install(ctx actor.Context, m *protocol.InstallSnapshot) {
 	}
 	a.sm, a.sessions = sm, sess
 	a.applied, a.appliedTerm, a.bytesSince = m.Meta.Index, m.Meta.Term, 0
+	c := a.latest.config()
+	a.conf, a.confIndex = c.Config, c.Index
 	a.publish()
 	a.sendAny(ctx, ctx.Sender(), &protocol.AppliedInfo{Epoch: m.Epoch, Index: a.applied})
 }

@@ -67,7 +67,10 @@ type Config struct {
 	// snapshot adds up to this many times its size (see snapshotDue). Zero
 	// means DefaultSnapshotGrowth; negative drops the condition.
 	SnapshotGrowth float64
-	// ClusterID and Members go into every snapshot's header.
+	// ClusterID goes into every snapshot's header, with the configuration
+	// in effect at its last index: the configuration entries the state
+	// applies, or before any (and before any snapshot) Members, the
+	// bootstrap configuration (with roles; empty for a joining server).
 	ClusterID string
 	Members   []*pb.Member
 	// FSM is told of every durable snapshot (protocol.SnapshotTaken).
@@ -120,7 +123,11 @@ type stateActor struct {
 	// applied and appliedTerm are the index and term of the last entry
 	// applied.
 	applied, appliedTerm uint64
-	gap                  bool // an ApplyRequest skipped past the applied index was dropped
+	// conf is the configuration in effect at applied (thesis §4.1) and
+	// confIndex its entry's index (0: the bootstrap one).
+	conf      *pb.Configuration
+	confIndex uint64
+	gap       bool // an ApplyRequest skipped past the applied index was dropped
 
 	batch   []pending           // commands for the next sm.Apply
 	inBatch map[uint64]struct{} // the clients with a command in batch
@@ -160,6 +167,14 @@ func (a *stateActor) Receive(ctx actor.Context) {
 		a.inBatch = map[uint64]struct{}{}
 		a.inc = uint64(time.Now().UnixNano())
 		a.pins = map[uint64]*pin{}
+		a.conf, a.confIndex = &pb.Configuration{}, 0
+		for _, m := range a.cfg.Members {
+			role := m.Role
+			if role == pb.MemberRole_MEMBER_ROLE_UNSPECIFIED {
+				role = pb.MemberRole_MEMBER_ROLE_VOTER
+			}
+			a.conf.Members = append(a.conf.Members, &pb.Member{Id: m.Id, Address: m.Address, Role: role})
+		}
 		if a.cfg.Dir != "" {
 			if err := a.startSnapshots(); err != nil {
 				a.corrupt(err)
@@ -178,8 +193,12 @@ func (a *stateActor) Receive(ctx actor.Context) {
 		a.read(ctx, m)
 	case *protocol.AppliedQuery:
 		if ctx.Sender() != nil {
-			ctx.Send(ctx.Sender(), &protocol.AppliedInfo{Epoch: m.Epoch, Index: a.applied,
-				Snapshot: a.snapMeta(), Staging: a.stagingInfo()})
+			info := &protocol.AppliedInfo{Epoch: m.Epoch, Index: a.applied,
+				Snapshot: a.snapMeta(), Staging: a.stagingInfo()}
+			if a.latest != nil {
+				info.SnapshotConfig = a.latest.config()
+			}
+			ctx.Send(ctx.Sender(), info)
 		}
 	case *snapshotWritten:
 		a.snapshotWritten(ctx, m)
@@ -244,6 +263,16 @@ func (a *stateActor) apply(ctx actor.Context, m *protocol.ApplyRequest) {
 // its session says it was applied before (thesis §6.3); anything else (a
 // leader's no-op) changes nothing.
 func (a *stateActor) entry(ctx actor.Context, e *pb.Entry, waiters []protocol.Waiter) {
+	if e.Type == pb.EntryType_ENTRY_TYPE_CONFIG {
+		// The fsm validated it before it was appended; a snapshot through
+		// this index records it.
+		c := &pb.Configuration{}
+		if err := proto.Unmarshal(e.Data, c); err != nil {
+			panic(fmt.Sprintf("invariant: committed configuration entry %d does not decode: %v", e.Index, err))
+		}
+		a.conf, a.confIndex = c, e.Index
+		return
+	}
 	if e.Type != pb.EntryType_ENTRY_TYPE_NORMAL {
 		return
 	}

@@ -10,6 +10,8 @@
 //	ketch crash  --cluster HOST:PORT,... --node ID --actor store|state|fsm|sender
 //	ketch transfer --cluster HOST:PORT,... [--to ID]
 //	ketch snapshot --cluster HOST:PORT,... [--node ID]
+//	ketch node   --id ID --listen HOST:PORT --data DIR --join
+//	ketch member list|add|promote|remove|replace --cluster HOST:PORT,... (see member.go)
 //
 // Exit codes: 0 success; 1 a negative answer (get: not found; cas: the
 // current value differed); 2 any other failure, with a one-line reason on
@@ -66,6 +68,8 @@ usage:
   ketch crash  --cluster HOST:PORT,... --node ID --actor store|state|fsm|sender
   ketch transfer --cluster HOST:PORT,... [--to ID]
   ketch snapshot --cluster HOST:PORT,... [--node ID]
+  ketch node   --id ID --listen HOST:PORT --data DIR --join        (a new server, added with 'ketch member add')
+  ketch member list|add|promote|remove|replace --cluster HOST:PORT,... (run 'ketch member' for the forms)
 
 Run 'ketch COMMAND -h' for a command's flags.
 `
@@ -95,6 +99,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdSnapshot(args[1:], stdout, stderr)
 	case "transfer":
 		return cmdTransfer(rest, stdout, stderr)
+	case "member":
+		return cmdMember(rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
@@ -131,7 +137,8 @@ func cmdNode(args []string, stderr io.Writer) int {
 	fs := newFlags("node", stderr)
 	id := fs.Uint64("id", 0, "this node's id (a positive integer)")
 	listen := fs.String("listen", "", "host:port to listen on for peers and clients")
-	peers := fs.String("peers", "", "the other members: ID=HOST:PORT,... (at the first start; later starts use the members the data dir records)")
+	peers := fs.String("peers", "", "the other founding members: ID=HOST:PORT,... (bootstraps a new cluster at the first start; later starts use the members the data dir records)")
+	join := fs.Bool("join", false, "start a new server that the cluster adds with 'ketch member add' (no --peers)")
 	data := fs.String("data", "", "data directory (holds the bbolt log)")
 	clusterID := fs.String("cluster-id", node.DefaultClusterID, "cluster name; peers and clients must use the same")
 	chaos := fs.Bool("chaos", false, "obey 'ketch crash' (fault testing only)")
@@ -187,8 +194,11 @@ func cmdNode(args []string, stderr io.Writer) int {
 	case growth == 0:
 		growth = -1 // no such condition
 	}
+	if *join && peerMap != nil {
+		return fail(stderr, "node: --join starts a server the cluster adds later; it takes no --peers")
+	}
 	n, err := node.Start(node.Config{
-		ID: *id, Listen: *listen, Peers: peerMap, DataDir: *data, ClusterID: *clusterID, Chaos: *chaos,
+		ID: *id, Listen: *listen, Peers: peerMap, Join: *join, DataDir: *data, ClusterID: *clusterID, Chaos: *chaos,
 		ElectionTimeout: *election, HeartbeatInterval: *heartbeat, LeaseReads: *leaseReads,
 		SnapshotEntries: int(never(int64(*snapEntries))), SnapshotBytes: never(*snapBytes),
 		SnapshotGrowth:   growth,
@@ -355,7 +365,15 @@ type statusJSON struct {
 	SnapshotIndex uint64 `json:"snapshot_index"`
 	SnapshotBytes uint64 `json:"snapshot_bytes"`
 	FirstIndex    uint64 `json:"first_index"`
-	Error         string `json:"error,omitempty"`
+	// Membership (issue 13): the configuration this node uses, with each
+	// member's role, the index of its entry, whether this node is not in
+	// it (removed, or joining and not added yet), and on the leader every
+	// other member's match index.
+	Members            []memberJSON      `json:"members"`
+	ConfigurationIndex uint64            `json:"configuration_index"`
+	NotMember          bool              `json:"not_member,omitempty"`
+	Match              map[uint64]uint64 `json:"match,omitempty"`
+	Error              string            `json:"error,omitempty"`
 }
 
 type childJSON struct {
@@ -410,13 +428,14 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 }
 
 func toJSON(st *pb.NodeStatus, addr string, err error) statusJSON {
-	s := statusJSON{Address: addr, Children: map[string]childJSON{}, Role: "unreachable"}
+	s := statusJSON{Address: addr, Children: map[string]childJSON{}, Role: "unreachable", Members: []memberJSON{}}
 	if st != nil {
 		s = statusJSON{ID: st.Id, Role: st.Role, Term: st.Term, Leader: st.Leader, LastIndex: st.LastIndex,
 			Commit: st.Commit, Applied: st.Applied, Address: addr, Error: st.Error, Children: map[string]childJSON{},
 			LogInMemory: st.LogInMemory, RejectedPeerMessages: st.RejectedPeerMessages, RejectedClientRequests: st.RejectedClientRequests,
 			RejectedWireMessages: st.RejectedWireMessages, BusyRefusals: st.BusyRefusals,
-			SnapshotIndex: st.SnapshotIndex, SnapshotBytes: st.SnapshotBytes, FirstIndex: st.FirstIndex}
+			SnapshotIndex: st.SnapshotIndex, SnapshotBytes: st.SnapshotBytes, FirstIndex: st.FirstIndex,
+			Members: membersOf(st.Configuration), ConfigurationIndex: st.ConfigurationIndex, NotMember: st.NotMember, Match: st.Match}
 		for name, c := range st.Children {
 			s.Children[name] = childJSON{Restarts: c.Restarts, LastCrash: c.LastCrash}
 		}
@@ -445,6 +464,21 @@ func printStatus(w io.Writer, nodes []statusJSON) {
 			kids = append(kids, k)
 		}
 		fmt.Fprintf(w, "%-4d %-21s %-11s %5d %6d %8d %8d %8d  %s\n", n.ID, n.Address, n.Role, n.Term, n.Leader, n.LastIndex, n.Commit, n.Applied, strings.Join(kids, " "))
+		if len(n.Members) > 0 || n.NotMember {
+			var ms []string
+			for _, m := range n.Members {
+				x := fmt.Sprintf("%d=%s", m.ID, m.Role)
+				if idx, ok := n.Match[m.ID]; ok {
+					x += fmt.Sprintf("(match %d)", idx)
+				}
+				ms = append(ms, x)
+			}
+			note := ""
+			if n.NotMember {
+				note = "; this node is not a member"
+			}
+			fmt.Fprintf(w, "     members (configuration %d): %s%s\n", n.ConfigurationIndex, strings.Join(ms, " "), note)
+		}
 		if n.Error != "" {
 			fmt.Fprintf(w, "     error: %s\n", n.Error)
 		}
