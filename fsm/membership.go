@@ -312,6 +312,12 @@ func (n *Node) restoreConfigs(r Restore) error {
 		return fmt.Errorf("fsm: the restored configuration (index %d) is invalid: %s; the store is corrupt", base.Index, why)
 	}
 	n.confs = []ConfigState{base}
+	if n.startCompact != nil {
+		// The store records the configuration with the reset, or its
+		// next restart (the log then agrees with the snapshot) would
+		// start from no configuration, the bootstrap one.
+		n.startCompact.Config = base
+	}
 	for _, e := range n.log.entries {
 		if e.Type == pb.EntryType_ENTRY_TYPE_CONFIG {
 			c, err := decodeConfig(e.Data)
@@ -355,9 +361,17 @@ func (n *Node) logChanged(i uint64) {
 }
 
 // pruneConfigs forgets the configurations before the one in effect at the
-// floor, after a compaction to it.
+// floor, after a compaction to it, but for those a snapshot transfer under
+// way still needs: its last chunk carries the configuration at its
+// snapshot's index, which may be below the new floor.
 func (n *Node) pruneConfigs() {
-	at := n.configAt(n.log.floor)
+	floor := n.log.floor
+	for _, pr := range n.progress {
+		if pr.state == stateSnapshot && pr.xfer != nil {
+			floor = min(floor, pr.xfer.meta.Index)
+		}
+	}
+	at := n.configAt(floor)
 	k := slices.IndexFunc(n.confs, func(c ConfigState) bool { return c.Index == at.Index && c.Config == at.Config })
 	if k > 0 {
 		n.confs = slices.Clone(n.confs[k:])

@@ -362,6 +362,14 @@ func TestRemovedLeaderHandsOver(t *testing.T) {
 	if r := actionsOf[Removed](acts); len(r) != 1 {
 		t.Fatalf("the removed leader did not report Removed: %v", describe(acts))
 	}
+	if n.role != Follower {
+		t.Fatalf("the removed leader is %v after handing over, want follower", n.role)
+	}
+	for range 5 {
+		if acts := fireElection(t, n); len(sent(acts)) != 0 {
+			t.Fatalf("the removed server campaigns: %v", describe(acts))
+		}
+	}
 }
 
 // thesis §4.2.1, §4.2.3: a learner, and a server not yet added, never

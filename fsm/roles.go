@@ -429,7 +429,7 @@ func (n *Node) handleAppendResponse(from uint64, r *pb.AppendEntriesResponse) {
 		}
 		if from == n.transferee && pr.match == n.log.lastIndex() {
 			// thesis §3.10: the target's log is up to date.
-			n.send(from, &pb.TimeoutNow{}, false)
+			n.sendTimeoutNow(from)
 		}
 		// The answer to a probe shows where the logs match: switch to
 		// pipelining from there.

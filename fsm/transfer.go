@@ -80,8 +80,19 @@ func (n *Node) transferLeadership(to uint64) {
 		n.setTimer(ElectionTimer, n.cfg.ElectionTimeout)
 	}
 	if pr.match == n.log.lastIndex() {
-		n.send(to, &pb.TimeoutNow{}, false)
+		n.sendTimeoutNow(to)
 		return
 	}
 	n.sendAppend(to)
+}
+
+// sendTimeoutNow tells the transfer's target, whose log is up to date, to
+// start an election now (thesis §3.10). A leader that its committed
+// configuration removed steps down with it (thesis §4.2.2): it has handed
+// over, and nothing it sends would be heard any more.
+func (n *Node) sendTimeoutNow(to uint64) {
+	n.send(to, &pb.TimeoutNow{}, false)
+	if !n.isVoter() && n.config().Index <= n.commit {
+		n.becomeFollower(n.term, 0)
+	}
 }

@@ -1639,8 +1639,12 @@ type MemberResponse struct {
 	// index of its entry.
 	Configuration      *Configuration `protobuf:"bytes,5,opt,name=configuration,proto3" json:"configuration,omitempty"`
 	ConfigurationIndex uint64         `protobuf:"varint,6,opt,name=configuration_index,json=configurationIndex,proto3" json:"configuration_index,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// The change was not made but may succeed if asked again shortly: the
+	// node is not (or no longer) the leader, the leader has not committed an
+	// entry of its term yet, or a leadership transfer is under way.
+	Retry         bool `protobuf:"varint,7,opt,name=retry,proto3" json:"retry,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MemberResponse) Reset() {
@@ -1713,6 +1717,13 @@ func (x *MemberResponse) GetConfigurationIndex() uint64 {
 		return x.ConfigurationIndex
 	}
 	return 0
+}
+
+func (x *MemberResponse) GetRetry() bool {
+	if x != nil {
+		return x.Retry
+	}
+	return false
 }
 
 var File_node_proto protoreflect.FileDescriptor
@@ -1845,14 +1856,15 @@ const file_node_proto_rawDesc = "" +
 	"\x03add\x18\x03 \x03(\v2\x10.ketch.v1.MemberR\x03add\x12\x18\n" +
 	"\apromote\x18\x04 \x03(\x04R\apromote\x12\x16\n" +
 	"\x06remove\x18\x05 \x03(\x04R\x06remove\x12!\n" +
-	"\fexpect_index\x18\x06 \x01(\x04R\vexpectIndex\"\xea\x01\n" +
+	"\fexpect_index\x18\x06 \x01(\x04R\vexpectIndex\"\x80\x02\n" +
 	"\x0eMemberResponse\x12\x0e\n" +
 	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x14\n" +
 	"\x05error\x18\x02 \x01(\tR\x05error\x12\x1b\n" +
 	"\tleader_id\x18\x03 \x01(\x04R\bleaderId\x12%\n" +
 	"\x0eleader_address\x18\x04 \x01(\tR\rleaderAddress\x12=\n" +
 	"\rconfiguration\x18\x05 \x01(\v2\x17.ketch.v1.ConfigurationR\rconfiguration\x12/\n" +
-	"\x13configuration_index\x18\x06 \x01(\x04R\x12configurationIndex*\xce\x01\n" +
+	"\x13configuration_index\x18\x06 \x01(\x04R\x12configurationIndex\x12\x14\n" +
+	"\x05retry\x18\a \x01(\bR\x05retry*\xce\x01\n" +
 	"\fClientStatus\x12\x1d\n" +
 	"\x19CLIENT_STATUS_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10CLIENT_STATUS_OK\x10\x01\x12\x1c\n" +

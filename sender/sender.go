@@ -250,6 +250,13 @@ func (s *Sender) peerTable() map[uint64]string {
 	return maps.Clone(s.addrs)
 }
 
+// wasPeer reports whether id was ever in the peer table.
+func (s *Sender) wasPeer(id uint64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.counters[id] != nil
+}
+
 // setTable records a new peer table and returns each peer's counters.
 func (s *Sender) setTable(peers map[uint64]string) map[uint64]*peerCounters {
 	s.mu.Lock()
@@ -369,12 +376,15 @@ func (a *senderActor) start(ctx actor.Context) {
 
 // setPeers makes the peer table peers: new peers are probed (a new
 // incarnation knows nothing about reachability, and a probe of a live peer
-// takes a millisecond), peers that are gone are forgotten with what was
-// queued for them.
+// takes a millisecond), peers that are gone are forgotten, once what was
+// queued for them has been handed to protoactor if they are reachable (the
+// fsm's last heartbeat to a removed server, which tells it that it was
+// removed, is queued just before the table that leaves it out arrives).
 func (a *senderActor) setPeers(ctx actor.Context, peers map[uint64]string) {
 	counters := a.s.setTable(peers)
 	for id, p := range a.peers {
 		if addr, ok := peers[id]; !ok || addr != p.addr {
+			a.flushPeer(ctx, p)
 			if p.timer != nil {
 				p.timer.Stop()
 			}
@@ -423,7 +433,13 @@ func (a *senderActor) enqueue(ctx actor.Context, msgs []*pb.RaftMessage) {
 			a.s.unroutable.Add(1)
 			if !a.warned[m.To] {
 				a.warned[m.To] = true
-				a.log.Warn("message for a node not in the peer table dropped", "peer", m.To)
+				if a.s.wasPeer(m.To) {
+					// Removed by a configuration change: the fsm's last
+					// answers to it are expected.
+					a.log.Debug("message for a server no longer in the peer table dropped", "peer", m.To)
+				} else {
+					a.log.Warn("message for a node not in the peer table dropped", "peer", m.To)
+				}
 			}
 			continue
 		}

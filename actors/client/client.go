@@ -598,28 +598,62 @@ func (c *Client) Transfer(ctx context.Context, to uint64) (from, now uint64, err
 }
 
 // findLeader asks every node for its status and returns the leader of the
-// highest term seen.
+// highest term seen; when none of them leads, it asks the leader they name,
+// at the address their configuration gives (a server added since the
+// client was configured).
 func (c *Client) findLeader(ctx context.Context) (id uint64, addr string, term uint64, err error) {
 	type answer struct {
 		st   *pb.NodeStatus
 		addr string
 	}
-	ch := make(chan answer, len(c.cfg.Cluster))
-	for _, a := range c.cfg.Cluster {
-		go func() {
-			actx, cancel := context.WithTimeout(ctx, c.cfg.AttemptTimeout)
-			defer cancel()
-			st, err := c.Status(actx, a)
-			if err != nil {
-				st = nil
-			}
-			ch <- answer{st, a}
-		}()
-	}
-	for range c.cfg.Cluster {
-		if a := <-ch; a.st != nil && a.st.Role == "leader" && a.st.Term >= term {
-			id, addr, term = a.st.Id, a.addr, a.st.Term
+	ask := func(addrs []string) []answer {
+		ch := make(chan answer, len(addrs))
+		for _, a := range addrs {
+			go func() {
+				actx, cancel := context.WithTimeout(ctx, c.cfg.AttemptTimeout)
+				defer cancel()
+				st, err := c.Status(actx, a)
+				if err != nil {
+					st = nil
+				}
+				ch <- answer{st, a}
+			}()
 		}
+		out := make([]answer, 0, len(addrs))
+		for range addrs {
+			out = append(out, <-ch)
+		}
+		return out
+	}
+	answers := ask(c.cfg.Cluster)
+	pick := func(answers []answer) {
+		for _, a := range answers {
+			if a.st != nil && a.st.Role == "leader" && a.st.Term >= term {
+				id, addr, term = a.st.Id, a.addr, a.st.Term
+			}
+		}
+	}
+	pick(answers)
+	if id == 0 {
+		// The leader may be a server added since the client was
+		// configured: the nodes' configurations name its address.
+		asked := map[string]bool{}
+		for _, a := range c.cfg.Cluster {
+			asked[a] = true
+		}
+		var more []string
+		for _, a := range answers {
+			if a.st == nil || a.st.Leader == 0 || a.st.Configuration == nil {
+				continue
+			}
+			for _, m := range a.st.Configuration.Members {
+				if m.Id == a.st.Leader && m.Address != "" && !asked[m.Address] {
+					asked[m.Address] = true
+					more = append(more, m.Address)
+				}
+			}
+		}
+		pick(ask(more))
 	}
 	if id == 0 {
 		return 0, "", 0, errors.New("no node reports itself leader; is a majority up?")
@@ -634,7 +668,9 @@ func (c *Client) findLeader(ctx context.Context) (id uint64, addr string, term u
 var ErrMemberChange = errors.New("membership change refused")
 
 // Members returns the cluster's configuration as the leader knows it (the
-// latest; any node's if no leader answers) and the index of its entry.
+// latest) and the index of its entry. While no leader answers (an election)
+// it keeps asking until ctx ends; then it returns the most recent
+// configuration any node knows, which may not have committed.
 func (c *Client) Members(ctx context.Context) (*pb.MemberResponse, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -642,28 +678,52 @@ func (c *Client) Members(ctx context.Context) (*pb.MemberResponse, error) {
 		defer cancel()
 	}
 	req := &pb.MemberRequest{ClusterId: c.cfg.ClusterID, Op: pb.MemberOp_MEMBER_OP_LIST}
-	addrs := c.cfg.Cluster
-	if _, addr, _, err := c.findLeader(ctx); err == nil {
-		addrs = append([]string{addr}, addrs...)
-	}
-	var last error
-	for _, addr := range addrs {
+	list := func(ctx context.Context, addr string) (*pb.MemberResponse, error) {
 		r, err := c.ask(ctx, addr, req)
+		if err != nil {
+			return nil, err
+		}
+		mr, ok := r.(*pb.MemberResponse)
+		switch {
+		case !ok:
+			return nil, fmt.Errorf("node %s answered %T to a member request", addr, r)
+		case !mr.Ok:
+			return nil, fmt.Errorf("node %s: %s", addr, mr.Error)
+		}
+		return mr, nil
+	}
+	// The leader's, while there is time to find one.
+	deadline, _ := ctx.Deadline()
+	lctx, cancel := context.WithDeadline(ctx, deadline.Add(-time.Until(deadline)/4))
+	defer cancel()
+	for lctx.Err() == nil {
+		if _, addr, _, err := c.findLeader(lctx); err == nil {
+			if mr, err := list(lctx, addr); err == nil {
+				return mr, nil
+			}
+		}
+		select {
+		case <-lctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	// No leader: the latest configuration any node holds.
+	var best *pb.MemberResponse
+	var last error
+	for _, addr := range c.cfg.Cluster {
+		mr, err := list(ctx, addr)
 		if err != nil {
 			last = err
 			continue
 		}
-		mr, ok := r.(*pb.MemberResponse)
-		if !ok {
-			return nil, fmt.Errorf("node %s answered %T to a member request", addr, r)
+		if best == nil || mr.ConfigurationIndex > best.ConfigurationIndex {
+			best = mr
 		}
-		if !mr.Ok {
-			last = fmt.Errorf("node %s: %s", addr, mr.Error)
-			continue
-		}
-		return mr, nil
 	}
-	return nil, last
+	if best == nil {
+		return nil, last
+	}
+	return best, nil
 }
 
 // ChangeMembers asks the leader to change the configuration (add, promote,
@@ -679,26 +739,39 @@ func (c *Client) ChangeMembers(ctx context.Context, req *pb.MemberRequest) (*pb.
 	}
 	req = proto.Clone(req).(*pb.MemberRequest)
 	req.ClusterId, req.Op = c.cfg.ClusterID, pb.MemberOp_MEMBER_OP_CHANGE
-	_, addr, _, err := c.findLeader(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for try := 0; ; try++ {
-		r, err := c.ask(ctx, addr, req)
-		if err != nil {
-			return nil, err
+	var addr string
+	for {
+		// Ask the leader; a refusal that says "not now" (no leader yet, a
+		// new leader that has not committed its no-op, a transfer) is
+		// retried until ctx ends: nothing was changed.
+		why := ""
+		if addr == "" {
+			_, a, _, err := c.findLeader(ctx)
+			if err != nil {
+				why = err.Error()
+			}
+			addr = a
 		}
-		mr, ok := r.(*pb.MemberResponse)
-		if !ok {
-			return nil, fmt.Errorf("node %s answered %T to a member request", addr, r)
+		if addr != "" {
+			r, err := c.ask(ctx, addr, req)
+			if err != nil {
+				return nil, err
+			}
+			mr, ok := r.(*pb.MemberResponse)
+			switch {
+			case !ok:
+				return nil, fmt.Errorf("node %s answered %T to a member request", addr, r)
+			case mr.Ok:
+				return mr, nil
+			case !mr.Retry:
+				return mr, fmt.Errorf("%w: %s", ErrMemberChange, mr.Error)
+			}
+			why, addr = mr.Error, mr.LeaderAddress
 		}
-		if mr.Ok {
-			return mr, nil
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (%s): %v", ErrTimeout, why, context.Cause(ctx))
+		case <-time.After(50 * time.Millisecond):
 		}
-		if mr.LeaderAddress != "" && mr.LeaderAddress != addr && try < 3 {
-			addr = mr.LeaderAddress // it was not the leader; nothing changed
-			continue
-		}
-		return mr, fmt.Errorf("%w: %s", ErrMemberChange, mr.Error)
 	}
 }

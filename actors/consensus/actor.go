@@ -183,6 +183,10 @@ type fsmActor struct {
 	conf    fsm.ConfigState
 	book    map[uint64]string
 	learned map[uint64]string
+	// peersAfterStep: the sender's table still holds peers the
+	// configuration let go of; the step sends it the book once its
+	// messages are out.
+	peersAfterStep bool
 	// members waits for the answers to membership changes.
 	members map[uint64]*actor.PID
 }
@@ -518,6 +522,10 @@ func (a *fsmActor) step(ctx actor.Context, ev fsm.Event) {
 		ctx.Send(a.cfg.Sender, &sender.Outbound{Msgs: a.outbound})
 		a.outbound = nil
 	}
+	if a.peersAfterStep {
+		a.peersAfterStep = false
+		a.sendPeers(ctx)
+	}
 	if _, ok := ev.(fsm.Timeout); ok && a.cfg.OnConfig != nil {
 		a.cfg.OnConfig(a.conf, a.node.Matches())
 	}
@@ -668,8 +676,21 @@ func (a *fsmActor) configChanged(ctx actor.Context, x fsm.ConfigChanged) {
 		}
 		book[id] = addr
 	}
+	// The fsm reports the change before the step's messages, so that the
+	// sender knows new peers when their messages come; but the step may
+	// also send the last heartbeat to a server the configuration lets go
+	// of (carrying the commit index that tells it it was removed). So the
+	// peers that leave stay in the sender's table until this step's
+	// messages are out (see step).
+	union := maps.Clone(book)
+	for id, addr := range a.book {
+		if _, ok := book[id]; !ok {
+			union[id] = addr
+			a.peersAfterStep = true
+		}
+	}
 	a.book = book
-	a.sendPeers(ctx)
+	a.sendPeerTable(ctx, union)
 	if a.cfg.OnConfig != nil {
 		a.cfg.OnConfig(a.conf, a.node.Matches())
 	}
@@ -693,7 +714,11 @@ func (a *fsmActor) learn(ctx actor.Context, id uint64, addr string) {
 }
 
 func (a *fsmActor) sendPeers(ctx actor.Context) {
-	peers := maps.Clone(a.book)
+	a.sendPeerTable(ctx, a.book)
+}
+
+func (a *fsmActor) sendPeerTable(ctx actor.Context, book map[uint64]string) {
+	peers := maps.Clone(book)
 	delete(peers, a.cfg.Raft.ID)
 	ctx.Send(a.cfg.Sender, &sender.SetPeers{Peers: peers})
 }
@@ -715,7 +740,7 @@ func isVoter(c fsm.ConfigState, id uint64) bool {
 // leader can; the fsm answers with MembersChanged).
 func (a *fsmActor) memberRequest(ctx actor.Context, m *protocol.Members) {
 	if a.node == nil {
-		a.answerMembers(ctx, m.ReplyTo, &pb.MemberResponse{Error: "the node is starting; retry shortly"})
+		a.answerMembers(ctx, m.ReplyTo, &pb.MemberResponse{Error: "the node is starting; retry shortly", Retry: true})
 		return
 	}
 	if m.Req.Op == pb.MemberOp_MEMBER_OP_LIST {
@@ -739,6 +764,7 @@ func (a *fsmActor) membersChanged(ctx actor.Context, x fsm.MembersChanged) {
 	resp := &pb.MemberResponse{Ok: x.Err == nil, Configuration: x.Config.Config, ConfigurationIndex: x.Config.Index}
 	if x.Err != nil {
 		resp.Error = x.Err.Error()
+		resp.Retry = errors.Is(x.Err, fsm.ErrNotLeader) || errors.Is(x.Err, fsm.ErrConfigNotReady) || errors.Is(x.Err, fsm.ErrTransferring)
 		if errors.Is(x.Err, fsm.ErrNotLeader) {
 			resp.Error = fmt.Sprintf("node %d is not the leader; ask the leader (node %d)", a.cfg.Raft.ID, x.Leader)
 			resp.LeaderId, resp.LeaderAddress = x.Leader, a.book[x.Leader]

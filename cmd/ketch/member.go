@@ -70,11 +70,23 @@ func cmdMember(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "ketch: member: unknown subcommand %q\n%s", sub, memberUsage)
 		return exitFailure
 	}
-	if err := fs.Parse(rest); err != nil {
-		return exitFailure
+	// Flags may also follow the arguments, as the usage shows them
+	// (member add ... ID=HOST:PORT --learner); the flag package alone
+	// stops at the first argument.
+	args = nil
+	for {
+		if err := fs.Parse(rest); err != nil {
+			return exitFailure
+		}
+		rest = fs.Args()
+		for len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
+			args, rest = append(args, rest[0]), rest[1:]
+		}
+		if len(rest) == 0 {
+			break
+		}
 	}
 	req := &pb.MemberRequest{ExpectIndex: *expect}
-	args = fs.Args()
 	switch sub {
 	case "list":
 		if len(args) != 0 {

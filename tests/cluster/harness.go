@@ -22,7 +22,10 @@ type Cluster struct {
 	Addrs map[uint64]string
 	Nodes map[uint64]*node.Node
 	dirs  map[uint64]string
-	Chaos bool
+	// joined: servers started with Join (added by a membership change),
+	// not among the founding members.
+	joined map[uint64]bool
+	Chaos  bool
 	// Tune adjusts each node's config before it starts.
 	Tune func(*node.Config)
 }
@@ -58,7 +61,7 @@ func New(t testing.TB, n int, chaos bool, tune func(*node.Config)) *Cluster {
 	if raceDetector {
 		t.Skip("several protoactor remotes in one process race inside gRPC's global logger (remote.Start calls grpclog.SetLoggerV2); run without -race")
 	}
-	c := &Cluster{t: t, Addrs: map[uint64]string{}, Nodes: map[uint64]*node.Node{}, dirs: map[uint64]string{}, Chaos: chaos, Tune: tune}
+	c := &Cluster{t: t, Addrs: map[uint64]string{}, Nodes: map[uint64]*node.Node{}, dirs: map[uint64]string{}, joined: map[uint64]bool{}, Chaos: chaos, Tune: tune}
 	for i, a := range FreePorts(t, n) {
 		c.Addrs[uint64(i+1)] = a
 		c.dirs[uint64(i+1)] = filepath.Join(t.TempDir(), fmt.Sprint(i+1))
@@ -78,16 +81,19 @@ func New(t testing.TB, n int, chaos bool, tune func(*node.Config)) *Cluster {
 func (c *Cluster) Config(id uint64) node.Config {
 	peers := map[uint64]string{}
 	for p, a := range c.Addrs {
-		if p != id {
+		if p != id && !c.joined[p] {
 			peers[p] = a
 		}
+	}
+	if c.joined[id] {
+		peers = nil
 	}
 	level := slog.LevelWarn
 	if os.Getenv("KETCH_TEST_LOG") != "" {
 		level = slog.LevelDebug
 	}
 	cfg := node.Config{
-		ID: id, Listen: c.Addrs[id], Peers: peers, DataDir: c.dirs[id], Chaos: c.Chaos,
+		ID: id, Listen: c.Addrs[id], Peers: peers, Join: c.joined[id], DataDir: c.dirs[id], Chaos: c.Chaos,
 		ElectionTimeout: 150 * time.Millisecond, HeartbeatInterval: 30 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 	}
@@ -110,6 +116,18 @@ func (c *Cluster) Start(id uint64) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	c.t.Fatalf("start node %d: %v", id, err)
+}
+
+// Join starts a new server with the next free id, as `ketch node --join`
+// would: it takes part once a membership change adds it. It returns the id.
+func (c *Cluster) Join() uint64 {
+	c.t.Helper()
+	id := uint64(len(c.Addrs)) + 1
+	c.Addrs[id] = FreePorts(c.t, 1)[0]
+	c.dirs[id] = filepath.Join(c.t.TempDir(), fmt.Sprint(id))
+	c.joined[id] = true
+	c.Start(id)
+	return id
 }
 
 // Stop stops node id.
