@@ -306,18 +306,19 @@ func (n *Node) restoreConfigs(r Restore) error {
 	if n.startCompact != nil && r.SnapshotConfig.Config != nil {
 		base = r.SnapshotConfig
 	}
+	if n.startCompact != nil {
+		// The store records the configuration with the reset (nil: the
+		// bootstrap one, as in Restore), or its next restart, whose log
+		// then agrees with the snapshot, would start from the bootstrap
+		// configuration whatever the snapshot's was.
+		n.startCompact.Config = base
+	}
 	if base.Config == nil {
 		base = ConfigState{Config: bootstrapConfig(&n.cfg)}
 	} else if why := checkConfiguration(base.Config); why != "" {
 		return fmt.Errorf("fsm: the restored configuration (index %d) is invalid: %s; the store is corrupt", base.Index, why)
 	}
 	n.confs = []ConfigState{base}
-	if n.startCompact != nil {
-		// The store records the configuration with the reset, or its
-		// next restart (the log then agrees with the snapshot) would
-		// start from no configuration, the bootstrap one.
-		n.startCompact.Config = base
-	}
 	for _, e := range n.log.entries {
 		if e.Type == pb.EntryType_ENTRY_TYPE_CONFIG {
 			c, err := decodeConfig(e.Data)

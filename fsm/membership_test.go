@@ -434,3 +434,60 @@ func TestSnapshotCarriesTheConfiguration(t *testing.T) {
 }
 
 func crcOf(b []byte) uint32 { return crc32.Checksum(b, crc32c) }
+
+// thesis §4.2.2: a leader that removes itself keeps leading until its
+// removal commits, so its followers must hear it until they know the
+// removal committed; afterwards its messages are refused (§4.2.3), but for
+// the TimeoutNow with which it hands over.
+func TestFollowersHearALeaderThatRemovedItselfUntilItCommits(t *testing.T) {
+	n := newNode(t, testConfig(2), restoreLog(2, 0, 1))
+	c := &pb.Configuration{Members: []*pb.Member{voter(2), voter(3)}, Removed: []uint64{1}}
+	acts := stepSettled(t, n, appendMsg(1, 2, 2, 1, 1, 1, configEntry(2, 2, c)))
+	if r := actionsOf[Rejected](acts); len(r) != 0 {
+		t.Fatalf("the leader's entry removing itself was refused: %v", describe(acts))
+	}
+	acts = n.Step(appendMsg(1, 2, 2, 2, 2, 1))
+	if r := actionsOf[Rejected](acts); len(r) != 0 || n.leader != 1 {
+		t.Fatalf("a heartbeat of the leader before its removal committed: %v", describe(acts))
+	}
+	n.Step(appendMsg(1, 2, 2, 2, 2, 2)) // the removal commits
+	if acts := n.Step(Message{Msg: raftMsg(1, 2, 2, &pb.TimeoutNow{})}); n.role != Candidate {
+		t.Fatalf("the handover of the removed leader was not heard: %v", describe(acts))
+	}
+	acts = n.Step(appendMsg(1, 2, n.term, 2, 2, 2))
+	if r := actionsOf[Rejected](acts); len(r) != 1 {
+		t.Fatalf("the removed server's AppendEntries after its removal committed: %v", describe(acts))
+	}
+}
+
+// thesis §4.3: a joint change that leaves the leader out keeps it leading
+// through C_old,new (it votes in C_old) and until C_new commits.
+func TestJointChangeWithoutTheLeader(t *testing.T) {
+	n := settledLeader(t, testConfig(1), 2, 3)
+	n.Step(ChangeMembers{ID: 3, Add: []*pb.Member{voter(4), voter(5)}, Remove: []uint64{1, 2}})
+	n.Step(appendAck(4, 1, n.term, n.log.lastIndex()))
+	n.Step(appendAck(5, 1, n.term, n.log.lastIndex()))
+	if c := n.Configuration(); len(c.Config.Outgoing) != 3 {
+		t.Fatalf("want the joint configuration: %v", c)
+	}
+	joint := n.log.lastIndex()
+	settle(t, n)
+	for _, p := range []uint64{3, 4} {
+		n.Step(appendAck(p, 1, n.term, joint))
+	}
+	// C_old {1,2,3}: 1 and 3; C_new {3,4,5}: 3 and 4.
+	if n.commit < joint || len(n.Configuration().Config.Outgoing) != 0 {
+		t.Fatalf("the joint configuration did not commit, or C_new was not appended: commit %d, %v", n.commit, n.Configuration())
+	}
+	settle(t, n)
+	var acts []Action
+	for _, p := range []uint64{3, 5} {
+		acts = append(acts, n.Step(appendAck(p, 1, n.term, n.log.lastIndex()))...)
+	}
+	if mc := changed(acts); len(mc) != 1 || mc[0].Err != nil {
+		t.Fatalf("the change was not answered once C_new committed: %v", describe(acts))
+	}
+	if n.role != Follower {
+		t.Fatalf("the leader left out of C_new is still %v", n.role)
+	}
+}

@@ -168,6 +168,31 @@ func TestBatching(t *testing.T) {
 	}
 }
 
+// The peer table follows the configuration (thesis §4.1): SetPeers adds a
+// peer that is then sent to, and forgets one that was removed, whose
+// messages count as unroutable from then on.
+func TestSetPeersFollowsTheConfiguration(t *testing.T) {
+	system := homeNode(t)
+	b := startPeer(t, 0, "")
+	c := startPeer(t, 0, "")
+	s, pid := spawnSender(t, Config{Peers: map[uint64]string{2: b.addr}})
+	waitFor(t, 10*time.Second, "peer 2 reachable", reachable(s, 2))
+	system.Root.Send(pid, &SetPeers{Peers: map[uint64]string{2: b.addr, 3: c.addr}})
+	waitFor(t, 10*time.Second, "the new peer 3 reachable", reachable(s, 3))
+	sendOutbound(system, pid, 1, 10, 2, 3)
+	waitFor(t, 10*time.Second, "the new peer's messages", func() bool { _, m := c.counts(); return m >= 10 })
+	system.Root.Send(pid, &SetPeers{Peers: map[uint64]string{3: c.addr}})
+	waitFor(t, 10*time.Second, "peer 2 forgotten", func() bool { _, ok := s.Stats().Peers[2]; return !ok })
+	sendOutbound(system, pid, 11, 20, 2, 3)
+	waitFor(t, 10*time.Second, "peer 3's messages", func() bool { _, m := c.counts(); return m >= 20 })
+	if _, m := b.counts(); m != 10 {
+		t.Errorf("the removed peer got %d messages, want the 10 sent before its removal", m)
+	}
+	if u := s.Stats().Unroutable; u != 10 {
+		t.Errorf("unroutable %d, want the 10 sent to the removed peer", u)
+	}
+}
+
 // TestLargeMessages: 1 MiB messages in a burst leave in batches of at most
 // MaxBatchBytes, and protoactor's frames of several batches stay within the
 // receiver's gRPC limit (StartRemote's defaults must fit together).
