@@ -95,6 +95,21 @@ func TestCLIBadInput(t *testing.T) {
 		{"put with a key that is not UTF-8", []string{"put", "--cluster", "127.0.0.1:1", "\xff\xfe", "v"}, "UTF-8", false},
 		{"get with a key that is not UTF-8", []string{"get", "--cluster", "127.0.0.1:1", "k\xc3"}, "UTF-8", false},
 		{"put with a key over the limit", []string{"put", "--cluster", "127.0.0.1:1", strings.Repeat("k", 5000), "v"}, "limit", false},
+		// Membership (issue 13): every malformed member command is refused
+		// before it reaches a node.
+		{"node/--join with --peers", append(node(nil), "--join"), "--join", false},
+		{"member without a subcommand", []string{"member"}, "usage", true},
+		{"member unknown subcommand", []string{"member", "grow", "--cluster", "127.0.0.1:1"}, "grow", true},
+		{"member add without an address", []string{"member", "add", "--cluster", "127.0.0.1:1", "4"}, "ID=HOST:PORT", false},
+		{"member add with a bad address", []string{"member", "add", "--cluster", "127.0.0.1:1", "4=nohost"}, "HOST:PORT", false},
+		{"member add with id 0", []string{"member", "add", "--cluster", "127.0.0.1:1", "0=127.0.0.1:9"}, "positive", false},
+		{"member add with two servers", []string{"member", "add", "--cluster", "127.0.0.1:1", "4=127.0.0.1:9", "5=127.0.0.1:8"}, "one argument", false},
+		{"member promote of a non-number", []string{"member", "promote", "--cluster", "127.0.0.1:1", "four"}, "node id", false},
+		{"member remove without an id", []string{"member", "remove", "--cluster", "127.0.0.1:1"}, "argument", false},
+		{"member replace without NEW", []string{"member", "replace", "--cluster", "127.0.0.1:1", "3"}, "OLD=NEW=HOST:PORT", false},
+		{"member list with --learner", []string{"member", "list", "--cluster", "127.0.0.1:1", "--learner"}, "--learner", false},
+		{"member remove with --json", []string{"member", "remove", "--cluster", "127.0.0.1:1", "--json", "3"}, "--json", false},
+		{"member list without --cluster", []string{"member", "list"}, "--cluster", false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
