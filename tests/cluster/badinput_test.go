@@ -88,7 +88,7 @@ func TestBadInputIsRefusedAndHarmless(t *testing.T) {
 	})
 	t.Run("forged peer messages", func(t *testing.T) {
 		// A rogue peer with its own remote sends raft messages of another
-		// cluster, from a non-member, and with a gap in the entries, each
+		// cluster, in the leader's own name, and with a gap in the entries, each
 		// with a higher term that would depose the leader if believed.
 		rogue := actor.NewActorSystem(actor.WithLoggerFactory(sender.QuietLogger(nil, slog.LevelError)))
 		if _, err := sender.StartRemote(rogue, "127.0.0.1", 0); err != nil {
@@ -102,10 +102,18 @@ func TestBadInputIsRefusedAndHarmless(t *testing.T) {
 		before := c.Nodes[leader].Status()
 		bad := []*pb.RaftMessage{
 			{ClusterId: "other", From: leader%3 + 1, To: leader, Term: before.Term + 5, Body: &pb.RaftMessage_RequestVote{RequestVote: &pb.RequestVote{}}},
-			{ClusterId: node.DefaultClusterID, From: 99, To: leader, Term: before.Term + 5, Body: &pb.RaftMessage_RequestVote{RequestVote: &pb.RequestVote{}}},
+			{ClusterId: node.DefaultClusterID, From: leader, To: leader, Term: before.Term + 5, Body: &pb.RaftMessage_RequestVote{RequestVote: &pb.RequestVote{}}},
 			{ClusterId: node.DefaultClusterID, From: leader%3 + 1, To: leader, Term: before.Term + 5, Body: &pb.RaftMessage_AppendEntries{AppendEntries: &pb.AppendEntries{
 				PrevLogIndex: 1, PrevLogTerm: 1, Entries: []*pb.Entry{{Index: 5, Term: 1}}}}},
 		}
+		// A vote request from a server no configuration names is not
+		// refused (thesis §4.1: a candidate this node does not know yet
+		// may be a new voter), but a leader that hears its followers
+		// disregards it (leader stickiness, §4.2.3): the checks below see
+		// it change nothing. It goes first, on the same connection, so it is
+		// handled before the rejections below are all counted.
+		stranger := &pb.RaftMessage{ClusterId: node.DefaultClusterID, From: 99, To: leader, Term: before.Term + 5, Body: &pb.RaftMessage_RequestVote{RequestVote: &pb.RequestVote{LastLogIndex: 1 << 40, LastLogTerm: before.Term + 5}}}
+		rogue.Root.Send(actor.NewPID(c.Addrs[leader], node.FSMID), &pb.RaftBatch{Messages: []*pb.RaftMessage{stranger}})
 		for _, m := range bad {
 			rogue.Root.Send(actor.NewPID(c.Addrs[leader], node.FSMID), &pb.RaftBatch{Messages: []*pb.RaftMessage{m}})
 		}
