@@ -30,6 +30,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -432,6 +433,29 @@ func (c *Client) target() string {
 	return addr
 }
 
+// SetCluster replaces the addresses the client tries (Config.Cluster), for
+// a cluster whose membership changed: the servers added since, the removed
+// ones left out. It is safe to call while requests are under way.
+func (c *Client) SetCluster(addrs []string) error {
+	if len(addrs) == 0 {
+		return errors.New("client: SetCluster needs at least one address")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cfg.Cluster = slices.Clone(addrs)
+	if c.leader != "" && !slices.Contains(addrs, c.leader) {
+		c.leader = ""
+	}
+	return nil
+}
+
+// cluster returns the addresses the client tries.
+func (c *Client) cluster() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cfg.Cluster
+}
+
 // downFor is how long a node that failed an attempt is passed over.
 func (c *Client) downFor() time.Duration { return 3 * c.cfg.AttemptTimeout }
 
@@ -625,7 +649,7 @@ func (c *Client) findLeader(ctx context.Context) (id uint64, addr string, term u
 		}
 		return out
 	}
-	answers := ask(c.cfg.Cluster)
+	answers := ask(c.cluster())
 	pick := func(answers []answer) {
 		for _, a := range answers {
 			if a.st != nil && a.st.Role == "leader" && a.st.Term >= term {
@@ -638,7 +662,7 @@ func (c *Client) findLeader(ctx context.Context) (id uint64, addr string, term u
 		// The leader may be a server added since the client was
 		// configured: the nodes' configurations name its address.
 		asked := map[string]bool{}
-		for _, a := range c.cfg.Cluster {
+		for _, a := range c.cluster() {
 			asked[a] = true
 		}
 		var more []string
@@ -710,7 +734,7 @@ func (c *Client) Members(ctx context.Context) (*pb.MemberResponse, error) {
 	// No leader: the latest configuration any node holds.
 	var best *pb.MemberResponse
 	var last error
-	for _, addr := range c.cfg.Cluster {
+	for _, addr := range c.cluster() {
 		mr, err := list(ctx, addr)
 		if err != nil {
 			last = err

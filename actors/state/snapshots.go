@@ -144,7 +144,7 @@ func (a *stateActor) readSnapshot(sf *snapFile) (statemachine.StateMachine, *ses
 // maybeSnapshot starts a snapshot once one is due, or was asked for while
 // another was being written.
 func (a *stateActor) maybeSnapshot(ctx actor.Context) {
-	if a.cfg.Dir == "" || a.writing || a.applied == 0 {
+	if a.cfg.Dir == "" || a.writing || a.applied == 0 || !a.knowsConfig() {
 		return
 	}
 	if a.snapAsked || a.snapshotDue() {
@@ -173,6 +173,16 @@ func (a *stateActor) snapshotDue() bool {
 		float64(a.bytesSince) >= a.cfg.SnapshotGrowth*float64(a.latest.size)
 }
 
+// knowsConfig reports whether the state knows the configuration at its
+// applied index, which every snapshot's header records. A server that
+// joined (no bootstrap members) does not until it applies a configuration
+// entry or installs a snapshot: before that, its header would record an
+// empty configuration where the founding members' record the bootstrap
+// one.
+func (a *stateActor) knowsConfig() bool {
+	return a.confIndex > 0 || len(a.conf.Members) > 0
+}
+
 func (a *stateActor) snapIndex() uint64 {
 	if a.latest == nil {
 		return 0
@@ -187,6 +197,17 @@ func (a *stateActor) startSnapshot(ctx actor.Context) {
 		return
 	}
 	a.flush(ctx) // nothing may be half applied
+	if l := a.latest; l != nil && a.applied <= l.meta.Index {
+		// Nothing was applied since the latest snapshot (one asked for
+		// while it was written): it is the snapshot. A second file of the
+		// same index would be written under its name, and then removed
+		// as overtaken, taking the latest with it.
+		for _, to := range slices.Concat(a.snapWaiters, a.snapNext) {
+			a.sendAny(ctx, to, &pb.SnapshotResponse{Ok: true, Index: l.meta.Index, Term: l.meta.Term, Bytes: l.size})
+		}
+		a.snapWaiters, a.snapNext, a.snapAsked = nil, nil, false
+		return
+	}
 	smSnap, err := a.sm.Snapshot()
 	if err != nil {
 		a.log.Error("the state machine cannot take a snapshot; trying again later", "err", err)
@@ -247,8 +268,14 @@ func (a *stateActor) snapshotWritten(ctx actor.Context, m *snapshotWritten) {
 		return
 	}
 	if m.file.meta.Index <= a.snapIndex() {
-		// An installed snapshot overtook it.
-		_ = os.Remove(m.file.path)
+		// An installed snapshot overtook it. (One of the same index and
+		// term has the same name: this file replaced it on disk, so it is
+		// the latest now, never to be removed.)
+		if m.file.path == a.latest.path {
+			a.latest = m.file
+		} else {
+			_ = os.Remove(m.file.path)
+		}
 	} else {
 		a.replaceLatest(m.file)
 		a.log.Info("snapshot taken", "index", m.file.meta.Index, "term", m.file.meta.Term, "bytes", m.file.size, "took", m.took.Round(time.Millisecond))
@@ -286,6 +313,8 @@ func (a *stateActor) snapshotNow(ctx actor.Context, m *protocol.SnapshotNow) {
 		a.sendAny(ctx, m.ReplyTo, &pb.SnapshotResponse{Error: "this node keeps no snapshots"})
 	case a.applied == 0:
 		a.sendAny(ctx, m.ReplyTo, &pb.SnapshotResponse{Error: "nothing is applied yet"})
+	case !a.knowsConfig():
+		a.sendAny(ctx, m.ReplyTo, &pb.SnapshotResponse{Error: "this server joined the cluster and has not applied a configuration yet; it snapshots once it has"})
 	case a.latest != nil && a.latest.meta.Index == a.applied && !a.writing:
 		l := a.latest
 		a.sendAny(ctx, m.ReplyTo, &pb.SnapshotResponse{Ok: true, Index: l.meta.Index, Term: l.meta.Term, Bytes: l.size})

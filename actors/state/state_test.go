@@ -103,6 +103,9 @@ func newStateHarnessWith(t *testing.T, cfg Config) *stateHarness {
 	if cfg.ClusterID == "" {
 		cfg.ClusterID = "test"
 	}
+	if cfg.Members == nil {
+		cfg.Members = []*pb.Member{{Id: 1, Address: "127.0.0.1:1"}} // a founding member
+	}
 	h.state = h.sys.Root.Spawn(Props(cfg))
 	return h
 }
