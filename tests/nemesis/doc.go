@@ -57,6 +57,15 @@
 //   - restart: docker kill -s KILL every node at once, then start them all.
 //   - combo: faults at once — a minority/majority partition, a kill of a
 //     random node and a crash of a random actor of another.
+//   - member: replaces a node (the leader in half of the steps) by a new
+//     server started with --join (thesis chapter 4): either added as a
+//     learner, promoted and the old node removed, or one joint change
+//     (ketch member replace). The old node is stopped and retired; the new
+//     one takes its slot (later faults aim at it), the clients are given the
+//     new addresses (client.SetCluster), and the checks below run on the
+//     members of the end. A refused change (the catch-up can run out of
+//     rounds under load) is undone and the run goes on; a mixed schedule
+//     always has one member step.
 //
 // kill, pause, isolate and oneway aim at the leader of the moment in half
 // of the steps (the schedule says "the leader"; the journal names the node).
@@ -98,7 +107,7 @@
 //
 // Every run prints one line such as
 //
-//	nemesis=mixed seed=7 nodes=5 ops=4211 ok=3980 failed=120 unknown=111 linearizable=true lost=0 divergent=0
+//	nemesis=mixed seed=7 nodes=5 ops=4211 ok=3980 failed=120 unknown=111 linearizable=true lost=0 divergent=0 snapshots=812 installs=9 replaced=1
 //
 // with fmt.Println: run from this directory or with -v (`go test
 // ./tests/nemesis` hides a passing package's output).

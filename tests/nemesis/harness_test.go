@@ -89,6 +89,13 @@ type cluster struct {
 	gateway string // the host's address on the network
 	nodes   []*node
 	ipt     bool // iptables usable
+	// The member nemesis replaces nodes: retired holds the ones it removed
+	// (stopped, kept for their logs and cleanup), net the network's /24
+	// and data the host directory of the data dirs, for the new ones.
+	retired []*node
+	net     string
+	data    string
+	nextID  uint64
 
 	mu     sync.Mutex
 	killed map[uint64]bool // nodes the nemesis killed and has not restarted
@@ -196,6 +203,7 @@ func newCluster(t *testing.T, n int, ipt bool) *cluster {
 	var net string
 	c.network, net = createNetwork(t, prefix)
 	c.gateway = net + ".1"
+	c.net, c.data, c.nextID = net, data, uint64(n)+1
 	for i := 1; i <= n; i++ {
 		nd := &node{id: uint64(i), name: fmt.Sprintf("%s-n%d", prefix, i), ip: fmt.Sprintf("%s.%d", net, 10+i),
 			dir: filepath.Join(data, fmt.Sprintf("n%d", i))}
@@ -215,12 +223,7 @@ func newCluster(t *testing.T, n int, ipt bool) *cluster {
 				peers = append(peers, fmt.Sprintf("%d=%s", o.id, o.addr()))
 			}
 		}
-		_, err := docker("create", "--name", nd.name, "--network", c.network, "--ip", nd.ip,
-			"-v", nd.dir+":/data", c.image,
-			"node", "--id", fmt.Sprint(nd.id), "--listen", nd.addr(), "--peers", strings.Join(peers, ","),
-			"--data", "/data", "--chaos",
-			"--snapshot-entries", fmt.Sprint(*flagSnapEvery), "--snapshot-trailing", fmt.Sprint(*flagSnapTrail),
-			"--snapshot-chunk-bytes", "16384")
+		err := c.create(nd, "--peers", strings.Join(peers, ","))
 		if err != nil {
 			t.Fatalf("create node %d: %v", nd.id, err)
 		}
@@ -229,6 +232,50 @@ func newCluster(t *testing.T, n int, ipt bool) *cluster {
 		t.Fatalf("start nodes: %v", err)
 	}
 	return c
+}
+
+// create creates a node's container; extra are its membership flags
+// (--peers for a founding member, --join for a server added later).
+func (c *cluster) create(nd *node, extra ...string) error {
+	args := []string{"create", "--name", nd.name, "--network", c.network, "--ip", nd.ip,
+		"-v", nd.dir + ":/data", c.image,
+		"node", "--id", fmt.Sprint(nd.id), "--listen", nd.addr()}
+	args = append(args, extra...)
+	args = append(args, "--data", "/data", "--chaos",
+		"--snapshot-entries", fmt.Sprint(*flagSnapEvery), "--snapshot-trailing", fmt.Sprint(*flagSnapTrail),
+		"--snapshot-chunk-bytes", "16384")
+	_, err := docker(args...)
+	return err
+}
+
+// join creates and starts a new server with the next id, started with
+// --join: it takes part once a membership change adds it.
+func (c *cluster) join() (*node, error) {
+	id := c.nextID
+	c.nextID++
+	if id > 200 {
+		return nil, fmt.Errorf("out of addresses for new servers (id %d)", id)
+	}
+	nd := &node{id: id, name: fmt.Sprintf("%s-n%d", c.prefix, id), ip: fmt.Sprintf("%s.%d", c.net, 10+id),
+		dir: filepath.Join(c.data, fmt.Sprintf("n%d", id))}
+	if err := os.MkdirAll(nd.dir, 0o755); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.retired = append(c.retired, nd) // removed with the others at cleanup, until it is a member
+	c.mu.Unlock()
+	if err := c.create(nd, "--join"); err != nil {
+		return nil, err
+	}
+	_, err := docker("start", nd.name)
+	return nd, err
+}
+
+// all is every node ever started: the members and the retired.
+func (c *cluster) all() []*node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Concat(c.nodes, c.retired)
 }
 
 func (c *cluster) names(ns []*node) []string {
@@ -248,7 +295,7 @@ func (c *cluster) addrs() []string {
 }
 
 func (c *cluster) removeContainers() {
-	for _, n := range c.nodes {
+	for _, n := range c.all() {
 		if _, err := docker("rm", "-f", "-v", n.name); err != nil && !strings.Contains(err.Error(), "No such container") {
 			c.t.Logf("cleanup: %v", err)
 		}

@@ -104,7 +104,7 @@ func TestNemesis(t *testing.T) {
 			t.Logf("artifacts: %v", err)
 			return
 		}
-		for _, n := range c.nodes {
+		for _, n := range c.all() {
 			_ = os.WriteFile(filepath.Join(dir, fmt.Sprintf("node%d.log", n.id)), []byte(c.logs(n)), 0o644)
 		}
 		_ = os.WriteFile(filepath.Join(dir, "schedule.txt"),
@@ -210,13 +210,13 @@ func TestNemesis(t *testing.T) {
 	history, viz = entries, &info
 	artMu.Unlock()
 	snapshots, installs := 0, 0
-	for _, n := range c.nodes {
+	for _, n := range c.all() {
 		l := c.logs(n)
 		snapshots += strings.Count(l, `msg="snapshot taken"`)
 		installs += strings.Count(l, `msg="installing a snapshot from the leader"`)
 	}
-	fmt.Printf("nemesis=%s seed=%d nodes=%d ops=%d ok=%d failed=%d unknown=%d linearizable=%s lost=%d divergent=%d snapshots=%d installs=%d\n",
-		*flagNemesis, seed, *flagNodes, cnt.Ops, cnt.OK, cnt.Failed, cnt.Unknown+cnt.Pending, lin, len(lost), divergent, snapshots, installs)
+	fmt.Printf("nemesis=%s seed=%d nodes=%d ops=%d ok=%d failed=%d unknown=%d linearizable=%s lost=%d divergent=%d snapshots=%d installs=%d replaced=%d\n",
+		*flagNemesis, seed, *flagNodes, cnt.Ops, cnt.OK, cnt.Failed, cnt.Unknown+cnt.Pending, lin, len(lost), divergent, snapshots, installs, m.replaced)
 	t.Logf("checked in %v", time.Since(start).Round(time.Millisecond))
 	t.Logf("operations completed per second (ok/unknown), from the start of the workload:\n%s", timeline(entries, j.start))
 
@@ -235,6 +235,9 @@ func TestNemesis(t *testing.T) {
 	}
 	if len(unexpected) > 0 {
 		fail("nodes exited on their own:\n  %s", strings.Join(unexpected, "\n  "))
+	}
+	if m.members > 0 && m.replaced == 0 {
+		fail("%d member steps but no server was replaced", m.members)
 	}
 	if m.lagged > 0 && installs == 0 {
 		fail("a follower lagged %d times but no snapshot was ever installed", m.lagged)

@@ -10,11 +10,12 @@ import (
 	"time"
 
 	"github.com/ketch-raft/ketch/actors/client"
+	pb "github.com/ketch-raft/ketch/messages"
 )
 
 // The nemeses.
 var (
-	allNemeses = []string{"kill", "pause", "isolate", "partition", "bridge", "oneway", "crash", "restart", "combo", "lag"}
+	allNemeses = []string{"kill", "pause", "isolate", "partition", "bridge", "oneway", "crash", "restart", "combo", "lag", "member"}
 	// netNemeses need iptables.
 	netNemeses = []string{"isolate", "partition", "bridge", "oneway", "combo"}
 	crashables = []string{"store", "state", "fsm", "sender"}
@@ -79,6 +80,16 @@ func (s step) String() string {
 		what = strings.Join(cs, ", then ")
 	case "restart":
 		what = "every node"
+	case "member":
+		who := "node in slot " + one(s.a[0])
+		if s.leader {
+			who = "the leader"
+		}
+		how := "a learner, promoted, then the old one removed"
+		if s.out {
+			how = "one joint change"
+		}
+		return fmt.Sprintf("after %v: member: replace %s by a new server (%s)", s.quiet.Round(time.Millisecond), who, how)
 	case "combo":
 		what = fmt.Sprintf("%s | %s, node %s killed, %s of node %s crashed", ids(s.a), ids(s.b), one(s.bridge), s.crashes[0].actor, one(s.crashes[0].node))
 	}
@@ -122,6 +133,9 @@ func plan(seed uint64, kinds []string, n int, duration time.Duration) []step {
 			s.hold = 500*time.Millisecond + time.Duration(rng.Int64N(int64(1500*time.Millisecond)))
 		case "lag":
 			s.hold = 8*time.Second + time.Duration(rng.Int64N(int64(4*time.Second)))
+		case "member": // replace a node: learner, promote, remove; or one joint change (out)
+			s.a, s.leader, s.out = perm[:1], rng.IntN(2) == 0, rng.IntN(2) == 0
+			s.hold = 0
 		}
 		steps = append(steps, s)
 		total += s.quiet + s.hold
@@ -131,6 +145,12 @@ func plan(seed uint64, kinds []string, n int, duration time.Duration) []step {
 	if len(kinds) > 1 && slices.Contains(kinds, "lag") && !slices.ContainsFunc(steps, func(s step) bool { return s.kind == "lag" }) {
 		lag := step{quiet: time.Second, hold: 8*time.Second + time.Duration(rng.Int64N(int64(4*time.Second))), kind: "lag"}
 		steps = slices.Insert(steps, min(1, len(steps)), lag)
+	}
+	// And replaces a server, the leader in one schedule of two (thesis
+	// chapter 4: membership changes under load and faults).
+	if len(kinds) > 1 && slices.Contains(kinds, "member") && !slices.ContainsFunc(steps, func(s step) bool { return s.kind == "member" }) {
+		mem := step{quiet: time.Second, kind: "member", a: []int{rng.IntN(n)}, leader: rng.IntN(2) == 0, out: rng.IntN(2) == 0}
+		steps = slices.Insert(steps, min(3, len(steps)), mem)
 	}
 	return steps
 }
@@ -170,6 +190,8 @@ type nemesis struct {
 	j      *journal
 	err    []string // commands that failed (the harness's own errors)
 	lagged int      // lag steps done
+	// member steps done, and servers replaced by them
+	members, replaced int
 }
 
 func (m *nemesis) check(what string, err error) {
@@ -244,7 +266,7 @@ func (m *nemesis) follower() int {
 func (m *nemesis) apply(s step) {
 	c := m.c
 	switch s.kind {
-	case "kill", "pause", "isolate", "oneway":
+	case "kill", "pause", "isolate", "oneway", "member":
 		s.a = []int{m.target(s)}
 	}
 	switch s.kind {
@@ -322,7 +344,92 @@ func (m *nemesis) apply(s step) {
 		m.check("kill all", c.kill(c.nodes...))
 		time.Sleep(s.hold)
 		m.check("start all", c.start(c.nodes...))
+	case "member":
+		m.members++
+		m.replace(s.a[0], s.out)
 	default:
 		panic("nemesis: unknown kind " + s.kind)
 	}
+}
+
+// replace replaces the node in slot i by a new server (thesis chapter 4),
+// under the workload: it starts the new server with --join, then either
+// adds it as a learner, promotes it and removes the old one, or (joint)
+// replaces the old by the new in one joint-consensus change. The old node
+// is stopped and retired; the slot holds the new one from then on. A change
+// that is refused (under load the catch-up can run out of rounds) is
+// undone: the new server is removed again if it was added, and stopped.
+func (m *nemesis) replace(i int, joint bool) {
+	c := m.c
+	old := c.nodes[i]
+	nw, err := c.join()
+	if err != nil {
+		m.check("join", err)
+		return
+	}
+	change := func(what string, req *pb.MemberRequest) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		r, err := m.cl.ChangeMembers(ctx, req)
+		if err != nil {
+			m.j.add("member %s: %v", what, err)
+			return err
+		}
+		m.j.add("member %s: configuration %d: %s", what, r.ConfigurationIndex, memberList(r.Configuration))
+		return nil
+	}
+	addr := &pb.Member{Id: nw.id, Address: nw.addr(), Role: pb.MemberRole_MEMBER_ROLE_LEARNER}
+	var steps []func() error
+	if joint {
+		addr.Role = pb.MemberRole_MEMBER_ROLE_VOTER
+		steps = []func() error{func() error {
+			return change(fmt.Sprintf("replace %d=%d", old.id, nw.id), &pb.MemberRequest{Add: []*pb.Member{addr}, Remove: []uint64{old.id}})
+		}}
+	} else {
+		steps = []func() error{
+			func() error {
+				return change(fmt.Sprintf("add %d as a learner", nw.id), &pb.MemberRequest{Add: []*pb.Member{addr}})
+			},
+			func() error {
+				return change(fmt.Sprintf("promote %d", nw.id), &pb.MemberRequest{Promote: []uint64{nw.id}})
+			},
+			func() error {
+				return change(fmt.Sprintf("remove %d", old.id), &pb.MemberRequest{Remove: []uint64{old.id}})
+			},
+		}
+	}
+	for k, step := range steps {
+		if err := step(); err != nil {
+			if !joint && k == 2 {
+				// The new voter is in, the old one could not be removed:
+				// a harness failure worth seeing (it has no reason to).
+				m.check("remove the replaced node", err)
+			}
+			if !joint && k == 1 { // the learner was added: take it out again
+				_ = change(fmt.Sprintf("undo: remove %d", nw.id), &pb.MemberRequest{Remove: []uint64{nw.id}})
+			}
+			m.check("stop the unused server", c.kill(nw))
+			return
+		}
+	}
+	m.check("stop the removed node", c.kill(old))
+	c.mu.Lock()
+	c.nodes[i] = nw
+	c.retired = slices.DeleteFunc(c.retired, func(n *node) bool { return n == nw })
+	c.retired = append(c.retired, old)
+	c.mu.Unlock()
+	m.check("client addresses", m.cl.SetCluster(c.addrs()))
+	m.replaced++
+	m.j.add("node %d replaced by node %d (%s)", old.id, nw.id, map[bool]string{true: "joint", false: "learner, promote, remove"}[joint])
+}
+
+func memberList(c *pb.Configuration) string {
+	if c == nil {
+		return "none"
+	}
+	var s []string
+	for _, m := range c.Members {
+		s = append(s, fmt.Sprintf("%d=%s", m.Id, strings.TrimPrefix(m.Role.String(), "MEMBER_ROLE_")))
+	}
+	return strings.Join(s, ",")
 }
