@@ -491,3 +491,53 @@ func TestJointChangeWithoutTheLeader(t *testing.T) {
 		t.Fatalf("the leader left out of C_new is still %v", n.role)
 	}
 }
+
+// A removed leader whose chosen successor is not caught up when the removal
+// commits catches it up first, then hands over as its acknowledgement
+// arrives, and steps down in that very step (found by tests/process: the
+// step went on to replicate with the progress a follower no longer has).
+func TestRemovedLeaderHandsOverOnceTheTargetCatchesUp(t *testing.T) {
+	n := settledLeader(t, testConfig(1), 2, 3)
+	n.Step(ChangeMembers{ID: 1, Remove: []uint64{1}})
+	settle(t, n)
+	n.Step(Propose{Proposals: []Proposal{{Data: []byte("after")}}}) // index 4
+	settle(t, n)
+	n.Step(appendAck(2, 1, n.term, 3))
+	n.Step(appendAck(3, 1, n.term, 3)) // the removal commits; neither holds 4
+	if n.role != Leader || n.transferee == 0 {
+		t.Fatalf("role %v, transferee %d: want a leader handing over", n.role, n.transferee)
+	}
+	to := n.transferee
+	acts := n.Step(appendAck(to, 1, n.term, 4))
+	if n.role != Follower {
+		t.Fatalf("role %v after the target caught up, want follower", n.role)
+	}
+	if m := sentTo(acts, to); len(m) != 1 || m[0].GetTimeoutNow() == nil {
+		t.Fatalf("want one TimeoutNow to %d: %v", to, describe(acts))
+	}
+}
+
+// A removed follower that lacks the configuration removing it gets, with
+// the leader's last message, the entries through it and the commit index,
+// so it can learn that it was removed (thesis §4.2.3).
+func TestRemovedFollowerGetsItsRemoval(t *testing.T) {
+	n := settledLeader(t, testConfig(1), 2, 3)
+	n.Step(ChangeMembers{ID: 1, Remove: []uint64{3}})
+	settle(t, n)
+	acts := n.Step(appendAck(2, 1, n.term, 3)) // C_new {1,2} commits; 3 holds only 2
+	if n.commit < 3 {
+		t.Fatal("the removal did not commit")
+	}
+	var last *pb.AppendEntries
+	for _, m := range sentTo(acts, 3) {
+		if ae := m.GetAppendEntries(); ae != nil {
+			last = ae
+		}
+	}
+	if last == nil || last.LeaderCommit < 3 || len(last.Entries) == 0 || last.Entries[len(last.Entries)-1].Index < 3 {
+		t.Fatalf("the removed follower's last message %v does not carry its removal: %v", last, describe(acts))
+	}
+	if slices.Contains(n.peers, 3) {
+		t.Fatal("the leader still replicates to the removed follower")
+	}
+}

@@ -430,6 +430,9 @@ func (n *Node) handleAppendResponse(from uint64, r *pb.AppendEntriesResponse) {
 		if from == n.transferee && pr.match == n.log.lastIndex() {
 			// thesis §3.10: the target's log is up to date.
 			n.sendTimeoutNow(from)
+			if n.role != Leader {
+				return // a removed leader stepped down as it handed over
+			}
 		}
 		// The answer to a probe shows where the logs match: switch to
 		// pipelining from there.

@@ -163,9 +163,10 @@ func (n *Node) chunkRead(c ChunkRead) {
 	x.reads = slices.Delete(x.reads, k, k+1)
 	if c.Err != nil {
 		// The snapshot is gone (replaced by a newer one): start over with
-		// the latest.
+		// the latest, at the next heartbeat (if it cannot be read either,
+		// the leader does not spin on it).
 		n.endSnapshot(c.Peer, pr, pr.match+1)
-		n.sendAppend(c.Peer)
+		pr.probeSent = true
 		return
 	}
 	if x.size == 0 {

@@ -41,6 +41,9 @@ func (n *Node) leaderTick() {
 		// thesis §4.2.2: a removed leader whose handover was abandoned
 		// tries again.
 		n.transferLeadership(0)
+		if n.role != Leader {
+			return // it handed over
+		}
 	}
 	if n.checkQuorum() || n.transferee != 0 {
 		n.setTimer(ElectionTimer, n.cfg.ElectionTimeout)
