@@ -722,7 +722,13 @@ func (n *Node) configCommitted() {
 			// last heartbeat carrying the commit index, then no more.
 			for _, id := range n.leaving {
 				if pr := n.progress[id]; pr != nil && pr.state != stateSnapshot {
-					n.sendEmpty(id)
+					// With the entries through the configuration it may
+					// lack, so that its commit index can reach it.
+					if lo := pr.match + 1; lo <= cur.Index && lo > n.log.offset && lo > n.log.floor {
+						n.sendEntries(id, pr.match, n.log.sliceBytes(lo, cur.Index+1, n.cfg.MaxMsgBytes, n.cfg.Limits.MaxEntriesPerMessage))
+					} else {
+						n.sendEmpty(id)
+					}
 				}
 				delete(n.extra, id)
 			}
