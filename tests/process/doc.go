@@ -4,6 +4,12 @@
 // crash) the way an operator would, and killed with SIGKILL to measure
 // failover and catch-up.
 //
+// Membership changes run the same way (membership_test.go): servers
+// started with `ketch node --join` replace every member through `ketch
+// member add|promote|remove` while Go clients in child processes
+// (kvload_test.go) put, get and cas, recorded for the linearizability
+// checker (tests/lincheck, porcupine).
+//
 // The tests also pin the CLI's contract: exit codes (0 ok, 1 a negative
 // answer, 2 a failure with one line on stderr, 3 a node fail-stop) and
 // `status --json`'s keys.

@@ -34,8 +34,11 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	if os.Getenv(childEnv) == "client" {
+	switch os.Getenv(childEnv) {
+	case "client":
 		os.Exit(clientChildMain())
+	case "kv":
+		os.Exit(kvChildMain())
 	}
 	flag.Parse()
 	code := m.Run()
@@ -309,7 +312,10 @@ type nodeProc struct {
 	addr  string
 	dir   string
 	chaos bool
-	logs  []string // one log file per incarnation
+	// join: a server added later (`ketch node --join`, no --peers); it
+	// is in no other node's --peers either (see addJoiner).
+	join bool
+	logs []string // one log file per incarnation
 
 	cmd     *exec.Cmd
 	done    chan struct{} // closed when cmd has exited
@@ -376,6 +382,20 @@ func newClusterEdit(t testing.TB, n int, chaos bool, edit func([]string) []strin
 	return c
 }
 
+// addJoiner adds node id, a server that joins the running cluster
+// (`ketch node --join`), on addr (a free address), without starting it.
+// The founding members' command lines do not list it.
+func (c *cluster) addJoiner(id uint64, addr string) *nodeProc {
+	c.t.Helper()
+	if _, dup := c.nodes[id]; dup {
+		c.t.Fatalf("node %d exists already", id)
+	}
+	p := &nodeProc{id: id, addr: addr, dir: filepath.Join(c.t.TempDir(), fmt.Sprintf("node%d", id)), join: true}
+	c.nodes[id] = p
+	c.ids = append(c.ids, id)
+	return p
+}
+
 // addrs is the --cluster value: every node, in id order.
 func (c *cluster) addrs() string {
 	var l []string
@@ -397,7 +417,7 @@ func (c *cluster) nodeArgs(id uint64) []string {
 	p := c.nodes[id]
 	var peers []string
 	for _, o := range c.ids {
-		if o != id {
+		if o != id && !c.nodes[o].join {
 			peers = append(peers, fmt.Sprintf("%d=%s", o, c.nodes[o].addr))
 		}
 	}
@@ -407,6 +427,9 @@ func (c *cluster) nodeArgs(id uint64) []string {
 	}
 	args := []string{"node", "--id", fmt.Sprint(id), "--listen", p.addr, "--peers", strings.Join(peers, ","),
 		"--data", p.dir, "--log-level", level}
+	if p.join {
+		args = []string{"node", "--id", fmt.Sprint(id), "--listen", p.addr, "--join", "--data", p.dir, "--log-level", level}
+	}
 	if p.chaos {
 		args = append(args, "--chaos")
 	}
