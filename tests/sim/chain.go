@@ -3,6 +3,7 @@ package sim
 import (
 	"github.com/ketch-raft/ketch/fsm"
 	pb "github.com/ketch-raft/ketch/messages"
+	"google.golang.org/protobuf/proto"
 )
 
 // Logs are compared through rolling hashes: h[i] = hash(h[i-1], entry i),
@@ -34,10 +35,19 @@ func entryHash(prev uint64, e *pb.Entry) uint64 {
 }
 
 // logChain is a log reduced to what the invariants need: the term and the
-// rolling hash at every index. Index 0 is the empty prefix (term 0, hash 0).
+// rolling hash at every index, and the configuration entries, decoded.
+// Index 0 is the empty prefix (term 0, hash 0).
 type logChain struct {
 	terms  []uint64
 	hashes []uint64
+	confs  []chainConf // by index
+}
+
+// chainConf is a configuration entry of a chain; conf is nil when its data
+// does not decode (the fsm broke its contract, see updateMirror).
+type chainConf struct {
+	index uint64
+	conf  *pb.Configuration
 }
 
 func newChain() logChain {
@@ -65,17 +75,45 @@ func (c *logChain) termAt(i uint64) (uint64, bool) {
 func (c *logChain) truncate(last uint64) {
 	c.terms = c.terms[:last+1]
 	c.hashes = c.hashes[:last+1]
+	k := len(c.confs)
+	for k > 0 && c.confs[k-1].index > last {
+		k--
+	}
+	c.confs = c.confs[:k]
 }
 
 func (c *logChain) append(e *pb.Entry) {
 	c.hashes = append(c.hashes, entryHash(c.hashes[len(c.hashes)-1], e))
 	c.terms = append(c.terms, e.GetTerm())
+	if e.GetType() == pb.EntryType_ENTRY_TYPE_CONFIG {
+		c.confs = append(c.confs, chainConf{index: c.last(), conf: decodeConf(e.GetData())})
+	}
+}
+
+// confAt is the configuration entry at index i, nil when i holds none.
+func (c *logChain) confAt(i uint64) *pb.Configuration {
+	for k := len(c.confs) - 1; k >= 0 && c.confs[k].index >= i; k-- {
+		if c.confs[k].index == i {
+			return c.confs[k].conf
+		}
+	}
+	return nil
+}
+
+// decodeConf decodes a configuration entry's data, nil if it does not.
+func decodeConf(data []byte) *pb.Configuration {
+	c := &pb.Configuration{}
+	if proto.Unmarshal(data, c) != nil {
+		return nil
+	}
+	return c
 }
 
 func (c *logChain) clone() logChain {
 	return logChain{
 		terms:  append([]uint64(nil), c.terms...),
 		hashes: append([]uint64(nil), c.hashes...),
+		confs:  append([]chainConf(nil), c.confs...),
 	}
 }
 
@@ -108,6 +146,9 @@ type disk struct {
 	entries        []*pb.Entry
 	base, baseTerm uint64
 	chain          logChain
+	// baseConf is the configuration in effect at base, as the last
+	// durable Compact recorded it (fsm.Compact.Config; zero: none yet).
+	baseConf fsm.ConfigState
 	// snap is the latest durable snapshot of the state machine (nil:
 	// none), staged the snapshot being received as far as it is durable.
 	snap   *simSnap
@@ -155,6 +196,7 @@ func (d *disk) compact(c fsm.Compact, prefix func(uint64) logChain) {
 		}
 	}
 	d.base, d.baseTerm = max(d.base, c.Through), c.Term
+	d.baseConf = c.Config
 }
 
 // restore returns a fresh copy of the disk's contents for fsm.New, so that
@@ -169,13 +211,23 @@ func (d *disk) restore() fsm.Restore {
 	for _, e := range d.entries[d.base:] {
 		r.Entries = append(r.Entries, copyEntry(e))
 	}
+	r.BaseConfig = cloneConf(d.baseConf)
 	if d.snap != nil {
 		r.Snapshot, r.Applied = d.snap.meta, d.snap.meta.Index
+		r.SnapshotConfig = cloneConf(d.snap.conf)
 	}
 	if f := d.staged; f != nil {
 		r.Staging = fsm.Staging{Meta: f.meta, Size: f.size, FileCRC: f.crc, Offset: uint64(len(f.data))}
 	}
 	return r
+}
+
+// cloneConf deep-copies a configuration state.
+func cloneConf(c fsm.ConfigState) fsm.ConfigState {
+	if c.Config != nil {
+		c.Config = proto.Clone(c.Config).(*pb.Configuration)
+	}
+	return c
 }
 
 func copyEntry(e *pb.Entry) *pb.Entry {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/ketch-raft/ketch/fsm"
 	pb "github.com/ketch-raft/ketch/messages"
+	"google.golang.org/protobuf/proto"
 )
 
 // The invariants, by the name a violation reports. All are checked after
@@ -40,13 +41,21 @@ import (
 //     §6.4; see reads.go).
 //   - liveness: after the heal a leader exists within Options.LeaderDeadline
 //     and every acknowledged proposal is applied on every node within
-//     Options.LivenessTimeout.
+//     Options.LivenessTimeout. With membership changes, "every node" is
+//     every member of the leader's (committed) configuration, and the
+//     leader must be one of its voters; the leader is the leader of the
+//     highest term among the voters of the latest committed configuration
+//     (a removed server may still run, in a term of its own).
+//   - config-safety, quorum-overlap, wrongly-removed, change-ack: see
+//     membership.go; the fsm's contract on Compact's configuration (the one
+//     the committed log has in effect at its index): see snapshot.go.
 //
 // The fsm's contract with its environment, which catches most bugs at
 // their cause, long before the faults turn them into a safety violation.
-// Options.SafetyOnly turns off durable-before-ack, commit-rule and the
-// Status half of fsm-contract; the rest stays on, because the simulator
-// cannot carry out malformed actions.
+// Options.SafetyOnly turns off durable-before-ack, commit-rule, lease and
+// the halves of fsm-contract that check Status, Compact's configuration,
+// a change refused as invalid and whom a node sends to; the rest stays on,
+// because the simulator cannot carry out malformed actions.
 //   - durable-before-ack: a granted vote, an acknowledged append, or any
 //     message in a term is sent only once the store reported the vote, the
 //     entries and the term durable (ARCHITECTURE §3 rule 1).
@@ -61,6 +70,9 @@ import (
 //     disk).
 //   - pre-vote: receiving a pre-vote changed neither the receiver's term
 //     nor its vote (thesis §9.6).
+//   - lease: a read served under a lease is served within the lease a
+//     quorum's echoes of its heartbeats gave the leader (thesis §6.4.1;
+//     see reads.go).
 //   - fsm-assertion: the fsm panicked (it asserts its own invariants).
 //   - livelock: a run took more than Options.MaxSteps steps.
 //
@@ -71,6 +83,8 @@ import (
 type committedEntry struct {
 	term uint64 // the entry's term
 	hash uint64 // rolling hash of the log up to it
+	// conf is the configuration the entry holds, nil for other entries.
+	conf *pb.Configuration
 	// commitTerm is the lowest term any node was in when it saw the index
 	// committed: an upper bound of the term the entry was committed in.
 	commitTerm uint64
@@ -81,7 +95,8 @@ type committedEntry struct {
 type appliedEntry struct {
 	hash uint64 // rolling hash of the applied prefix
 	term uint64
-	node uint64 // the first node that applied it
+	node uint64            // the first node that applied it
+	conf *pb.Configuration // the configuration it holds, nil for other entries
 }
 
 // checkNode runs the per-step checks on the node that just stepped ev.
@@ -123,7 +138,7 @@ func (s *Sim) checkNode(n *simNode, ev fsm.Event) {
 		s.fail("monotonic-commit", "n%d's commit index %d is beyond its last index %d", n.id, st.Commit, last)
 	case st.Commit > n.commit:
 		if !s.opts.SafetyOnly {
-			s.checkCommitRule(n, st, ev)
+			s.checkCommitRule(n, st, prev, ev)
 		}
 		s.recordCommit(n, st)
 	}
@@ -153,8 +168,12 @@ func (s *Sim) checkNode(n *simNode, ev fsm.Event) {
 // to at most min(leaderCommit, index of the last new entry) (Raft Figure
 // 2, AppendEntries receiver rule 5): entries past the last new one may be
 // a deposed leader's.
-func (s *Sim) checkCommitRule(n *simNode, st fsm.Status, ev fsm.Event) {
-	if st.Role == fsm.Leader {
+//
+// A leader that its committed configuration removed steps down in the
+// step that hands leadership over (thesis §4.2.2), which may be the step
+// that committed: it committed as leader of the term it is still in.
+func (s *Sim) checkCommitRule(n *simNode, st, prev fsm.Status, ev fsm.Event) {
+	if st.Role == fsm.Leader || prev.Role == fsm.Leader && prev.Term == st.Term {
 		if t := n.mirror.terms[st.Commit]; t != st.Term {
 			s.fail("commit-rule", "n%d, leader of term %d, advanced its commit index from %d to %d, an entry of term %d",
 				n.id, st.Term, n.commit, st.Commit, t)
@@ -204,6 +223,12 @@ func (s *Sim) recordCommit(n *simNode, st fsm.Status) {
 		if i < uint64(len(s.committed)) {
 			c := &s.committed[i]
 			if c.hash != h {
+				if mine := n.mirror.confAt(i); c.conf != nil && mine != nil && !proto.Equal(c.conf, mine) {
+					s.fail("config-safety", "n%d sees configuration %s committed at index %d (term %d), but n%d saw %s committed there (term %d)",
+						n.id, confString(fsm.ConfigState{Config: mine, Index: i}), i, n.mirror.terms[i],
+						c.node, confString(fsm.ConfigState{Config: c.conf, Index: i}), c.term)
+					return
+				}
 				s.fail("commit-safety", "n%d sees index %d committed with term %d, but n%d saw a different entry committed there (term %d)",
 					n.id, i, n.mirror.terms[i], c.node, c.term)
 				return
@@ -213,7 +238,14 @@ func (s *Sim) recordCommit(n *simNode, st fsm.Status) {
 		}
 		// Commit indexes of every incarnation start at 0, so the table
 		// grows one by one.
-		s.committed = append(s.committed, committedEntry{term: n.mirror.terms[i], hash: h, commitTerm: st.Term, node: n.id})
+		conf := n.mirror.confAt(i)
+		s.committed = append(s.committed, committedEntry{term: n.mirror.terms[i], hash: h, conf: conf, commitTerm: st.Term, node: n.id})
+		if conf != nil {
+			s.recordCommittedConf(n, i, conf)
+			if s.violation != nil {
+				return
+			}
+		}
 	}
 	n.commit = st.Commit
 }
@@ -361,26 +393,25 @@ func (s *Sim) checkDurableBeforeSend(n *simNode, m *pb.RaftMessage) {
 	}
 }
 
-// stableLeader returns the node that leads the highest term any live node
-// is in, or nil.
+// stableLeader returns the node that leads the highest term any live voter
+// of the latest committed configuration is in, or nil. Servers outside it
+// (removed ones that have not heard so, joining ones) do not count: their
+// terms may run ahead of the cluster's.
 func (s *Sim) stableLeader() *simNode {
+	v := votersOf(s.curConf().Config)
+	voters := v.in | v.out
 	var top uint64
-	var leader *simNode
 	for _, n := range s.nodes {
-		if !n.up {
-			continue
-		}
-		switch {
-		case n.status.Term > top:
-			top, leader = n.status.Term, nil
-			if n.status.Role == fsm.Leader {
-				leader = n
-			}
-		case n.status.Term == top && n.status.Role == fsm.Leader:
-			leader = n
+		if n.up && voters&idBit(n.id) != 0 {
+			top = max(top, n.status.Term)
 		}
 	}
-	return leader
+	for _, n := range s.nodes {
+		if n.up && n.status.Term == top && n.status.Role == fsm.Leader {
+			return n
+		}
+	}
+	return nil
 }
 
 // livenessPoll is how often the liveness condition is checked after the
@@ -413,15 +444,18 @@ func (s *Sim) checkLiveness() {
 	s.push(event{at: s.after(livenessPoll), kind: evCheckLiveness})
 }
 
-// converged reports whether leader l has committed its whole log,
-// including every acknowledged proposal, and every node has applied it.
+// converged reports whether leader l, a voter of its configuration, has
+// committed its whole log (so its configuration too), including every
+// acknowledged proposal, and every member of that configuration has
+// applied it.
 func (s *Sim) converged(l *simNode) bool {
 	st := l.status
-	if st.Commit != st.LastIndex || st.Commit < s.maxAcked {
+	if st.Commit != st.LastIndex || st.Commit < s.maxAcked || !st.Voter {
 		return false
 	}
+	c := l.fsm.Configuration().Config
 	for _, n := range s.nodes {
-		if !n.up || n.applied != st.Commit {
+		if member(c, n.id) && (!n.up || n.applied != st.Commit) {
 			return false
 		}
 	}
@@ -436,11 +470,17 @@ func (s *Sim) describeNodes() string {
 			b.WriteString("; ")
 		}
 		if !n.up {
-			fmt.Fprintf(&b, "n%d down", n.id)
+			what := "down"
+			if n.stopped {
+				what = "stopped"
+			}
+			fmt.Fprintf(&b, "n%d %s", n.id, what)
 			continue
 		}
 		st := n.status
-		fmt.Fprintf(&b, "n%d %s term %d last %d commit %d applied %d", n.id, st.Role, st.Term, st.LastIndex, st.Commit, n.applied)
+		fmt.Fprintf(&b, "n%d %s term %d last %d commit %d applied %d config %s", n.id, st.Role, st.Term, st.LastIndex, st.Commit, n.applied,
+			confString(n.fsm.Configuration()))
 	}
+	fmt.Fprintf(&b, "; committed configuration %s", confString(s.curConf()))
 	return b.String()
 }

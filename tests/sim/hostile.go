@@ -3,6 +3,8 @@ package sim
 import (
 	"errors"
 	"math"
+	"math/bits"
+	"slices"
 	"time"
 
 	"github.com/ketch-raft/ketch/fsm"
@@ -13,7 +15,8 @@ import (
 // messages reach live nodes beside the real traffic. Each is built against
 // its receiver's state at the moment it arrives, so that it is out of
 // bounds or malformed for that receiver: another cluster's id, a sender
-// that is not a member, absurd terms (0, at or above fsm.MaxTerm, beyond
+// it must not hear (0, itself, a server whose removal it knows committed),
+// absurd terms (0, at or above fsm.MaxTerm, beyond
 // fsm.MaxTermGap), impossible entry ranges (gaps, shrinking terms, terms
 // above the leader's, indexes that wrap), entries over the size limit,
 // absurd match and read indexes, an acknowledgement past a leader's log,
@@ -121,6 +124,15 @@ func (s *Sim) onRejected(n *simNode, r fsm.Rejected) {
 		s.hostileRejected = true
 		return
 	}
+	if errors.Is(r.Err, fsm.ErrNotForUs) && slices.Contains(s.committedConfAt(n.commit).Config.GetRemoved(), r.From) {
+		// thesis §4.2.3: a removed server that has not learnt so keeps
+		// writing to its old peers; once they know its removal has
+		// committed they refuse it (the configuration in effect at their
+		// commit index, which the step has not moved yet, is the
+		// committed log's).
+		s.stats.RejectedRemoved++
+		return
+	}
 	if !s.opts.SafetyOnly {
 		s.fail("rejected-honest", "n%d rejected a message from n%d that no forger sent: %v", n.id, r.From, r.Err)
 	}
@@ -138,11 +150,22 @@ func rejectCode(err error) uint64 {
 // forge builds a message of kind for receiver n, which it must reject.
 func (s *Sim) forge(n *simNode, kind hostileKind) (*pb.RaftMessage, bool) {
 	st := n.fsm.Status()
-	others := s.allBut(n.idx)
+	// The forger claims to be one of the receiver's peers: a leader
+	// ignores answers from servers it does not track, which would make a
+	// forgery harmless rather than rejected.
+	var others []uint64
+	for m := n.peerMask; m != 0; m &= m - 1 {
+		others = append(others, uint64(bits.TrailingZeros64(m))+1)
+	}
+	if len(others) == 0 {
+		for _, i := range s.allBut(n.idx) {
+			others = append(others, uint64(i+1))
+		}
+	}
 	if len(others) == 0 {
 		return nil, false
 	}
-	from := uint64(others[s.rng.IntN(len(others))] + 1)
+	from := others[s.rng.IntN(len(others))]
 	term := max(st.Term, 1)
 	last := st.LastIndex
 	msg := func(t uint64, body any) *pb.RaftMessage { return pb.NewRaftMessage(clusterID, from, n.id, t, body) }
@@ -167,8 +190,14 @@ func (s *Sim) forge(n *simNode, kind hostileKind) (*pb.RaftMessage, bool) {
 		m.ClusterId = "elsewhere"
 		return m, true
 	case hNonMember:
+		// thesis §4.1: any server may write to any other (a leader the
+		// receiver's configuration does not name yet, a joining server);
+		// only 0, the receiver itself and servers whose removal it knows
+		// committed are refused.
 		m := anyBody(term + 1)
-		m.From = []uint64{0, n.id, uint64(len(s.nodes)) + 1 + s.rng.Uint64N(1000)}[s.rng.IntN(3)]
+		ids := []uint64{0, n.id}
+		ids = append(ids, s.committedConfAt(n.commit).Config.GetRemoved()...)
+		m.From = ids[s.rng.IntN(len(ids))]
 		return m, true
 	case hNotForReceiver:
 		m := anyBody(term + 1)

@@ -10,8 +10,10 @@ import (
 // The nemesis is the fault schedule: every nemesisMin..nemesisMax of the
 // chaos phase it picks one operation, with weights the seed draws so that
 // some seeds lean on crashes and others on partitions. Crashes also happen
-// at awkward moments (maybeAwkwardCrash). At most a minority of the nodes
-// is down at any time; partitions may cut off anything.
+// at awkward moments (maybeAwkwardCrash). At most a minority of the voters
+// of the committed configuration (of each half, during a joint change) is
+// down at any time, servers outside it may all be; partitions may cut off
+// anything.
 type nemesisOp uint8
 
 const (
@@ -25,12 +27,18 @@ const (
 	opHeal                         // remove every partition
 	opTransfer                     // ask the leader to transfer leadership (thesis §3.10)
 	numOps
+	// Not drawn: right after a leader appended a configuration entry, cut
+	// it off (opConfigCut) or leave it a bare quorum (opQuorumCut); see
+	// membership.go.
+	opConfigCut = numOps
+	opQuorumCut = numOps + 1
 )
 
-var opNames = [numOps]string{"crash", "crash-leader", "restart", "split", "isolate", "one-way", "bridge", "heal", "transfer"}
+var opNames = [numOps + 2]string{"crash", "crash-leader", "restart", "split", "isolate", "one-way", "bridge", "heal", "transfer",
+	"cut-on-config", "bare-quorum-on-config"}
 
 func (op nemesisOp) String() string {
-	if op < numOps {
+	if int(op) < len(opNames) {
 		return opNames[op]
 	}
 	return "op?"
@@ -45,7 +53,7 @@ func (s *Sim) nemesis() {
 	if s.phase != phaseChaos {
 		return
 	}
-	if op, ok := s.pickOp(); ok {
+	if op, ok := s.pickOp(); ok && s.now >= s.nemesisHold {
 		s.act(op)
 	}
 	if next := s.after(s.nemesisInterval()); next < s.chaosEnd {
@@ -58,9 +66,10 @@ func (s *Sim) applicable(op nemesisOp) bool {
 	n := len(s.nodes)
 	switch op {
 	case opCrash:
-		return s.down < s.maxDown
+		return slices.ContainsFunc(s.nodes, s.crashable)
 	case opCrashLeader:
-		return s.down < s.maxDown && s.stableLeader() != nil
+		l := s.stableLeader()
+		return l != nil && s.crashable(l)
 	case opRestart:
 		return s.down > 0
 	case opSplit, opIsolate, opOneWay:
@@ -68,7 +77,7 @@ func (s *Sim) applicable(op nemesisOp) bool {
 	case opBridge:
 		return n > 2
 	case opHeal:
-		return s.cutMask() != 0
+		return s.anyCut()
 	case opTransfer:
 		return n > 1 && s.stableLeader() != nil
 	}
@@ -103,26 +112,16 @@ func (s *Sim) act(op nemesisOp) {
 	var target *simNode
 	switch op {
 	case opCrash:
-		target = s.pick(func(n *simNode) bool { return n.up })
+		target = s.pick(s.crashable)
 		s.crash(target, crashByNemesis)
 	case opCrashLeader:
 		target = s.stableLeader()
 		s.crash(target, crashByNemesis)
 	case opRestart:
-		target = s.pick(func(n *simNode) bool { return !n.up })
+		target = s.pick(func(n *simNode) bool { return !n.up && !n.stopped })
 		s.restart(target)
 	case opSplit:
-		perm := s.rng.Perm(len(s.nodes))
-		if l := s.stableLeader(); l != nil && s.rng.IntN(2) == 0 {
-			// The leader with a minority: it keeps sending, nothing
-			// commits, and the majority elects a new leader.
-			j := slices.Index(perm, l.idx)
-			perm[0], perm[j] = perm[j], perm[0]
-			target = l
-		}
-		m := 1 + s.rng.IntN(max(s.maxDown, 1))
-		s.clearCuts()
-		s.cutBetween(perm[:m], perm[m:])
+		target = s.split()
 	case opIsolate:
 		target = s.leaderOrAny()
 		s.clearCuts()
@@ -170,11 +169,79 @@ func (s *Sim) act(op nemesisOp) {
 	if op >= opSplit && op <= opHeal {
 		s.stats.Partitions++
 	}
-	r := record{at: s.now, kind: recNemesis, peer: uint64(len(s.nodes)), a: uint64(op), b: s.cutMask()}
+	r := record{at: s.now, kind: recNemesis, peer: uint64(len(s.nodes)), a: uint64(op)}
+	r.b, r.c, r.d, r.e = s.cutMask()
 	if target != nil {
 		r.node = target.id
 	}
 	s.trace.add(r)
+}
+
+// split cuts the cluster in two: a minority of the committed
+// configuration's voters, often with the leader (it keeps sending,
+// nothing commits, and the majority elects a new leader), and each server
+// outside the configuration's voters (learners, servers joining or
+// removed) on either side, so that a leader may be left with the learners.
+// It returns the leader when it is on the minority side.
+func (s *Sim) split() *simNode {
+	v := votersOf(s.curConf().Config)
+	voters := v.in | v.out
+	var target *simNode
+	perm := s.rng.Perm(len(s.nodes))
+	if l := s.stableLeader(); l != nil && s.rng.IntN(2) == 0 {
+		j := slices.Index(perm, l.idx)
+		perm[0], perm[j] = perm[j], perm[0]
+		target = l
+	}
+	// The minority takes 1 to maxMinority voters (at least one node).
+	want := 1 + s.rng.IntN(max((voterCount(v.in)-1)/2, 1))
+	var side, rest []int
+	var sideMask uint64
+	for k, i := range perm {
+		n := s.nodes[i]
+		bit := idBit(n.id)
+		switch {
+		case k == 0 && target != nil:
+			side, sideMask = append(side, i), sideMask|bit
+			if voters&bit != 0 {
+				want--
+			}
+		case voters&bit == 0:
+			if s.rng.IntN(2) == 0 {
+				side, sideMask = append(side, i), sideMask|bit
+			} else {
+				rest = append(rest, i)
+			}
+		case want > 0 && !v.quorum(sideMask|bit):
+			side, sideMask = append(side, i), sideMask|bit
+			want--
+		default:
+			rest = append(rest, i)
+		}
+	}
+	s.clearCuts()
+	s.cutBetween(side, rest)
+	return target
+}
+
+// crashable reports whether n may crash now: it is up and, if it votes in
+// the committed configuration, a majority of each half stays up without it.
+func (s *Sim) crashable(n *simNode) bool {
+	if !n.up {
+		return false
+	}
+	v := votersOf(s.curConf().Config)
+	bit := idBit(n.id)
+	if (v.in|v.out)&bit == 0 {
+		return true
+	}
+	var up uint64
+	for _, o := range s.nodes {
+		if o.up && o != n {
+			up |= idBit(o.id)
+		}
+	}
+	return v.quorum(up)
 }
 
 // pick returns a random node among those ok accepts (there must be one).
@@ -222,18 +289,25 @@ func (s *Sim) clearCuts() {
 	}
 }
 
-// cutMask encodes the cut links as bits a*n+b, for the trace (n <= 8).
-func (s *Sim) cutMask() uint64 {
-	var m uint64
+// cutMask encodes the cut links as bits a*n+b of four words, for the trace
+// (n <= maxNodes).
+func (s *Sim) cutMask() (w0, w1, w2, w3 uint64) {
+	var m [4]uint64
 	n := len(s.nodes)
 	for a, row := range s.cut {
 		for b, c := range row {
-			if c {
-				m |= 1 << (a*n + b)
+			if k := a*n + b; c && k < 256 {
+				m[k/64] |= 1 << (k % 64)
 			}
 		}
 	}
-	return m
+	return m[0], m[1], m[2], m[3]
+}
+
+// anyCut reports whether some link is cut.
+func (s *Sim) anyCut() bool {
+	a, b, c, d := s.cutMask()
+	return a|b|c|d != 0
 }
 
 // Why a node crashed, for the trace.
@@ -302,7 +376,7 @@ func (s *Sim) restart(n *simNode) {
 // become leader, whose no-op is not yet on any other node (Raft §5.4.2,
 // Figure 8 starts with such a leader crashing).
 func (s *Sim) maybeAwkwardCrash(n *simNode, hardState, newLeader bool) {
-	if s.phase != phaseChaos || !n.up || len(n.unsynced) == 0 || s.down >= s.maxDown {
+	if s.phase != phaseChaos || !n.up || len(n.unsynced) == 0 || !s.crashable(n) {
 		return
 	}
 	p := s.faults.awkwardCrash
@@ -332,7 +406,7 @@ func (s *Sim) heal() {
 	s.clearCuts()
 	s.trace.add(record{at: s.now, kind: recHeal})
 	for _, n := range s.nodes {
-		if !n.up {
+		if !n.up && !n.stopped {
 			s.restart(n)
 		}
 		if s.violation != nil {

@@ -60,6 +60,17 @@ func (s *Sim) onSend(n *simNode, m *pb.RaftMessage) {
 		s.fail("fsm-contract", "n%d sent a message stamped from n%d of cluster %q", n.id, m.GetFrom(), m.GetClusterId())
 	case to == 0 || to > uint64(len(s.nodes)) || to == n.id:
 		s.fail("fsm-contract", "n%d sent a message to n%d, which is not a peer", n.id, to)
+	case (n.peerMask|n.heardMask)&idBit(to) == 0 && n.stepPeers&idBit(to) != 0:
+		// A peer until this step's ConfigChanged: the leader's last
+		// message to a server whose removal just committed comes after
+		// the ConfigChanged that drops it. The driver keeps the old peers
+		// until the step's messages are out (ketch's fsm actor does).
+		s.stats.LastWords++
+	case (n.peerMask|n.heardMask)&idBit(to) == 0 && !s.opts.SafetyOnly:
+		// The driver knows the address of the peers of the last
+		// ConfigChanged and of the servers that wrote to it, no others.
+		s.fail("fsm-contract", "n%d sent %s to n%d, which is not among the peers of its configuration (%s) and never wrote to it",
+			n.id, msgName(m), to, maskString(n.peerMask))
 	}
 	if s.violation != nil {
 		return
@@ -69,6 +80,9 @@ func (s *Sim) onSend(n *simNode, m *pb.RaftMessage) {
 		if s.violation != nil {
 			return
 		}
+	}
+	if s.stats.LeaseReads {
+		s.leaseSent(n, m)
 	}
 	s.transmit(n.idx, int(to-1), m)
 }

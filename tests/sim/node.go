@@ -5,10 +5,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/ketch-raft/ketch/fsm"
 	pb "github.com/ketch-raft/ketch/messages"
+	"google.golang.org/protobuf/proto"
 )
 
 // simNode is one simulated server: an fsm core, the disk beneath it, and
@@ -19,6 +22,9 @@ type simNode struct {
 	cfg fsm.Config
 	fsm *fsm.Node // nil while crashed
 	up  bool
+	// stopped: shut down for good (removed from the cluster, or its
+	// addition refused); it never restarts.
+	stopped bool
 	// inc is the incarnation, bumped by every crash. Events scheduled for
 	// an older incarnation (timers, fsyncs, apply reports) are dropped.
 	inc uint32
@@ -61,6 +67,30 @@ type simNode struct {
 	leaderTerm    uint64     // the term it was leader in at its last step, 0 if it was not
 	leaderLast    uint64     // its last index then
 	leaderHash    uint64     // and the rolling hash there
+	// appliedConf is the state machine's configuration: the latest
+	// configuration entry applied (zero: the bootstrap one), which its
+	// snapshots record.
+	appliedConf fsm.ConfigState
+
+	// Membership (membership.go), of this incarnation: the configuration
+	// of the last ConfigChanged and the ids it may send to, the ids it
+	// heard from (it may answer them too), whether it reported Removed
+	// (and the index, until checked at the end of the step), the changes
+	// it answered as done in the step in progress, and whether the step
+	// in progress appended a configuration entry on a leader.
+	conf         fsm.ConfigState
+	peerMask     uint64
+	stepPeers    uint64 // peerMask when the step in progress began
+	heardMask    uint64
+	removedSeen  bool
+	removedAt    uint64
+	doneChanges  []doneChange
+	appendedConf bool
+	singleVoter  bool // and it changes one voter
+
+	// lease is what the checks of lease reads saw of its read rounds as
+	// leader (reads.go).
+	lease leaseRounds
 }
 
 func newSimNode(idx int, cfg fsm.Config) *simNode {
@@ -83,6 +113,10 @@ func (n *simNode) forget() {
 	n.status = fsm.Status{}
 	n.commit, n.applied, n.appliedHash, n.appliedQueued, n.reported = 0, 0, 0, false, 0
 	n.leaderTerm, n.leaderLast, n.leaderHash = 0, 0, 0
+	n.appliedConf = fsm.ConfigState{}
+	n.conf, n.peerMask, n.heardMask = fsm.ConfigState{}, 0, 0
+	n.removedSeen, n.removedAt, n.doneChanges, n.appendedConf, n.singleVoter = false, 0, nil, false, false
+	n.lease = leaseRounds{}
 }
 
 // start creates the node's fsm from its disk and steps Start, at time 0 or
@@ -97,6 +131,7 @@ func (s *Sim) start(n *simNode) {
 	}
 	if sn := n.disk.snap; sn != nil {
 		n.applied, n.appliedHash, n.reported = sn.meta.Index, sn.hash, sn.meta.Index
+		n.appliedConf = sn.conf
 		// Its contents were committed: the commit index starts there.
 		n.commit = sn.meta.Index
 	}
@@ -127,6 +162,11 @@ func newNode(cfg fsm.Config, r fsm.Restore) (f *fsm.Node, err error) {
 func (s *Sim) step(n *simNode, ev fsm.Event) {
 	s.steps++
 	s.traceEvent(n, ev)
+	if m, ok := ev.(fsm.Message); ok {
+		n.heardMask |= idBit(m.Msg.GetFrom()) // it may answer the sender
+		s.leaseEcho(n, m.Msg)
+	}
+	n.stepPeers = n.peerMask
 	acts, ok := s.callStep(n, ev)
 	if !ok {
 		return
@@ -171,6 +211,12 @@ func (s *Sim) step(n *simNode, ev fsm.Event) {
 			s.onStageChunk(n, a)
 		case fsm.InstallSnapshot:
 			s.onInstallSnapshot(n, a, len(n.compacted) > 0 && !n.compacted[len(n.compacted)-1].Reset)
+		case fsm.ConfigChanged:
+			s.onConfigChanged(n, a)
+		case fsm.MembersChanged:
+			s.onMembersChanged(n, a)
+		case fsm.Removed:
+			s.onRemoved(n, a)
 		default:
 			s.fail("fsm-contract", "n%d returned an action of unknown type %T", n.id, a)
 		}
@@ -185,8 +231,12 @@ func (s *Sim) step(n *simNode, ev fsm.Event) {
 	wasLeader := n.status.Role == fsm.Leader
 	s.checkNode(n, ev)
 	n.installed = 0
+	newLeader := !wasLeader && n.status.Role == fsm.Leader
 	if s.violation == nil {
-		s.maybeAwkwardCrash(n, hardState, !wasLeader && n.status.Role == fsm.Leader)
+		s.checkMembership(n, newLeader)
+	}
+	if s.violation == nil {
+		s.maybeAwkwardCrash(n, hardState, newLeader)
 	}
 }
 
@@ -195,11 +245,37 @@ func (s *Sim) step(n *simNode, ev fsm.Event) {
 func (s *Sim) callStep(n *simNode, ev fsm.Event) (acts []fsm.Action, ok bool) {
 	defer func() {
 		if p := recover(); p != nil {
-			s.fail("fsm-assertion", "n%d panicked stepping %T: %v", n.id, ev, p)
+			s.fail("fsm-assertion", "n%d panicked stepping %T: %v (%s)", n.id, ev, p, fsmFrames(debug.Stack()))
 			ok = false
 		}
 	}()
 	return n.fsm.Step(ev), true
+}
+
+// fsmFrames condenses a goroutine stack to the fsm's frames, innermost
+// first: "roles.go:253 sendAppend < roles.go:440 handleAppendResponse".
+func fsmFrames(stack []byte) string {
+	lines := strings.Split(string(stack), "\n")
+	var frames []string
+	for i := 0; i+1 < len(lines) && len(frames) < 6; i++ {
+		fn := lines[i]
+		k := strings.Index(fn, "/fsm.")
+		if k < 0 || !strings.Contains(lines[i+1], "/fsm/") {
+			continue
+		}
+		fn = fn[k+len("/fsm."):]
+		if j := strings.LastIndex(fn, "("); j > 0 {
+			fn = fn[:j]
+		}
+		fn = fn[strings.LastIndex(fn, ".")+1:]
+		loc := strings.TrimSpace(lines[i+1])
+		loc = loc[strings.LastIndex(loc, "/")+1:]
+		if j := strings.Index(loc, " "); j > 0 {
+			loc = loc[:j]
+		}
+		frames = append(frames, loc+" "+fn)
+	}
+	return strings.Join(frames, " < ")
 }
 
 // ------------------------------------------------------------------ disk
@@ -356,6 +432,10 @@ func (s *Sim) updateMirror(n *simNode, ents []*pb.Entry) bool {
 	n.mirror.truncate(i - 1)
 	for _, e := range ents[k:] {
 		n.mirror.append(e)
+		if e.GetType() == pb.EntryType_ENTRY_TYPE_CONFIG && n.mirror.confAt(e.GetIndex()) == nil {
+			s.fail("fsm-contract", "n%d persisted configuration entry %d, which does not decode", n.id, e.GetIndex())
+			return false
+		}
 	}
 	s.checkLogMatching(n, i, n.mirror.last())
 	return s.violation == nil
@@ -412,6 +492,9 @@ func (s *Sim) onApply(n *simNode, a fsm.Apply) {
 			s.fail("state-machine-safety", "n%d applied index %d (term %d) but its log holds something else there", n.id, i, e.GetTerm())
 			return
 		}
+		if e.GetType() == pb.EntryType_ENTRY_TYPE_CONFIG {
+			n.appliedConf = fsm.ConfigState{Config: n.mirror.confAt(i), Index: i}
+		}
 		s.recordApplied(n, e)
 		if s.violation != nil {
 			return
@@ -453,15 +536,27 @@ func (s *Sim) onApply(n *simNode, a fsm.Apply) {
 // index applied (Raft §5.4.3, State Machine Safety).
 func (s *Sim) recordApplied(n *simNode, e *pb.Entry) {
 	i := e.GetIndex()
+	var conf *pb.Configuration
+	if e.GetType() == pb.EntryType_ENTRY_TYPE_CONFIG {
+		conf = n.mirror.confAt(i)
+	}
 	if i < uint64(len(s.applied)) {
-		if first := s.applied[i]; first.hash != n.appliedHash {
+		switch first := s.applied[i]; {
+		case first.hash == n.appliedHash:
+		case conf != nil && first.conf != nil && !proto.Equal(conf, first.conf):
+			// Applied means committed: two configurations committed at
+			// one index.
+			s.fail("config-safety", "n%d applied configuration %s at index %d (term %d), but n%d applied %s there (term %d)",
+				n.id, confString(fsm.ConfigState{Config: conf, Index: i}), i, e.GetTerm(),
+				first.node, confString(fsm.ConfigState{Config: first.conf, Index: i}), first.term)
+		default:
 			s.fail("state-machine-safety", "n%d applied index %d (term %d) but n%d applied a different entry there (term %d)",
 				n.id, i, e.GetTerm(), first.node, first.term)
 		}
 		return
 	}
 	// A node applies i only after i-1, so the table grows one by one.
-	s.applied = append(s.applied, appliedEntry{hash: n.appliedHash, term: e.GetTerm(), node: n.id})
+	s.applied = append(s.applied, appliedEntry{hash: n.appliedHash, term: e.GetTerm(), node: n.id, conf: conf})
 	if e.GetType() != pb.EntryType_ENTRY_TYPE_NORMAL {
 		return
 	}

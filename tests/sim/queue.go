@@ -28,6 +28,9 @@ const (
 	evSnapshotDone                   // node's snapshot in `snap` is durable
 	evChunkRead                      // node's store answers a ReadChunk with `chunk`
 	evStaged                         // node's staged chunk in `stage` is durable
+	evMembership                     // ask for a membership change (of node `node` in term b if >= 0: an awkward moment)
+	evStop                           // node `node` is shut down for good
+	evVoid                           // a message lost in flight (dropInFlight): nothing happens
 )
 
 // event is one entry of the simulator's agenda.

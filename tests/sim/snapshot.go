@@ -6,15 +6,18 @@ import (
 	"time"
 
 	"github.com/ketch-raft/ketch/fsm"
+	"google.golang.org/protobuf/proto"
 )
 
 // Snapshots and compaction in the simulator (Raft §7).
 //
 // The state machine of a simulated node is the rolling hash of the entries
-// it applied, so a snapshot through index i is that hash (the digest),
-// written into a file of a few chunks whose bytes follow from the digest:
-// two nodes' snapshots of the same state are the same file, as ketch's
-// are. Each node takes one every few applied entries (a threshold drawn
+// it applied and the latest configuration entry it applied, so a snapshot
+// through index i is that hash (the digest) and that configuration (thesis
+// §4.1: a snapshot records the configuration in effect at its last index),
+// written into a file of a few chunks whose header holds both and whose
+// other bytes follow from the digest: two nodes' snapshots of the same
+// state are the same file, as ketch's are. Each node takes one every few applied entries (a threshold drawn
 // per seed), in the background: the file becomes durable a little later,
 // and a crash before that loses it. Chunks of a received snapshot are
 // staged in order, each durable a little after the fsm hands it over; a
@@ -31,12 +34,18 @@ import (
 //     snapshot (Figure 13 rule 6) holds the snapshot's entries there.
 //   - chunk-offset: the fsm stages a chunk only where the staged file
 //     ends (or at 0, to begin a new file).
-// and the fsm's contract on ReadChunk, StageChunk and InstallSnapshot.
+// and the fsm's contract on ReadChunk, StageChunk, InstallSnapshot and
+// Compact (fsm-contract): a Compact's Config is the configuration the
+// committed log has in effect at Through (the latest committed
+// configuration entry at or below it; index 0, the node's bootstrap
+// configuration, when there is none), and an installed snapshot's
+// configuration is the one its file's header records.
 
 // simSnap is one snapshot file.
 type simSnap struct {
 	meta fsm.SnapshotMeta
-	hash uint64 // the state machine's digest at meta.Index
+	hash uint64          // the state machine's digest at meta.Index
+	conf fsm.ConfigState // the configuration in effect at meta.Index (zero: the bootstrap one)
 	data []byte
 	crc  uint32
 }
@@ -49,24 +58,59 @@ type stagedFile struct {
 	data []byte
 }
 
-// snapshotHeader is the size of a simulated snapshot's header: index,
-// term and digest.
-const snapshotHeader = 24
+// snapshotHeader is the size of the fixed part of a simulated snapshot's
+// header: index, term, digest, the configuration's index and the length of
+// the encoded configuration that follows (0: the bootstrap one).
+const snapshotHeader = 36
 
-// makeSnap builds the snapshot file of a state: a header naming it, then
-// bytes that follow from the digest, 1 to 4 chunks in all.
-func (s *Sim) makeSnap(meta fsm.SnapshotMeta, hash uint64) *simSnap {
-	size := snapshotHeader + int(mix64(hash)%uint64(4*s.stats.SnapshotChunk))
+// makeSnap builds the snapshot file of a state: a header naming it and its
+// configuration, then bytes that follow from the digest, 1 to 4 chunks in
+// all.
+func (s *Sim) makeSnap(meta fsm.SnapshotMeta, hash uint64, conf fsm.ConfigState) *simSnap {
+	var cb []byte
+	if conf.Index != 0 && conf.Config != nil {
+		var err error
+		if cb, err = (proto.MarshalOptions{Deterministic: true}).Marshal(conf.Config); err != nil {
+			panic(err)
+		}
+	} else {
+		conf = fsm.ConfigState{}
+	}
+	head := snapshotHeader + len(cb)
+	size := head + int(mix64(hash)%uint64(4*s.stats.SnapshotChunk))
 	data := make([]byte, size)
 	binary.BigEndian.PutUint64(data[0:], meta.Index)
 	binary.BigEndian.PutUint64(data[8:], meta.Term)
 	binary.BigEndian.PutUint64(data[16:], hash)
+	binary.BigEndian.PutUint64(data[24:], conf.Index)
+	binary.BigEndian.PutUint32(data[32:], uint32(len(cb)))
+	copy(data[snapshotHeader:], cb)
 	h := hash
-	for i := snapshotHeader; i < size; i++ {
+	for i := head; i < size; i++ {
 		h = mix64(h + uint64(i))
 		data[i] = byte(h)
 	}
-	return &simSnap{meta: meta, hash: hash, data: data, crc: crc32.Checksum(data, crc32c)}
+	return &simSnap{meta: meta, hash: hash, conf: conf, data: data, crc: crc32.Checksum(data, crc32c)}
+}
+
+// parseSnap reads the digest and the configuration from a snapshot
+// file's header; ok is false when the header is cut short or garbled.
+func parseSnap(data []byte) (hash uint64, conf fsm.ConfigState, ok bool) {
+	if len(data) < snapshotHeader {
+		return 0, conf, false
+	}
+	hash = binary.BigEndian.Uint64(data[16:])
+	conf.Index = binary.BigEndian.Uint64(data[24:])
+	l := int(binary.BigEndian.Uint32(data[32:]))
+	if l > len(data)-snapshotHeader {
+		return 0, conf, false
+	}
+	if l > 0 {
+		if conf.Config = decodeConf(data[snapshotHeader : snapshotHeader+l]); conf.Config == nil {
+			return 0, conf, false
+		}
+	}
+	return hash, conf, true
 }
 
 var crc32c = crc32.MakeTable(crc32.Castagnoli)
@@ -77,6 +121,12 @@ func (s *Sim) committedChain(i uint64) logChain {
 	c := logChain{terms: make([]uint64, i+1), hashes: make([]uint64, i+1)}
 	for k := uint64(1); k <= i; k++ {
 		c.terms[k], c.hashes[k] = s.committed[k].term, s.committed[k].hash
+	}
+	for _, cs := range s.confLog[1:] {
+		if cs.Index > i {
+			break
+		}
+		c.confs = append(c.confs, chainConf{index: cs.Index, conf: cs.Config})
 	}
 	return c
 }
@@ -103,7 +153,7 @@ func (s *Sim) maybeSnapshot(n *simNode) {
 		return
 	}
 	n.snapshotting = true
-	sn := s.makeSnap(fsm.SnapshotMeta{Index: n.applied, Term: t}, n.appliedHash)
+	sn := s.makeSnap(fsm.SnapshotMeta{Index: n.applied, Term: t}, n.appliedHash, n.appliedConf)
 	s.push(event{at: s.after(s.between(time.Millisecond, 20*time.Millisecond)), kind: evSnapshotDone, node: n.idx, inc: n.inc, snap: sn})
 }
 
@@ -128,6 +178,7 @@ func (s *Sim) snapshotDone(ev *event) {
 // the state machine wait for the end of the step (checkCompaction): an
 // install resets the applied index in the same step.
 func (s *Sim) onCompact(n *simNode, c fsm.Compact) {
+	s.trace.add(record{at: s.now, kind: recCompact, node: n.id, a: c.Through, b: c.Term, c: c.Config.Index, flag: uint8(btoi(c.Reset))})
 	switch {
 	case c.Reset && c.Through != n.snapIndex():
 		s.fail("fsm-contract", "n%d resets its log to %d, but its latest snapshot ends at %d", n.id, c.Through, n.snapIndex())
@@ -143,6 +194,25 @@ func (s *Sim) onCompact(n *simNode, c fsm.Compact) {
 			return
 		}
 	}
+	if c.Config.Config == nil && c.Config.Index != 0 {
+		// A nil Config is the bootstrap one (as in fsm.Restore), at index 0.
+		s.fail("fsm-contract", "n%d compacts through %d without the configuration in effect there (index %d)", n.id, c.Through, c.Config.Index)
+		return
+	}
+	if !s.opts.SafetyOnly {
+		// The store keeps Config for the restart (Restore.BaseConfig):
+		// it must be what the committed log has in effect at Through.
+		if c.Through >= uint64(len(s.committed)) {
+			s.fail("fsm-contract", "n%d compacts through %d, which no node has seen committed", n.id, c.Through)
+			return
+		}
+		if want := s.committedConfAt(c.Through); !sameConf(c.Config, want) {
+			s.fail("fsm-contract", "n%d compacts through %d recording the configuration %s, but the committed log has %s in effect there",
+				n.id, c.Through, confString(c.Config), confString(want))
+			return
+		}
+	}
+	c.Config = cloneConf(c.Config)
 	n.compacted = append(n.compacted, c)
 	n.unsynced = append(n.unsynced, diskWrite{compact: &c})
 	if n.syncing == 0 {
@@ -245,11 +315,12 @@ func (s *Sim) stagedDone(ev *event) {
 	staged := fsm.ChunkStaged{Meta: c.Meta, FileCRC: c.FileCRC, Offset: uint64(len(f.data))}
 	if c.Done {
 		n.disk.staged = nil
-		if uint64(len(f.data)) != f.size || crc32.Checksum(f.data, crc32c) != f.crc || len(f.data) < snapshotHeader {
+		if uint64(len(f.data)) != f.size || crc32.Checksum(f.data, crc32c) != f.crc {
 			staged.Err = simError("sim: the staged snapshot fails its check")
+		} else if hash, conf, ok := parseSnap(f.data); !ok {
+			staged.Err = simError("sim: the staged snapshot's header is garbled")
 		} else {
-			hash := binary.BigEndian.Uint64(f.data[16:])
-			n.disk.snap = &simSnap{meta: c.Meta, hash: hash, data: f.data, crc: f.crc}
+			n.disk.snap = &simSnap{meta: c.Meta, hash: hash, conf: conf, data: f.data, crc: f.crc}
 			staged.Done = true
 		}
 	}
@@ -272,11 +343,16 @@ func (s *Sim) onInstallSnapshot(n *simNode, in fsm.InstallSnapshot, keptLog bool
 	case keptLog && !s.mirrorHolds(n, in.Meta.Index, sn.hash):
 		s.fail("snapshot-tail", "n%d kept its log after installing a snapshot through %d (term %d), but its log differs there",
 			n.id, in.Meta.Index, in.Meta.Term)
+	case len(n.compacted) == 0:
+		s.fail("fsm-contract", "n%d installs snapshot %v without a Compact before it", n.id, in.Meta)
+	case !sameConf(n.compacted[len(n.compacted)-1].Config, sn.conf) && !s.opts.SafetyOnly:
+		s.fail("fsm-contract", "n%d installs snapshot %v with the configuration %s, but the snapshot's header records %s",
+			n.id, in.Meta, confString(n.compacted[len(n.compacted)-1].Config), confString(sn.conf))
 	}
 	if s.violation != nil {
 		return
 	}
-	n.applied, n.appliedHash = in.Meta.Index, sn.hash
+	n.applied, n.appliedHash, n.appliedConf = in.Meta.Index, sn.hash, sn.conf
 	n.installed = in.Meta.Index
 	s.stats.Installs++
 	if !n.appliedQueued {

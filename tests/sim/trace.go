@@ -38,6 +38,13 @@ const (
 	recTransfer                       // node is asked to transfer leadership
 	recHostile                        // a forged message is about to reach node (a: its hostileKind)
 	recRejected                       // node rejected a message claimed from peer (a: the kind)
+	recChange                         // node is asked for membership change a (b: kind, c/d: first id added/removed, e: expected index)
+	recChanged                        // node answers change a (b: code, c: configuration index, d: leader hint)
+	recConfig                         // node uses the configuration of index a (b: voters, c: learners, d: outgoing, e: peers; id sets)
+	recRemoved                        // node reports it was removed at index a
+	recSpawn                          // node is started to join the cluster
+	recStop                           // node is shut down for good
+	recCompact                        // node compacts its log through a (b: term, c: configuration index, flag: reset)
 )
 
 // record is one trace line, unformatted. The meaning of a..f depends on
@@ -95,6 +102,10 @@ const (
 	msgAE
 	msgAER
 	msgTN
+	msgIS  // InstallSnapshot
+	msgISR // InstallSnapshotResponse
+	msgRI  // ReadIndexRequest
+	msgRIR // ReadIndexResponse
 )
 
 // Flags of a message record, in bits 16 and up of a (beside the kind and
@@ -128,6 +139,29 @@ func (s *Sim) traceMsg(kind recKind, node, peer uint64, fate uint8, m *pb.RaftMe
 		}
 	case m.GetTimeoutNow() != nil:
 		r.a = msgTN
+	case m.GetInstallSnapshot() != nil:
+		is := m.GetInstallSnapshot()
+		r.a, r.c, r.d, r.e, r.f = msgIS, is.GetLastIncludedIndex(), is.GetOffset(), uint64(len(is.GetData())), is.GetConfigurationIndex()
+		if is.GetDone() {
+			r.a |= 1 << 8
+		}
+	case m.GetInstallSnapshotResponse() != nil:
+		ir := m.GetInstallSnapshotResponse()
+		r.a, r.c, r.d, r.e = msgISR, ir.GetLastIncludedIndex(), ir.GetNextOffset(), ir.GetMatchIndex()
+		if ir.GetRefused() {
+			r.a |= 1 << 8
+		}
+		if ir.GetInstalled() {
+			r.a |= 1 << 9
+		}
+	case m.GetReadIndexRequest() != nil:
+		r.a, r.c = msgRI, m.GetReadIndexRequest().GetContext()
+	case m.GetReadIndexResponse() != nil:
+		ri := m.GetReadIndexResponse()
+		r.a, r.c, r.d = msgRIR, ri.GetContext(), ri.GetIndex()
+		if ri.GetRejected() {
+			r.a |= 1 << 8
+		}
 	case m.GetAppendEntries() != nil:
 		ae := m.GetAppendEntries()
 		r.a = msgAE | uint64(len(ae.GetEntries()))<<8
@@ -171,6 +205,21 @@ func (s *Sim) traceEvent(n *simNode, ev fsm.Event) {
 		}
 	case fsm.TransferLeadership:
 		s.trace.add(record{at: s.now, kind: recTransfer, node: n.id, a: e.To})
+	case fsm.ChangeMembers:
+		r := record{at: s.now, kind: recChange, node: n.id, a: e.ID, e: e.ExpectIndex}
+		if e.ID != 0 && e.ID <= uint64(len(s.changes)) {
+			r.b = uint64(s.changes[e.ID-1].kind)
+		}
+		switch {
+		case len(e.Add) > 0:
+			r.c = e.Add[0].GetId()
+		case len(e.Promote) > 0:
+			r.c = e.Promote[0]
+		}
+		if len(e.Remove) > 0 {
+			r.d = e.Remove[0]
+		}
+		s.trace.add(r)
 	}
 	// Start is recorded by start, with what the disk held.
 }
@@ -246,7 +295,11 @@ func (r *record) format() string {
 		if r.node != 0 {
 			target = fmt.Sprintf(" n%d", r.node)
 		}
-		return fmt.Sprintf("%s NEMESIS %s%s; cut links: %s", t, nemesisOp(r.a), target, cutString(r.b, int(r.peer)))
+		abrupt := ""
+		if r.flag != 0 {
+			abrupt = " (abrupt: messages in flight across it lost)"
+		}
+		return fmt.Sprintf("%s NEMESIS %s%s; cut links: %s%s", t, nemesisOp(r.a), target, cutString([4]uint64{r.b, r.c, r.d, r.e}, int(r.peer)), abrupt)
 	case recHeal:
 		return fmt.Sprintf("%s HEAL: all nodes up, no partitions, no drops", t)
 	case recHostile:
@@ -254,6 +307,31 @@ func (r *record) format() string {
 	case recRejected:
 		kind := [...]string{"?", "not for us", "malformed", "term out of range", "impossible"}[min(r.a, 4)]
 		return fmt.Sprintf("%s n%d rejected a message from %s: %s", t, r.node, nodeName(r.peer), kind)
+	case recChange:
+		return fmt.Sprintf("%s n%d <- change #%d %v (first added/promoted %s, first removed %s, expect index %d)", t, r.node, r.a, changeKind(r.b), nodeName(r.c), nodeName(r.d), r.e)
+	case recChanged:
+		return fmt.Sprintf("%s n%d answers change #%d: %s (configuration index %d, leader hint %s)", t, r.node, r.a, changeCodeNames[min(r.b, changeOther)], r.c, nodeName(r.d))
+	case recConfig:
+		s := fmt.Sprintf("%s n%d uses configuration %d: voters %s", t, r.node, r.a, maskString(r.b))
+		if r.c != 0 {
+			s += " learners " + maskString(r.c)
+		}
+		if r.d != 0 {
+			s += " outgoing " + maskString(r.d)
+		}
+		return s + "; peers " + maskString(r.e)
+	case recRemoved:
+		return fmt.Sprintf("%s n%d REMOVED by the configuration at %d", t, r.node, r.a)
+	case recSpawn:
+		return fmt.Sprintf("%s n%d SPAWNED to join the cluster", t, r.node)
+	case recStop:
+		return fmt.Sprintf("%s n%d STOPPED for good", t, r.node)
+	case recCompact:
+		how := "compacts its log"
+		if r.flag != 0 {
+			how = "resets its log to a snapshot"
+		}
+		return fmt.Sprintf("%s n%d %s through %d (term %d), configuration there: index %d", t, r.node, how, r.a, r.b, r.c)
 	}
 	return fmt.Sprintf("%s record kind %d", t, r.kind)
 }
@@ -293,6 +371,28 @@ func (r *record) msgString() string {
 			return fmt.Sprintf("AppendOK t%d match %d%s", r.b, r.d, round)
 		}
 		return fmt.Sprintf("AppendReject t%d at %d conflict t%d from %d%s", r.b, r.d, r.e, r.f, round)
+	case msgIS:
+		s := fmt.Sprintf("InstallSnapshot t%d through %d: %d bytes at %d", r.b, r.c, r.e, r.d)
+		if r.a&(1<<8) != 0 {
+			s += fmt.Sprintf(", done, configuration index %d", r.f)
+		}
+		return s
+	case msgISR:
+		s := fmt.Sprintf("SnapshotAnswer t%d through %d: next offset %d match %d", r.b, r.c, r.d, r.e)
+		if r.a&(1<<8) != 0 {
+			s += ", refused"
+		}
+		if r.a&(1<<9) != 0 {
+			s += ", installed"
+		}
+		return s
+	case msgRI:
+		return fmt.Sprintf("ReadIndexRequest t%d context %d", r.b, r.c)
+	case msgRIR:
+		if r.a&(1<<8) != 0 {
+			return fmt.Sprintf("ReadIndexRefused t%d context %d", r.b, r.c)
+		}
+		return fmt.Sprintf("ReadIndexResponse t%d context %d index %d", r.b, r.c, r.d)
 	}
 	return "message?"
 }
@@ -322,17 +422,18 @@ func idRange(first, count uint64) string {
 
 // cutString renders the cut links of an n-node cluster, encoded as bits
 // a*n+b (see cutMask).
-func cutString(mask uint64, n int) string {
-	if mask == 0 {
+func cutString(mask [4]uint64, n int) string {
+	if mask == [4]uint64{} {
 		return "none"
 	}
+	bit := func(k int) bool { return k < 256 && mask[k/64]&(1<<(k%64)) != 0 }
 	var parts []string
 	for a := range n {
 		for b := range n {
-			if mask&(1<<(a*n+b)) == 0 {
+			if !bit(a*n + b) {
 				continue
 			}
-			if mask&(1<<(b*n+a)) != 0 {
+			if bit(b*n + a) {
 				if a < b {
 					parts = append(parts, fmt.Sprintf("n%d<->n%d", a+1, b+1))
 				}
@@ -371,4 +472,11 @@ func nodeName(id uint64) string {
 		return "none"
 	}
 	return fmt.Sprintf("n%d", id)
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
