@@ -287,6 +287,13 @@ func crashLoop(t *testing.T, c *Cluster, admin *client.Client, dur, spacing time
 		kind := crashKinds[next%len(crashKinds)]
 		target := eligible[rng.IntN(len(eligible))]
 		leader, hasLeader := currentLeader(c)
+		if hasLeader && !hitLeader[kind] && !slices.Contains(eligible, leader) && time.Until(deadline) > 2*spacing {
+			// This kind has not hit the leader yet and the leader was
+			// crashed too recently: wait for it rather than spend the
+			// kind's turn elsewhere (on a loaded machine every turn could
+			// miss the leader).
+			continue
+		}
 		if hasLeader && slices.Contains(eligible, leader) && (!hitLeader[kind] || rng.IntN(3) == 0) {
 			target = leader
 		}
