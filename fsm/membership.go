@@ -63,7 +63,7 @@ var (
 	ErrConfigNotReady = errors.New("the leader has not committed an entry of its term yet; retry shortly")
 	// ErrStaleConfig: the configuration's entry is not at the expected
 	// index: it changed since the caller looked.
-	ErrStaleConfig = errors.New("the configuration changed since the expected index")
+	ErrStaleConfig = errors.New("the configuration changed since the expected index (list the members again and expect its new index)")
 	// ErrBadChange: the change is not valid against the configuration
 	// (an id that is already a member, was removed before, is not a
 	// learner to promote, and so on). Retrying will not help.
@@ -149,6 +149,10 @@ type pendingChange struct {
 	round       int
 	roundStart  uint64
 	roundTarget uint64
+	// progress: each new voter's match index and snapshot bytes
+	// acknowledged when it last advanced, and the heartbeat round it did.
+	progress map[uint64][2]uint64
+	movedAt  map[uint64]uint64
 	// appended: the configuration entry (the joint one, for a joint
 	// change) is in the log at index at.
 	appended bool
@@ -469,6 +473,16 @@ func (n *Node) changeMembers(ch ChangeMembers) {
 		return
 	}
 	target, newVoters, err := applyChange(cur.Config, ch)
+	if err == nil {
+		// What will be appended must be an entry every follower accepts.
+		for _, c := range []*pb.Configuration{target, jointConfig(cur.Config, target)} {
+			if why := checkConfiguration(c); why != "" {
+				err = fmt.Errorf("%w: %s", ErrBadChange, why)
+			} else if size := proto.Size(c); size > n.cfg.Limits.MaxEntryBytes {
+				err = fmt.Errorf("%w: the configuration would take %d bytes, over the entry limit of %d", ErrBadChange, size, n.cfg.Limits.MaxEntryBytes)
+			}
+		}
+	}
 	if err != nil {
 		refuse(err)
 		return
@@ -488,8 +502,10 @@ func (n *Node) changeMembers(ch ChangeMembers) {
 	}
 	n.recomputeConfig()
 	pc.round, pc.roundStart, pc.roundTarget = 1, n.round, n.log.lastIndex()
+	pc.progress, pc.movedAt = map[uint64][2]uint64{}, map[uint64]uint64{}
 	for _, id := range pc.catchUp {
 		n.progress[id].heard = n.round
+		pc.movedAt[id] = n.round
 	}
 	n.maybeCaughtUp()
 }
@@ -605,24 +621,39 @@ func voterChanges(a, b *pb.Configuration) int {
 func (n *Node) appendConfig() {
 	pc := n.change
 	cur := n.config().Config
-	next := pc.target
-	if voterChanges(cur, pc.target) > 1 {
-		next = proto.Clone(pc.target).(*pb.Configuration)
-		// The voters it removes are C_old voters until C_new: not
-		// removed yet (their messages count).
-		next.Removed = slices.Clone(cur.Removed)
-		for _, m := range cur.Members {
-			if m.Role == pb.MemberRole_MEMBER_ROLE_VOTER {
-				next.Outgoing = append(next.Outgoing, &pb.Member{Id: m.Id, Address: m.Address, Role: m.Role})
-			}
-		}
-	}
+	next := jointConfig(cur, pc.target)
 	for _, id := range pc.catchUp {
 		delete(n.extra, id) // members now
 	}
 	pc.catchUp = nil
 	pc.appended = true
 	pc.at = n.appendConfigEntry(next)
+}
+
+// jointConfig is what the leader appends to go from cur to target: target
+// itself when at most one voter changes (thesis §4.2), else C_old,new
+// (thesis §4.3): target's members with cur's voters as the outgoing half.
+// The voters target removes are C_old voters until C_new, not removed yet
+// (their messages count); the learners it removes are removed at once.
+func jointConfig(cur, target *pb.Configuration) *pb.Configuration {
+	if voterChanges(cur, target) <= 1 {
+		return target
+	}
+	next := proto.Clone(target).(*pb.Configuration)
+	next.Removed = nil
+	var outgoing []uint64
+	for _, m := range cur.Members {
+		if m.Role == pb.MemberRole_MEMBER_ROLE_VOTER {
+			next.Outgoing = append(next.Outgoing, &pb.Member{Id: m.Id, Address: m.Address, Role: m.Role})
+			outgoing = append(outgoing, m.Id)
+		}
+	}
+	for _, id := range target.Removed {
+		if !slices.Contains(outgoing, id) {
+			next.Removed = append(next.Removed, id)
+		}
+	}
+	return next
 }
 
 // appendConfigEntry appends a configuration entry and replicates it.
@@ -683,8 +714,22 @@ func (n *Node) catchUpTick() {
 	}
 	limit := uint64((n.cfg.CatchUpTimeout + n.cfg.HeartbeatInterval - 1) / n.cfg.HeartbeatInterval)
 	for _, id := range pc.catchUp {
-		if pr := n.progress[id]; n.round-pr.heard >= limit {
-			n.failChange(fmt.Errorf("%w: server %d has not answered for %v", ErrUnreachable, id, n.cfg.CatchUpTimeout))
+		pr := n.progress[id]
+		if n.round-pr.heard >= limit {
+			n.failChange(fmt.Errorf("%w: server %d has not answered for %v (is its address right, is it running?)", ErrUnreachable, id, n.cfg.CatchUpTimeout))
+			return
+		}
+		// A server that answers but gets no further (it refuses every
+		// entry or chunk, or cannot keep up at all) fails the change
+		// too: rounds are counted only when they end.
+		var acked uint64
+		if pr.xfer != nil {
+			acked = pr.xfer.acked
+		}
+		if now := [2]uint64{pr.match, acked}; now != pc.progress[id] {
+			pc.progress[id], pc.movedAt[id] = now, n.round
+		} else if n.round-pc.movedAt[id] >= limit {
+			n.failChange(fmt.Errorf("%w: server %d made no progress for %v (it holds index %d of %d)", ErrCatchUp, id, n.cfg.CatchUpTimeout, pr.match, n.log.lastIndex()))
 			return
 		}
 	}
@@ -760,9 +805,16 @@ func (n *Node) configCommitted() {
 			n.transferLeadership(0)
 		}
 	}
-	if !n.removedAnnounced && n.removedSelf() {
+	n.announceRemoved()
+}
+
+// announceRemoved reports Removed once, if the committed configuration
+// removed this node (at start too: nobody sends a removed node anything that
+// would move its commit index).
+func (n *Node) announceRemoved() {
+	if !n.removedAnnounced && n.removedSelf() && n.config().Index <= n.commit {
 		n.removedAnnounced = true
-		n.acts = append(n.acts, Removed{Index: cur.Index})
+		n.acts = append(n.acts, Removed{Index: n.config().Index})
 	}
 }
 

@@ -541,3 +541,72 @@ func TestRemovedFollowerGetsItsRemoval(t *testing.T) {
 		t.Fatal("the leader still replicates to the removed follower")
 	}
 }
+
+// A new voter that answers but never gets further (it refuses every entry)
+// fails the change after CatchUpTimeout: a round that never ends must not
+// hold the leader's one change slot forever.
+func TestNewVoterThatNeverProgressesFailsTheChange(t *testing.T) {
+	n := settledLeader(t, testConfig(1), 2, 3)
+	n.Step(ChangeMembers{ID: 1, Add: []*pb.Member{voter(4)}})
+	var acts []Action
+	for range 2 * int(n.cfg.CatchUpTimeout/n.cfg.HeartbeatInterval) {
+		acts = append(acts, fireHeartbeat(t, n)...)
+		n.Step(appendAck(2, 1, n.term, n.log.lastIndex()))
+		n.Step(appendReject(4, 1, n.term, 0, 0, 1)) // alive, and holds nothing
+	}
+	mc := changed(acts)
+	if len(mc) != 1 || !errors.Is(mc[0].Err, ErrCatchUp) || n.Configuration().Index != 0 {
+		t.Fatalf("want one ErrCatchUp and the configuration unchanged: %v %v", mc, n.Configuration())
+	}
+	if acts := n.Step(ChangeMembers{ID: 2, Add: []*pb.Member{learner(5)}}); n.Configuration().Index == 0 {
+		t.Fatalf("the next change was refused: %v", describe(acts))
+	}
+}
+
+// A joint change that also removes a learner records it as removed at
+// once: its id is never reused (thesis §4.1).
+func TestJointChangeRemovesLearnersForGood(t *testing.T) {
+	n := settledLeader(t, bootCfg(1, voter(1), voter(2), voter(3), learner(5)), 2, 3)
+	n.Step(ChangeMembers{ID: 1, Add: []*pb.Member{voter(4)}, Remove: []uint64{3, 5}})
+	n.Step(appendAck(4, 1, n.term, n.log.lastIndex()))
+	joint := n.Configuration()
+	if len(joint.Config.Outgoing) == 0 || !slices.Equal(joint.Config.Removed, []uint64{5}) {
+		t.Fatalf("joint configuration %v: want C_old voters outgoing and learner 5 removed", joint.Config)
+	}
+	ackAll(t, n, 2, 4)
+	ackAll(t, n, 2, 4)
+	if c := n.Configuration().Config; len(c.Outgoing) != 0 || !slices.Equal(c.Removed, []uint64{3, 5}) {
+		t.Fatalf("final configuration %v: want 3 and 5 removed", c)
+	}
+	if acts := n.Step(ChangeMembers{ID: 2, Add: []*pb.Member{learner(5)}}); len(changed(acts)) != 1 || !errors.Is(changed(acts)[0].Err, ErrBadChange) {
+		t.Fatalf("re-adding 5: %v", describe(acts))
+	}
+}
+
+// A change whose configuration could not be an entry (too many members and
+// removed ids) is refused, not appended: the leader never crashes on it.
+func TestOversizedConfigurationIsRefused(t *testing.T) {
+	n := settledLeader(t, testConfig(1), 2, 3)
+	var add []*pb.Member
+	for id := uint64(10); id < 10+5000; id++ {
+		add = append(add, &pb.Member{Id: id, Address: "h:" + itoa(id), Role: pb.MemberRole_MEMBER_ROLE_LEARNER})
+	}
+	acts := n.Step(ChangeMembers{ID: 1, Add: add})
+	if mc := changed(acts); len(mc) != 1 || !errors.Is(mc[0].Err, ErrBadChange) || n.Configuration().Index != 0 {
+		t.Fatalf("want ErrBadChange and nothing appended: %v", mc)
+	}
+}
+
+// A removed node says so again when it restarts (nothing else would move
+// its commit index).
+func TestRemovedNodeSaysSoAtStart(t *testing.T) {
+	c := &pb.Configuration{Members: []*pb.Member{voter(1), voter(2)}, Removed: []uint64{3}}
+	n, err := New(testConfig(3), Restore{HardState: &pb.HardState{Term: 2}, Entries: []*pb.Entry{
+		{Index: 1, Term: 1}, configEntry(2, 2, c)}, Applied: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := actionsOf[Removed](n.Step(Start{})); len(r) != 1 {
+		t.Fatal("a removed node did not report Removed at start")
+	}
+}

@@ -257,6 +257,7 @@ func (n *Node) Step(ev Event) []Action {
 			n.acts = append(n.acts, *c)
 			n.startCompact = nil
 		}
+		n.announceRemoved()
 		n.resetElectionTimer()
 	case Message:
 		if n.bug(bugUncheckedMessages) && e.Msg != nil || n.checkMessage(e.Msg) {

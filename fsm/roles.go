@@ -55,7 +55,9 @@ func (n *Node) stepPreCandidate(m *pb.RaftMessage) {
 			n.becomeFollower(n.term, 0) // it voted for another candidate
 		}
 	case m.GetTimeoutNow() != nil:
-		if n.isVoter() {
+		// Only from a member: a stranger's would start an election that
+		// leader stickiness does not hold back.
+		if n.isVoter() && member(n.config().Config, m.From) != nil {
 			n.becomeCandidate(true)
 		}
 	}

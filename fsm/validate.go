@@ -75,9 +75,10 @@ func (n *Node) checkMessage(m *pb.RaftMessage) bool {
 		return false
 	}
 	hear := n.mayHearFrom
-	if m.GetTimeoutNow() != nil && m.From == n.leader && m.Term == n.term {
-		// thesis §4.2.2: the leader that removed itself hands over once its
-		// removal committed; its TimeoutNow is heard.
+	if m.From == n.leader && m.Term == n.term {
+		// thesis §4.2.2: a leader that removed itself keeps leading until it
+		// hands over, after its removal committed: its AppendEntries (which
+		// catch the successor up) and its TimeoutNow are heard in its term.
 		hear = func(id uint64) bool { return id != 0 && id != n.id }
 	}
 	why, kind := checkMessage(m, &n.cfg, hear)

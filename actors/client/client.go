@@ -686,9 +686,10 @@ func (c *Client) findLeader(ctx context.Context) (id uint64, addr string, term u
 }
 
 // ErrMemberChange: the leader refused a membership change, or it failed
-// (the new server did not catch up, another change is in progress, the
-// configuration changed since the expected index); the error says which.
-// The configuration is unchanged.
+// (the new server did not catch up, the configuration changed since the
+// expected index, the change is invalid); the configuration is unchanged.
+// The one exception says so: leadership was lost after the configuration
+// was appended, and the change may or may not take effect.
 var ErrMemberChange = errors.New("membership change refused")
 
 // Members returns the cluster's configuration as the leader knows it (the

@@ -267,7 +267,9 @@ func (a *fsmActor) Receive(ctx actor.Context) {
 			a.step(ctx, fsm.Timeout{Timer: m.timer, Gen: m.gen, Now: a.now()})
 		}
 	case *pb.RaftBatch:
-		a.learn(ctx, m.From, m.FromAddress)
+		if a.introduces(m) {
+			a.learn(ctx, m.From, m.FromAddress)
+		}
 		for _, msg := range m.Messages {
 			a.peerMessage(ctx, msg)
 		}
@@ -696,16 +698,56 @@ func (a *fsmActor) configChanged(ctx actor.Context, x fsm.ConfigChanged) {
 	}
 }
 
+// introduces reports whether a batch may teach this node its sender's
+// address: it holds a leader's or a candidate's message of this cluster,
+// from the batch's sender, at this node's term or later. (Not proof: peers
+// are not authenticated. But a batch of another cluster, or one claiming
+// another sender than its messages, teaches nothing.)
+func (a *fsmActor) introduces(b *pb.RaftBatch) bool {
+	if a.node == nil || b.From == 0 || b.FromAddress == "" {
+		return false
+	}
+	term := a.node.Status().Term
+	for _, m := range b.Messages {
+		if m == nil || m.ClusterId != a.cfg.Raft.ClusterID || m.From != b.From || m.To != a.cfg.Raft.ID || m.Term < term || m.Term >= fsm.MaxTerm {
+			continue
+		}
+		if m.GetAppendEntries() != nil || m.GetInstallSnapshot() != nil || m.GetTimeoutNow() != nil || m.GetRequestVote() != nil {
+			return true
+		}
+	}
+	return false
+}
+
 // learn records the address of a server that introduced itself in a
 // RaftBatch and that the configuration does not name (a leader of a
 // configuration this node has not received yet; any leader, for a server
 // that is joining), so that this node can answer it.
 func (a *fsmActor) learn(ctx actor.Context, id uint64, addr string) {
-	if id == 0 || id == a.cfg.Raft.ID || addr == "" || a.book[id] != "" || len(a.learned) >= maxLearned {
+	if id == 0 || id == a.cfg.Raft.ID || addr == "" || a.book[id] == addr {
 		return
+	}
+	if _, named := a.book[id]; named && a.learned[id] == "" {
+		return // the configuration names it: that address stands
 	}
 	if host, port, err := net.SplitHostPort(addr); err != nil || host == "" || port == "" || len(addr) > 256 {
 		return
+	}
+	for other, known := range a.book {
+		if known == addr && other != id {
+			return // another server's address
+		}
+	}
+	if _, ok := a.learned[id]; !ok && len(a.learned) >= maxLearned {
+		// Full: forget a learned address other than the leader's.
+		leader := a.node.Status().Leader
+		for old := range a.learned {
+			if old != leader {
+				delete(a.learned, old)
+				delete(a.book, old)
+				break
+			}
+		}
 	}
 	a.learned[id] = addr
 	a.book[id] = addr
@@ -730,6 +772,11 @@ func isVoter(c fsm.ConfigState, id uint64) bool {
 	}
 	for _, m := range c.Config.Members {
 		if m.Id == id && m.Role == pb.MemberRole_MEMBER_ROLE_VOTER {
+			return true
+		}
+	}
+	for _, m := range c.Config.Outgoing { // C_old's voters, during a joint change
+		if m.Id == id {
 			return true
 		}
 	}
@@ -764,7 +811,11 @@ func (a *fsmActor) membersChanged(ctx actor.Context, x fsm.MembersChanged) {
 	resp := &pb.MemberResponse{Ok: x.Err == nil, Configuration: x.Config.Config, ConfigurationIndex: x.Config.Index}
 	if x.Err != nil {
 		resp.Error = x.Err.Error()
-		resp.Retry = errors.Is(x.Err, fsm.ErrNotLeader) || errors.Is(x.Err, fsm.ErrConfigNotReady) || errors.Is(x.Err, fsm.ErrTransferring)
+		resp.Retry = errors.Is(x.Err, fsm.ErrNotLeader) || errors.Is(x.Err, fsm.ErrConfigNotReady) ||
+			errors.Is(x.Err, fsm.ErrTransferring) || errors.Is(x.Err, fsm.ErrConfigChanging)
+		if errors.Is(x.Err, fsm.ErrLeadershipLost) {
+			resp.Error = "leadership was lost after the new configuration was appended: the change may or may not take effect; check with 'ketch member list'"
+		}
 		if errors.Is(x.Err, fsm.ErrNotLeader) {
 			resp.Error = fmt.Sprintf("node %d is not the leader; ask the leader (node %d)", a.cfg.Raft.ID, x.Leader)
 			resp.LeaderId, resp.LeaderAddress = x.Leader, a.book[x.Leader]

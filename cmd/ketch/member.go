@@ -25,7 +25,9 @@ import (
 //
 // A change is answered once the new configuration has committed: exit 0;
 // refused or failed (with the reason on stderr, the configuration
-// unchanged): exit 2.
+// unchanged): exit 2. The one exit 2 whose outcome is unknown says so:
+// leadership was lost after the configuration was appended (check with
+// 'ketch member list').
 
 const memberUsage = `usage:
   ketch member list    --cluster HOST:PORT,... [--json]
