@@ -147,7 +147,11 @@ type Config struct {
 	SnapshotGrowth     float64
 	SnapshotTrailing   int
 	SnapshotChunkBytes int
-	DisableSnapshots   bool
+	// SnapshotWindow is how many snapshot chunks the leader keeps in
+	// flight to one follower (fsm.Config.MaxSnapshotChunks; 0 takes its
+	// default, 1).
+	SnapshotWindow   int
+	DisableSnapshots bool
 	// ExtraRoutes lets the wire guard admit, for an embedder's own actors
 	// (StartIn), the protobuf types they receive from the network: actor
 	// id -> full message names. A node admits nothing else.
@@ -379,6 +383,7 @@ func start(parent actor.SpawnerContext, cfg Config, ownSystem bool) (*Node, erro
 		MaxUncommittedBytes: cfg.MaxUncommittedBytes,
 		SnapshotTrailing:    cfg.SnapshotTrailing,
 		SnapshotChunkBytes:  cfg.SnapshotChunkBytes,
+		MaxSnapshotChunks:   cfg.SnapshotWindow,
 	}
 	// Validate the raft config now, so a bad one is a startup error (the
 	// fsm actor supplies Rand).

@@ -302,7 +302,7 @@ func TestTransferMemoryIsBounded(t *testing.T) {
 		}
 		results = append(results, transfer{snapBytes, peakHeld})
 	}
-	// MaxSnapshotChunks (4) in flight and one being read; after a resend,
+	// MaxSnapshotChunks (now 1; 4 when these were measured) in flight and one being read; after a resend,
 	// older chunks still on their way (a slow, CPU-starved follower makes
 	// the leader resend while they are queued). Measured alone: 8-24
 	// chunks of 128 KiB, 4-9 of 1 MiB; after the package's other tests,
