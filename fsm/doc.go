@@ -115,6 +115,22 @@
 // pre-vote, with RequestVote{transfer} so that voters grant despite leader
 // stickiness. The transfer is abandoned after an election timeout.
 //
+// # Membership (membership.go, quorum.go, thesis chapter 4)
+//
+// The configuration is log data: ENTRY_TYPE_CONFIG entries, the latest in
+// the log in use from its append (reverted when truncated), the one at the
+// floor kept through compactions (Compact.Config, Restore.BaseConfig) and
+// snapshots (the last InstallSnapshot chunk). Quorum math is in quorum.go:
+// a majority of the voters, or of each half of a joint configuration;
+// learners never count. ChangeMembers is accepted on the leader only one at
+// a time and after an entry of its term committed; new voters are caught
+// up in rounds first; more than one voter changed goes through a joint
+// configuration that the leader leaves by itself. The leader reports
+// ConfigChanged (the peers to send to, with addresses), MembersChanged (a
+// change's answer) and, to a removed node, Removed. A leader that removed
+// itself hands over with TimeoutNow once its removal commits, and steps
+// down.
+//
 // # Durability
 //
 // Every change to term, vote or log leaves a Step as one Persist action
