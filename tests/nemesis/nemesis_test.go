@@ -199,7 +199,7 @@ func TestNemesis(t *testing.T) {
 		rec = lincheck.FromEntries(entries)
 		entries = rec.Entries()
 	}
-	lost := lostWrites(entries, finalClient)
+	lost := lincheck.LostWrites(entries, finalClient)
 	cnt := rec.Counts()
 	pruned, dropped := pruneUnobserved(entries)
 	t.Logf("checking %d operations (%d unknown writes nobody observed left out) on %d keys", len(pruned), dropped, len(w.keys()))

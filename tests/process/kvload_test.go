@@ -430,62 +430,6 @@ func quantile(ds []time.Duration, q float64) time.Duration {
 	return s[min(max(i, 0), len(s)-1)]
 }
 
-// lostWrites returns a description of each key whose final read (by
-// client finalClient) is older than an acknowledged write: absent although
-// a write was acknowledged, a value never written, or the value of a write
-// acknowledged before another acknowledged write was invoked.
-func lostWrites(entries []lincheck.Entry, finalClient int) []string {
-	type write struct {
-		call, ret int64
-		id        int
-	}
-	acked := map[string][]write{} // key -> acknowledged writes
-	byValue := map[string]write{} // key/value -> its write (values are unique)
-	for _, e := range entries {
-		isWrite := e.Op.Kind == lincheck.KindPut || e.Op.Kind == lincheck.KindCAS
-		if !isWrite || e.Outcome == lincheck.Failed || e.Outcome == lincheck.OK && e.Op.Kind == lincheck.KindCAS && !e.Result.Swapped {
-			continue
-		}
-		w := write{e.Call, e.Return, e.ID}
-		byValue[e.Op.Key+"/"+string(e.Op.Value)] = w
-		if e.Outcome == lincheck.OK {
-			acked[e.Op.Key] = append(acked[e.Op.Key], w)
-		}
-	}
-	var lost []string
-	for _, e := range entries {
-		if e.Client != finalClient || e.Op.Kind != lincheck.KindGet {
-			continue
-		}
-		if e.Outcome != lincheck.OK {
-			lost = append(lost, fmt.Sprintf("key %q: the final read did not complete (%v)", e.Op.Key, e.Outcome))
-			continue
-		}
-		ws := acked[e.Op.Key]
-		if !e.Result.Found {
-			if len(ws) > 0 {
-				lost = append(lost, fmt.Sprintf("key %q: absent after %d acknowledged writes (e.g. op #%d)", e.Op.Key, len(ws), ws[0].id))
-			}
-			continue
-		}
-		w, ok := byValue[e.Op.Key+"/"+string(e.Result.Value)]
-		if !ok {
-			lost = append(lost, fmt.Sprintf("key %q: final value %q was never written", e.Op.Key, e.Result.Value))
-			continue
-		}
-		if entries[w.id].Outcome != lincheck.OK {
-			continue // an unknown write may take effect late
-		}
-		for _, a := range ws {
-			if a.call > w.ret {
-				lost = append(lost, fmt.Sprintf("key %q: final value %q (op #%d) was overwritten by acknowledged op #%d", e.Op.Key, e.Result.Value, w.id, a.id))
-				break
-			}
-		}
-	}
-	return lost
-}
-
 // checkHistory checks the recorded history for linearizability (porcupine,
 // per key, within timeout) and for lost writes, failing the test and
 // writing a visualization under dir if it is not linearizable. It returns
@@ -493,7 +437,7 @@ func lostWrites(entries []lincheck.Entry, finalClient int) []string {
 func (w *kvLoad) checkHistory(t testing.TB, finalClient int, timeout time.Duration, dir string) string {
 	t.Helper()
 	entries := w.rec.Entries()
-	for _, l := range lostWrites(entries, finalClient) {
+	for _, l := range lincheck.LostWrites(entries, finalClient) {
 		t.Errorf("lost write: %s", l)
 	}
 	start := time.Now()
