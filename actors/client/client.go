@@ -704,18 +704,11 @@ func (c *Client) Members(ctx context.Context) (*pb.MemberResponse, error) {
 	}
 	req := &pb.MemberRequest{ClusterId: c.cfg.ClusterID, Op: pb.MemberOp_MEMBER_OP_LIST}
 	list := func(ctx context.Context, addr string) (*pb.MemberResponse, error) {
-		r, err := c.ask(ctx, addr, req)
-		if err != nil {
-			return nil, err
+		mr, err := c.askMembers(ctx, addr, req)
+		if err == nil && !mr.Ok {
+			err = fmt.Errorf("node %s: %s", addr, mr.Error)
 		}
-		mr, ok := r.(*pb.MemberResponse)
-		switch {
-		case !ok:
-			return nil, fmt.Errorf("node %s answered %T to a member request", addr, r)
-		case !mr.Ok:
-			return nil, fmt.Errorf("node %s: %s", addr, mr.Error)
-		}
-		return mr, nil
+		return mr, err
 	}
 	// The leader's, while there is time to find one.
 	deadline, _ := ctx.Deadline()
@@ -778,14 +771,10 @@ func (c *Client) ChangeMembers(ctx context.Context, req *pb.MemberRequest) (*pb.
 			addr = a
 		}
 		if addr != "" {
-			r, err := c.ask(ctx, addr, req)
-			if err != nil {
-				return nil, err
-			}
-			mr, ok := r.(*pb.MemberResponse)
+			mr, err := c.askMembers(ctx, addr, req)
 			switch {
-			case !ok:
-				return nil, fmt.Errorf("node %s answered %T to a member request", addr, r)
+			case err != nil:
+				return nil, err
 			case mr.Ok:
 				return mr, nil
 			case !mr.Retry:
@@ -799,4 +788,18 @@ func (c *Client) ChangeMembers(ctx context.Context, req *pb.MemberRequest) (*pb.
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// askMembers sends a MemberRequest to the node at addr and returns its
+// answer, whatever it says.
+func (c *Client) askMembers(ctx context.Context, addr string, req *pb.MemberRequest) (*pb.MemberResponse, error) {
+	r, err := c.ask(ctx, addr, req)
+	if err != nil {
+		return nil, err
+	}
+	mr, ok := r.(*pb.MemberResponse)
+	if !ok {
+		return nil, fmt.Errorf("node %s answered %T to a member request", addr, r)
+	}
+	return mr, nil
 }
