@@ -55,6 +55,11 @@ type BoltOptions struct {
 	// compaction dropped a prefix larger than what is left; see shrink).
 	// Zero means DefaultShrinkBytes; negative never shrinks.
 	ShrinkBytes int64
+	// OnSync, if set, is called with the duration of every journal append
+	// with its fdatasync (one per Write), and OnCheckpoint with that of
+	// every background checkpoint into bbolt (for metrics). Both must not
+	// block; OnCheckpoint runs on the checkpointer's goroutine.
+	OnSync, OnCheckpoint func(time.Duration)
 }
 
 // Layout of the bbolt file. Every value but keyFormat's is sealed
@@ -709,7 +714,11 @@ func (s *BoltStore) checkpointer() {
 	for c := range s.ckpt {
 		err := s.bgError()
 		if err == nil && len(c.records) > 0 {
+			began := time.Now()
 			err = s.writeBolt(c.records, c.lastSeq)
+			if s.opts.OnCheckpoint != nil {
+				s.opts.OnCheckpoint(time.Since(began))
+			}
 			if err == nil {
 				err = s.maybeShrink()
 			}
@@ -968,7 +977,11 @@ func (s *BoltStore) Write(updates []Update) error {
 	if err != nil {
 		return err
 	}
+	began := time.Now()
 	payload, err := s.j.append(updates)
+	if s.opts.OnSync != nil {
+		s.opts.OnSync(time.Since(began))
+	}
 	if err != nil {
 		return s.wrapTxError("write", err)
 	}

@@ -857,8 +857,10 @@ func (x *KVResult) GetError() string {
 
 // StatusRequest asks a node for its NodeStatus.
 type StatusRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ClusterId     string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// Ask for NodeStatus.detail too (the live view's figures).
+	Detail        bool `protobuf:"varint,2,opt,name=detail,proto3" json:"detail,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -900,6 +902,13 @@ func (x *StatusRequest) GetClusterId() string {
 	return ""
 }
 
+func (x *StatusRequest) GetDetail() bool {
+	if x != nil {
+		return x.Detail
+	}
+	return false
+}
+
 // NodeStatus is what `ketch status` shows for one node.
 type NodeStatus struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -938,7 +947,9 @@ type NodeStatus struct {
 	Match map[uint64]uint64 `protobuf:"bytes,21,rep,name=match,proto3" json:"match,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	// This node is not a member of the configuration it knows: it was
 	// removed, or it was started with --join and has not been added yet.
-	NotMember     bool `protobuf:"varint,22,opt,name=not_member,json=notMember,proto3" json:"not_member,omitempty"`
+	NotMember bool `protobuf:"varint,22,opt,name=not_member,json=notMember,proto3" json:"not_member,omitempty"`
+	// Set only when the request asked for detail (the live view).
+	Detail        *NodeDetail `protobuf:"bytes,23,opt,name=detail,proto3" json:"detail,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1127,17 +1138,382 @@ func (x *NodeStatus) GetNotMember() bool {
 	return false
 }
 
-type ChildStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Restarts      uint64                 `protobuf:"varint,1,opt,name=restarts,proto3" json:"restarts,omitempty"`
-	LastCrash     string                 `protobuf:"bytes,2,opt,name=last_crash,json=lastCrash,proto3" json:"last_crash,omitempty"`
+func (x *NodeStatus) GetDetail() *NodeDetail {
+	if x != nil {
+		return x.Detail
+	}
+	return nil
+}
+
+// NodeDetail is what the live view draws beyond `ketch status`: the tail
+// of the log, the leader's view of each follower, the traffic with each
+// peer and the supervision tree's layout. It is published by the actors
+// at most every 100 ms, so it may lag the rest of NodeStatus a little.
+type NodeDetail struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The last entries the node's log holds in memory, oldest first.
+	Recent []*EntryInfo `protobuf:"bytes,1,rep,name=recent,proto3" json:"recent,omitempty"`
+	// On the leader: each follower's progress (Raft Figure 2's nextIndex
+	// and matchIndex, and its replication state).
+	Progress []*PeerProgress `protobuf:"bytes,2,rep,name=progress,proto3" json:"progress,omitempty"`
+	// Raft messages exchanged with each peer since the node started.
+	Traffic []*PeerTraffic `protobuf:"bytes,3,rep,name=traffic,proto3" json:"traffic,omitempty"`
+	// The last index known durable on this node.
+	Durable uint64 `protobuf:"varint,4,opt,name=durable,proto3" json:"durable,omitempty"`
+	// The node obeys crash requests (--chaos).
+	Chaos bool `protobuf:"varint,5,opt,name=chaos,proto3" json:"chaos,omitempty"`
+	// When the status was taken, in Unix milliseconds of the node's clock.
+	UnixMillis int64 `protobuf:"varint,6,opt,name=unix_millis,json=unixMillis,proto3" json:"unix_millis,omitempty"`
+	// The supervisor's children in start order (the rest_for_one order).
+	Children []string `protobuf:"bytes,7,rep,name=children,proto3" json:"children,omitempty"`
+	// The leadership transfer under way, 0 when none.
+	Transferee    uint64 `protobuf:"varint,8,opt,name=transferee,proto3" json:"transferee,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
+func (x *NodeDetail) Reset() {
+	*x = NodeDetail{}
+	mi := &file_node_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeDetail) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeDetail) ProtoMessage() {}
+
+func (x *NodeDetail) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeDetail.ProtoReflect.Descriptor instead.
+func (*NodeDetail) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *NodeDetail) GetRecent() []*EntryInfo {
+	if x != nil {
+		return x.Recent
+	}
+	return nil
+}
+
+func (x *NodeDetail) GetProgress() []*PeerProgress {
+	if x != nil {
+		return x.Progress
+	}
+	return nil
+}
+
+func (x *NodeDetail) GetTraffic() []*PeerTraffic {
+	if x != nil {
+		return x.Traffic
+	}
+	return nil
+}
+
+func (x *NodeDetail) GetDurable() uint64 {
+	if x != nil {
+		return x.Durable
+	}
+	return 0
+}
+
+func (x *NodeDetail) GetChaos() bool {
+	if x != nil {
+		return x.Chaos
+	}
+	return false
+}
+
+func (x *NodeDetail) GetUnixMillis() int64 {
+	if x != nil {
+		return x.UnixMillis
+	}
+	return 0
+}
+
+func (x *NodeDetail) GetChildren() []string {
+	if x != nil {
+		return x.Children
+	}
+	return nil
+}
+
+func (x *NodeDetail) GetTransferee() uint64 {
+	if x != nil {
+		return x.Transferee
+	}
+	return 0
+}
+
+type EntryInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Index uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Term  uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	Type  EntryType              `protobuf:"varint,3,opt,name=type,proto3,enum=ketch.v1.EntryType" json:"type,omitempty"`
+	// The size of the entry's data.
+	Bytes         uint32 `protobuf:"varint,4,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EntryInfo) Reset() {
+	*x = EntryInfo{}
+	mi := &file_node_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EntryInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EntryInfo) ProtoMessage() {}
+
+func (x *EntryInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EntryInfo.ProtoReflect.Descriptor instead.
+func (*EntryInfo) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *EntryInfo) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *EntryInfo) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
+func (x *EntryInfo) GetType() EntryType {
+	if x != nil {
+		return x.Type
+	}
+	return EntryType_ENTRY_TYPE_UNSPECIFIED
+}
+
+func (x *EntryInfo) GetBytes() uint32 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+type PeerProgress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Match uint64                 `protobuf:"varint,2,opt,name=match,proto3" json:"match,omitempty"`
+	Next  uint64                 `protobuf:"varint,3,opt,name=next,proto3" json:"next,omitempty"`
+	// probe, replicate or snapshot (etcd-io/raft's tracker states).
+	State string `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	// AppendEntries sent and not yet acknowledged.
+	Inflight uint32 `protobuf:"varint,5,opt,name=inflight,proto3" json:"inflight,omitempty"`
+	// The follower answered since the last check-quorum tick (thesis §6.2).
+	Active        bool `protobuf:"varint,6,opt,name=active,proto3" json:"active,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerProgress) Reset() {
+	*x = PeerProgress{}
+	mi := &file_node_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerProgress) ProtoMessage() {}
+
+func (x *PeerProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerProgress.ProtoReflect.Descriptor instead.
+func (*PeerProgress) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *PeerProgress) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *PeerProgress) GetMatch() uint64 {
+	if x != nil {
+		return x.Match
+	}
+	return 0
+}
+
+func (x *PeerProgress) GetNext() uint64 {
+	if x != nil {
+		return x.Next
+	}
+	return 0
+}
+
+func (x *PeerProgress) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *PeerProgress) GetInflight() uint32 {
+	if x != nil {
+		return x.Inflight
+	}
+	return 0
+}
+
+func (x *PeerProgress) GetActive() bool {
+	if x != nil {
+		return x.Active
+	}
+	return false
+}
+
+type PeerTraffic struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Peer             uint64                 `protobuf:"varint,1,opt,name=peer,proto3" json:"peer,omitempty"`
+	SentMessages     uint64                 `protobuf:"varint,2,opt,name=sent_messages,json=sentMessages,proto3" json:"sent_messages,omitempty"`
+	SentBytes        uint64                 `protobuf:"varint,3,opt,name=sent_bytes,json=sentBytes,proto3" json:"sent_bytes,omitempty"`
+	ReceivedMessages uint64                 `protobuf:"varint,4,opt,name=received_messages,json=receivedMessages,proto3" json:"received_messages,omitempty"`
+	ReceivedBytes    uint64                 `protobuf:"varint,5,opt,name=received_bytes,json=receivedBytes,proto3" json:"received_bytes,omitempty"`
+	// The sender reaches the peer now.
+	Reachable     bool `protobuf:"varint,6,opt,name=reachable,proto3" json:"reachable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerTraffic) Reset() {
+	*x = PeerTraffic{}
+	mi := &file_node_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerTraffic) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerTraffic) ProtoMessage() {}
+
+func (x *PeerTraffic) ProtoReflect() protoreflect.Message {
+	mi := &file_node_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerTraffic.ProtoReflect.Descriptor instead.
+func (*PeerTraffic) Descriptor() ([]byte, []int) {
+	return file_node_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *PeerTraffic) GetPeer() uint64 {
+	if x != nil {
+		return x.Peer
+	}
+	return 0
+}
+
+func (x *PeerTraffic) GetSentMessages() uint64 {
+	if x != nil {
+		return x.SentMessages
+	}
+	return 0
+}
+
+func (x *PeerTraffic) GetSentBytes() uint64 {
+	if x != nil {
+		return x.SentBytes
+	}
+	return 0
+}
+
+func (x *PeerTraffic) GetReceivedMessages() uint64 {
+	if x != nil {
+		return x.ReceivedMessages
+	}
+	return 0
+}
+
+func (x *PeerTraffic) GetReceivedBytes() uint64 {
+	if x != nil {
+		return x.ReceivedBytes
+	}
+	return 0
+}
+
+func (x *PeerTraffic) GetReachable() bool {
+	if x != nil {
+		return x.Reachable
+	}
+	return false
+}
+
+type ChildStatus struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Restarts  uint64                 `protobuf:"varint,1,opt,name=restarts,proto3" json:"restarts,omitempty"`
+	LastCrash string                 `protobuf:"bytes,2,opt,name=last_crash,json=lastCrash,proto3" json:"last_crash,omitempty"`
+	// The child's own crashes (restarts also counts rest_for_one restarts
+	// caused by an earlier sibling), and when it last crashed (Unix ms).
+	Crashes             uint64 `protobuf:"varint,3,opt,name=crashes,proto3" json:"crashes,omitempty"`
+	LastCrashUnixMillis int64  `protobuf:"varint,4,opt,name=last_crash_unix_millis,json=lastCrashUnixMillis,proto3" json:"last_crash_unix_millis,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
 func (x *ChildStatus) Reset() {
 	*x = ChildStatus{}
-	mi := &file_node_proto_msgTypes[11]
+	mi := &file_node_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1149,7 +1525,7 @@ func (x *ChildStatus) String() string {
 func (*ChildStatus) ProtoMessage() {}
 
 func (x *ChildStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[11]
+	mi := &file_node_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1162,7 +1538,7 @@ func (x *ChildStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ChildStatus.ProtoReflect.Descriptor instead.
 func (*ChildStatus) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{11}
+	return file_node_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ChildStatus) GetRestarts() uint64 {
@@ -1179,6 +1555,20 @@ func (x *ChildStatus) GetLastCrash() string {
 	return ""
 }
 
+func (x *ChildStatus) GetCrashes() uint64 {
+	if x != nil {
+		return x.Crashes
+	}
+	return 0
+}
+
+func (x *ChildStatus) GetLastCrashUnixMillis() int64 {
+	if x != nil {
+		return x.LastCrashUnixMillis
+	}
+	return 0
+}
+
 // CrashRequest makes one of a node's children panic, for fault testing.
 // Only nodes started with --chaos obey; others refuse.
 type CrashRequest struct {
@@ -1192,7 +1582,7 @@ type CrashRequest struct {
 
 func (x *CrashRequest) Reset() {
 	*x = CrashRequest{}
-	mi := &file_node_proto_msgTypes[12]
+	mi := &file_node_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1204,7 +1594,7 @@ func (x *CrashRequest) String() string {
 func (*CrashRequest) ProtoMessage() {}
 
 func (x *CrashRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[12]
+	mi := &file_node_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1217,7 +1607,7 @@ func (x *CrashRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CrashRequest.ProtoReflect.Descriptor instead.
 func (*CrashRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{12}
+	return file_node_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CrashRequest) GetClusterId() string {
@@ -1244,7 +1634,7 @@ type CrashResponse struct {
 
 func (x *CrashResponse) Reset() {
 	*x = CrashResponse{}
-	mi := &file_node_proto_msgTypes[13]
+	mi := &file_node_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1256,7 +1646,7 @@ func (x *CrashResponse) String() string {
 func (*CrashResponse) ProtoMessage() {}
 
 func (x *CrashResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[13]
+	mi := &file_node_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1269,7 +1659,7 @@ func (x *CrashResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CrashResponse.ProtoReflect.Descriptor instead.
 func (*CrashResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{13}
+	return file_node_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CrashResponse) GetOk() bool {
@@ -1299,7 +1689,7 @@ type TransferRequest struct {
 
 func (x *TransferRequest) Reset() {
 	*x = TransferRequest{}
-	mi := &file_node_proto_msgTypes[14]
+	mi := &file_node_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1311,7 +1701,7 @@ func (x *TransferRequest) String() string {
 func (*TransferRequest) ProtoMessage() {}
 
 func (x *TransferRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[14]
+	mi := &file_node_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1324,7 +1714,7 @@ func (x *TransferRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferRequest.ProtoReflect.Descriptor instead.
 func (*TransferRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{14}
+	return file_node_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TransferRequest) GetClusterId() string {
@@ -1352,7 +1742,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_node_proto_msgTypes[15]
+	mi := &file_node_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1364,7 +1754,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[15]
+	mi := &file_node_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1377,7 +1767,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{15}
+	return file_node_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SnapshotRequest) GetClusterId() string {
@@ -1402,7 +1792,7 @@ type SnapshotResponse struct {
 
 func (x *SnapshotResponse) Reset() {
 	*x = SnapshotResponse{}
-	mi := &file_node_proto_msgTypes[16]
+	mi := &file_node_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1414,7 +1804,7 @@ func (x *SnapshotResponse) String() string {
 func (*SnapshotResponse) ProtoMessage() {}
 
 func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[16]
+	mi := &file_node_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1427,7 +1817,7 @@ func (x *SnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{16}
+	return file_node_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SnapshotResponse) GetOk() bool {
@@ -1478,7 +1868,7 @@ type TransferResponse struct {
 
 func (x *TransferResponse) Reset() {
 	*x = TransferResponse{}
-	mi := &file_node_proto_msgTypes[17]
+	mi := &file_node_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1490,7 +1880,7 @@ func (x *TransferResponse) String() string {
 func (*TransferResponse) ProtoMessage() {}
 
 func (x *TransferResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[17]
+	mi := &file_node_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1503,7 +1893,7 @@ func (x *TransferResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferResponse.ProtoReflect.Descriptor instead.
 func (*TransferResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{17}
+	return file_node_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *TransferResponse) GetOk() bool {
@@ -1557,7 +1947,7 @@ type MemberRequest struct {
 
 func (x *MemberRequest) Reset() {
 	*x = MemberRequest{}
-	mi := &file_node_proto_msgTypes[18]
+	mi := &file_node_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1569,7 +1959,7 @@ func (x *MemberRequest) String() string {
 func (*MemberRequest) ProtoMessage() {}
 
 func (x *MemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[18]
+	mi := &file_node_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1582,7 +1972,7 @@ func (x *MemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRequest.ProtoReflect.Descriptor instead.
 func (*MemberRequest) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{18}
+	return file_node_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *MemberRequest) GetClusterId() string {
@@ -1649,7 +2039,7 @@ type MemberResponse struct {
 
 func (x *MemberResponse) Reset() {
 	*x = MemberResponse{}
-	mi := &file_node_proto_msgTypes[19]
+	mi := &file_node_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1661,7 +2051,7 @@ func (x *MemberResponse) String() string {
 func (*MemberResponse) ProtoMessage() {}
 
 func (x *MemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_node_proto_msgTypes[19]
+	mi := &file_node_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1674,7 +2064,7 @@ func (x *MemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberResponse.ProtoReflect.Descriptor instead.
 func (*MemberResponse) Descriptor() ([]byte, []int) {
-	return file_node_proto_rawDescGZIP(), []int{19}
+	return file_node_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *MemberResponse) GetOk() bool {
@@ -1781,10 +2171,11 @@ const file_node_proto_rawDesc = "" +
 	"\x05found\x18\x01 \x01(\bR\x05found\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\fR\x05value\x12\x18\n" +
 	"\aswapped\x18\x03 \x01(\bR\aswapped\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\".\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"F\n" +
 	"\rStatusRequest\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\x01 \x01(\tR\tclusterId\"\xcf\a\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x16\n" +
+	"\x06detail\x18\x02 \x01(\bR\x06detail\"\xfd\a\n" +
 	"\n" +
 	"NodeStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
@@ -1812,18 +2203,54 @@ const file_node_proto_rawDesc = "" +
 	"\x13configuration_index\x18\x14 \x01(\x04R\x12configurationIndex\x125\n" +
 	"\x05match\x18\x15 \x03(\v2\x1f.ketch.v1.NodeStatus.MatchEntryR\x05match\x12\x1d\n" +
 	"\n" +
-	"not_member\x18\x16 \x01(\bR\tnotMember\x1aR\n" +
+	"not_member\x18\x16 \x01(\bR\tnotMember\x12,\n" +
+	"\x06detail\x18\x17 \x01(\v2\x14.ketch.v1.NodeDetailR\x06detail\x1aR\n" +
 	"\rChildrenEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12+\n" +
 	"\x05value\x18\x02 \x01(\v2\x15.ketch.v1.ChildStatusR\x05value:\x028\x01\x1a8\n" +
 	"\n" +
 	"MatchEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"H\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xab\x02\n" +
+	"\n" +
+	"NodeDetail\x12+\n" +
+	"\x06recent\x18\x01 \x03(\v2\x13.ketch.v1.EntryInfoR\x06recent\x122\n" +
+	"\bprogress\x18\x02 \x03(\v2\x16.ketch.v1.PeerProgressR\bprogress\x12/\n" +
+	"\atraffic\x18\x03 \x03(\v2\x15.ketch.v1.PeerTrafficR\atraffic\x12\x18\n" +
+	"\adurable\x18\x04 \x01(\x04R\adurable\x12\x14\n" +
+	"\x05chaos\x18\x05 \x01(\bR\x05chaos\x12\x1f\n" +
+	"\vunix_millis\x18\x06 \x01(\x03R\n" +
+	"unixMillis\x12\x1a\n" +
+	"\bchildren\x18\a \x03(\tR\bchildren\x12\x1e\n" +
+	"\n" +
+	"transferee\x18\b \x01(\x04R\n" +
+	"transferee\"t\n" +
+	"\tEntryInfo\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x12\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04term\x12'\n" +
+	"\x04type\x18\x03 \x01(\x0e2\x13.ketch.v1.EntryTypeR\x04type\x12\x14\n" +
+	"\x05bytes\x18\x04 \x01(\rR\x05bytes\"\x92\x01\n" +
+	"\fPeerProgress\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x14\n" +
+	"\x05match\x18\x02 \x01(\x04R\x05match\x12\x12\n" +
+	"\x04next\x18\x03 \x01(\x04R\x04next\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12\x1a\n" +
+	"\binflight\x18\x05 \x01(\rR\binflight\x12\x16\n" +
+	"\x06active\x18\x06 \x01(\bR\x06active\"\xd7\x01\n" +
+	"\vPeerTraffic\x12\x12\n" +
+	"\x04peer\x18\x01 \x01(\x04R\x04peer\x12#\n" +
+	"\rsent_messages\x18\x02 \x01(\x04R\fsentMessages\x12\x1d\n" +
+	"\n" +
+	"sent_bytes\x18\x03 \x01(\x04R\tsentBytes\x12+\n" +
+	"\x11received_messages\x18\x04 \x01(\x04R\x10receivedMessages\x12%\n" +
+	"\x0ereceived_bytes\x18\x05 \x01(\x04R\rreceivedBytes\x12\x1c\n" +
+	"\treachable\x18\x06 \x01(\bR\treachable\"\x97\x01\n" +
 	"\vChildStatus\x12\x1a\n" +
 	"\brestarts\x18\x01 \x01(\x04R\brestarts\x12\x1d\n" +
 	"\n" +
-	"last_crash\x18\x02 \x01(\tR\tlastCrash\"C\n" +
+	"last_crash\x18\x02 \x01(\tR\tlastCrash\x12\x18\n" +
+	"\acrashes\x18\x03 \x01(\x04R\acrashes\x123\n" +
+	"\x16last_crash_unix_millis\x18\x04 \x01(\x03R\x13lastCrashUnixMillis\"C\n" +
 	"\fCrashRequest\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x14\n" +
@@ -1891,7 +2318,7 @@ func file_node_proto_rawDescGZIP() []byte {
 }
 
 var file_node_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_node_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_node_proto_goTypes = []any{
 	(ClientStatus)(0),        // 0: ketch.v1.ClientStatus
 	(MemberOp)(0),            // 1: ketch.v1.MemberOp
@@ -1906,19 +2333,24 @@ var file_node_proto_goTypes = []any{
 	(*KVResult)(nil),         // 10: ketch.v1.KVResult
 	(*StatusRequest)(nil),    // 11: ketch.v1.StatusRequest
 	(*NodeStatus)(nil),       // 12: ketch.v1.NodeStatus
-	(*ChildStatus)(nil),      // 13: ketch.v1.ChildStatus
-	(*CrashRequest)(nil),     // 14: ketch.v1.CrashRequest
-	(*CrashResponse)(nil),    // 15: ketch.v1.CrashResponse
-	(*TransferRequest)(nil),  // 16: ketch.v1.TransferRequest
-	(*SnapshotRequest)(nil),  // 17: ketch.v1.SnapshotRequest
-	(*SnapshotResponse)(nil), // 18: ketch.v1.SnapshotResponse
-	(*TransferResponse)(nil), // 19: ketch.v1.TransferResponse
-	(*MemberRequest)(nil),    // 20: ketch.v1.MemberRequest
-	(*MemberResponse)(nil),   // 21: ketch.v1.MemberResponse
-	nil,                      // 22: ketch.v1.NodeStatus.ChildrenEntry
-	nil,                      // 23: ketch.v1.NodeStatus.MatchEntry
-	(*Configuration)(nil),    // 24: ketch.v1.Configuration
-	(*Member)(nil),           // 25: ketch.v1.Member
+	(*NodeDetail)(nil),       // 13: ketch.v1.NodeDetail
+	(*EntryInfo)(nil),        // 14: ketch.v1.EntryInfo
+	(*PeerProgress)(nil),     // 15: ketch.v1.PeerProgress
+	(*PeerTraffic)(nil),      // 16: ketch.v1.PeerTraffic
+	(*ChildStatus)(nil),      // 17: ketch.v1.ChildStatus
+	(*CrashRequest)(nil),     // 18: ketch.v1.CrashRequest
+	(*CrashResponse)(nil),    // 19: ketch.v1.CrashResponse
+	(*TransferRequest)(nil),  // 20: ketch.v1.TransferRequest
+	(*SnapshotRequest)(nil),  // 21: ketch.v1.SnapshotRequest
+	(*SnapshotResponse)(nil), // 22: ketch.v1.SnapshotResponse
+	(*TransferResponse)(nil), // 23: ketch.v1.TransferResponse
+	(*MemberRequest)(nil),    // 24: ketch.v1.MemberRequest
+	(*MemberResponse)(nil),   // 25: ketch.v1.MemberResponse
+	nil,                      // 26: ketch.v1.NodeStatus.ChildrenEntry
+	nil,                      // 27: ketch.v1.NodeStatus.MatchEntry
+	(*Configuration)(nil),    // 28: ketch.v1.Configuration
+	(EntryType)(0),           // 29: ketch.v1.EntryType
+	(*Member)(nil),           // 30: ketch.v1.Member
 }
 var file_node_proto_depIdxs = []int32{
 	3,  // 0: ketch.v1.ClientRequest.command:type_name -> ketch.v1.KVCommand
@@ -1927,18 +2359,23 @@ var file_node_proto_depIdxs = []int32{
 	6,  // 3: ketch.v1.KVCommand.delete:type_name -> ketch.v1.Delete
 	7,  // 4: ketch.v1.KVCommand.cas:type_name -> ketch.v1.CompareAndSwap
 	0,  // 5: ketch.v1.ClientResponse.status:type_name -> ketch.v1.ClientStatus
-	22, // 6: ketch.v1.NodeStatus.children:type_name -> ketch.v1.NodeStatus.ChildrenEntry
-	24, // 7: ketch.v1.NodeStatus.configuration:type_name -> ketch.v1.Configuration
-	23, // 8: ketch.v1.NodeStatus.match:type_name -> ketch.v1.NodeStatus.MatchEntry
-	1,  // 9: ketch.v1.MemberRequest.op:type_name -> ketch.v1.MemberOp
-	25, // 10: ketch.v1.MemberRequest.add:type_name -> ketch.v1.Member
-	24, // 11: ketch.v1.MemberResponse.configuration:type_name -> ketch.v1.Configuration
-	13, // 12: ketch.v1.NodeStatus.ChildrenEntry.value:type_name -> ketch.v1.ChildStatus
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	26, // 6: ketch.v1.NodeStatus.children:type_name -> ketch.v1.NodeStatus.ChildrenEntry
+	28, // 7: ketch.v1.NodeStatus.configuration:type_name -> ketch.v1.Configuration
+	27, // 8: ketch.v1.NodeStatus.match:type_name -> ketch.v1.NodeStatus.MatchEntry
+	13, // 9: ketch.v1.NodeStatus.detail:type_name -> ketch.v1.NodeDetail
+	14, // 10: ketch.v1.NodeDetail.recent:type_name -> ketch.v1.EntryInfo
+	15, // 11: ketch.v1.NodeDetail.progress:type_name -> ketch.v1.PeerProgress
+	16, // 12: ketch.v1.NodeDetail.traffic:type_name -> ketch.v1.PeerTraffic
+	29, // 13: ketch.v1.EntryInfo.type:type_name -> ketch.v1.EntryType
+	1,  // 14: ketch.v1.MemberRequest.op:type_name -> ketch.v1.MemberOp
+	30, // 15: ketch.v1.MemberRequest.add:type_name -> ketch.v1.Member
+	28, // 16: ketch.v1.MemberResponse.configuration:type_name -> ketch.v1.Configuration
+	17, // 17: ketch.v1.NodeStatus.ChildrenEntry.value:type_name -> ketch.v1.ChildStatus
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_node_proto_init() }
@@ -1959,7 +2396,7 @@ func file_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_node_proto_rawDesc), len(file_node_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   22,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -87,6 +87,12 @@ type Config struct {
 	// Logger is used for peer reachability changes (Info) and
 	// misconfiguration (Warn). Default slog.Default().
 	Logger *slog.Logger
+	// OnSent, if set, is called for every RaftBatch handed to protoactor
+	// with its peer, message count and encoded size; OnDropped with the
+	// messages dropped from an unreachable peer's full queue (metrics).
+	// Both run on the actor and must not block.
+	OnSent    func(peer uint64, msgs, bytes int)
+	OnDropped func(peer uint64, n int)
 }
 
 // withDefaults returns c with the zero fields set to their defaults.
@@ -152,9 +158,10 @@ type PeerStats struct {
 	Reachable bool
 	// Queued messages not yet handed to protoactor.
 	Queued int
-	// SentBatches and SentMessages count what was handed to protoactor
-	// (delivery is not confirmed: a connection may still drop them).
-	SentBatches, SentMessages uint64
+	// SentBatches, SentMessages and SentBytes count what was handed to
+	// protoactor (delivery is not confirmed: a connection may still drop
+	// them); SentBytes counts the messages' encoded bytes.
+	SentBatches, SentMessages, SentBytes uint64
 	// Dropped counts messages evicted from the full queue of an
 	// unreachable peer.
 	Dropped uint64
@@ -178,9 +185,9 @@ type Sender struct {
 }
 
 type peerCounters struct {
-	reachable            atomic.Bool
-	queued               atomic.Int64
-	batches, msgs, drops atomic.Uint64
+	reachable                   atomic.Bool
+	queued                      atomic.Int64
+	batches, msgs, bytes, drops atomic.Uint64
 }
 
 // New validates cfg and returns a Sender.
@@ -217,6 +224,7 @@ func (s *Sender) Stats() Stats {
 			Queued:       int(c.queued.Load()),
 			SentBatches:  c.batches.Load(),
 			SentMessages: c.msgs.Load(),
+			SentBytes:    c.bytes.Load(),
 			Dropped:      c.drops.Load(),
 		}
 	}
@@ -450,6 +458,9 @@ func (a *senderActor) enqueue(ctx actor.Context, msgs []*pb.RaftMessage) {
 		}
 		if n := p.q.push(m); n > 0 {
 			p.c.drops.Add(uint64(n))
+			if a.s.cfg.OnDropped != nil {
+				a.s.cfg.OnDropped(p.id, n)
+			}
 		}
 		p.c.queued.Store(int64(p.q.len()))
 	}
@@ -470,10 +481,14 @@ func (a *senderActor) flushPeer(ctx actor.Context, p *peer) {
 	}
 	// The batch's own fields (who sends it) count against the bound too.
 	own := protowire.SizeTag(2) + protowire.SizeVarint(a.s.cfg.Self) + protowire.SizeTag(3) + protowire.SizeBytes(len(a.s.cfg.SelfAddr))
-	for _, chunk := range pack(p.q.drain(), max(a.s.cfg.MaxBatchBytes-own, 1)) {
-		ctx.Send(p.pid, &pb.RaftBatch{Messages: chunk, From: a.s.cfg.Self, FromAddress: a.s.cfg.SelfAddr})
+	for _, run := range pack(p.q.drain(), max(a.s.cfg.MaxBatchBytes-own, 1)) {
+		ctx.Send(p.pid, &pb.RaftBatch{Messages: run.msgs, From: a.s.cfg.Self, FromAddress: a.s.cfg.SelfAddr})
 		p.c.batches.Add(1)
-		p.c.msgs.Add(uint64(len(chunk)))
+		p.c.msgs.Add(uint64(len(run.msgs)))
+		p.c.bytes.Add(uint64(run.bytes + own))
+		if a.s.cfg.OnSent != nil {
+			a.s.cfg.OnSent(p.id, len(run.msgs), run.bytes+own)
+		}
 	}
 	p.c.queued.Store(0)
 }
@@ -570,22 +585,29 @@ func probeHTTP2(addr string, timeout time.Duration) error {
 	return nil
 }
 
+// run is one RaftBatch's messages and their encoded size (without the
+// batch's own fields).
+type run struct {
+	msgs  []*pb.RaftMessage
+	bytes int
+}
+
 // pack splits msgs, in order, into runs whose RaftBatch encoding stays
 // within maxBytes; a message larger than maxBytes forms a run of its own.
-func pack(msgs []*pb.RaftMessage, maxBytes int) [][]*pb.RaftMessage {
-	var out [][]*pb.RaftMessage
+func pack(msgs []*pb.RaftMessage, maxBytes int) []run {
+	var out []run
 	start, size := 0, 0
 	for i, m := range msgs {
 		// Field 1 of RaftBatch, length-delimited.
 		n := protowire.SizeTag(1) + protowire.SizeBytes(proto.Size(m))
 		if i > start && size+n > maxBytes {
-			out = append(out, msgs[start:i:i])
+			out = append(out, run{msgs[start:i:i], size})
 			start, size = i, 0
 		}
 		size += n
 	}
 	if start < len(msgs) {
-		out = append(out, msgs[start:])
+		out = append(out, run{msgs[start:], size})
 	}
 	return out
 }

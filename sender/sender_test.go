@@ -107,8 +107,12 @@ func TestPackSplitsByBytes(t *testing.T) {
 	msgs := []*pb.RaftMessage{big(1, 400), big(2, 400), big(3, 400), big(4, 2000), big(5, 10)}
 	chunks := pack(msgs, 1000)
 	var shape [][]uint64
-	for _, c := range chunks {
+	for _, r := range chunks {
+		c := r.msgs
 		shape = append(shape, terms(c))
+		if n := proto.Size(&pb.RaftBatch{Messages: c}); n != r.bytes {
+			t.Errorf("batch %v encodes to %d bytes; pack says %d", terms(c), n, r.bytes)
+		}
 		if len(c) > 1 {
 			if n := proto.Size(&pb.RaftBatch{Messages: c}); n > 1000 {
 				t.Errorf("batch %v encodes to %d bytes > 1000", terms(c), n)

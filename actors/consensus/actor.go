@@ -33,10 +33,12 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/ketch-raft/ketch/actors/metrics"
 	"github.com/ketch-raft/ketch/actors/protocol"
 	"github.com/ketch-raft/ketch/fsm"
 	"github.com/ketch-raft/ketch/logstore"
@@ -72,8 +74,29 @@ type Config struct {
 	// it changes, and with the leader's match indexes (nil on other
 	// nodes) at every timer firing. It must not block.
 	OnConfig func(fsm.ConfigState, map[uint64]uint64)
-	Logger   *slog.Logger
+	// OnView, if set, is called with the leader's progress per follower
+	// and the tail of the log, at most every ViewInterval and at every
+	// role change (the live view draws them). It must not block.
+	OnView func(View)
+	// Metrics receives commit and read latencies, proposal outcomes and
+	// the traffic from each peer; nil records nothing.
+	Metrics *metrics.Metrics
+	Logger  *slog.Logger
 }
+
+// View is what OnView publishes.
+type View struct {
+	Progress []fsm.PeerView
+	Recent   []fsm.EntryView
+	Durable  uint64
+}
+
+// ViewInterval is how often at most the actor publishes a View, and
+// ViewEntries how many of the log's last entries it holds.
+const (
+	ViewInterval = 100 * time.Millisecond
+	ViewEntries  = 32
+)
 
 // Defaults of Config.
 const (
@@ -92,6 +115,45 @@ type Stats struct {
 	RejectedClient atomic.Uint64
 	// Busy counts client requests answered BUSY.
 	Busy atomic.Uint64
+	// PendingWrites and PendingReads are the client requests waiting on
+	// the actor now (MaxPendingWrites, MaxPendingReads).
+	PendingWrites, PendingReads atomic.Int64
+	// LeaderHeard is when (Unix nanoseconds) a batch last came from the
+	// leader this node follows (for ketch_has_leader).
+	LeaderHeard atomic.Int64
+
+	recvMu sync.Mutex
+	recv   map[uint64]*Received
+}
+
+// Received counts the Raft messages received from one peer (bytes only
+// when the actor has Metrics: measuring them costs a walk of the batch).
+type Received struct{ Messages, Bytes atomic.Uint64 }
+
+// From returns the counters of peer, made on first use.
+func (s *Stats) From(peer uint64) *Received {
+	s.recvMu.Lock()
+	defer s.recvMu.Unlock()
+	if s.recv == nil {
+		s.recv = map[uint64]*Received{}
+	}
+	r := s.recv[peer]
+	if r == nil {
+		r = &Received{}
+		s.recv[peer] = r
+	}
+	return r
+}
+
+// ReceivedFrom reports the messages and bytes received from each peer.
+func (s *Stats) ReceivedFrom() map[uint64][2]uint64 {
+	s.recvMu.Lock()
+	defer s.recvMu.Unlock()
+	out := make(map[uint64][2]uint64, len(s.recv))
+	for id, r := range s.recv {
+		out[id] = [2]uint64{r.Messages.Load(), r.Bytes.Load()}
+	}
+	return out
 }
 
 // Crash makes the actor panic, for fault tests (nodes obey only with --chaos).
@@ -113,6 +175,8 @@ type waiter struct {
 	query            []byte // the query, for reads
 	// index and term are where the leader appended the command (Proposed).
 	index, term uint64
+	// at is when the request reached the actor (commit and read latency).
+	at time.Time
 }
 
 func (w waiter) isRead() bool { return w.reading }
@@ -175,6 +239,7 @@ type fsmActor struct {
 	warn     rateLimit // rejected peer messages
 	warnCli  rateLimit // refused client requests
 	lastStat fsm.Status
+	lastView time.Time
 	outbound []*pb.RaftMessage
 
 	// The address book: the configuration's members' addresses (conf)
@@ -267,11 +332,15 @@ func (a *fsmActor) Receive(ctx actor.Context) {
 			a.step(ctx, fsm.Timeout{Timer: m.timer, Gen: m.gen, Now: a.now()})
 		}
 	case *pb.RaftBatch:
+		a.countReceived(m)
 		if a.introduces(m) {
 			a.learn(ctx, m.From, m.FromAddress)
 		}
 		for _, msg := range m.Messages {
 			a.peerMessage(ctx, msg)
+		}
+		if m.From != 0 && m.From == a.lastStat.Leader {
+			a.cfg.Stats.LeaderHeard.Store(time.Now().UnixNano())
 		}
 	case *pb.RaftMessage:
 		a.peerMessage(ctx, m)
@@ -401,6 +470,7 @@ func (a *fsmActor) command(ctx actor.Context, r *pb.ClientRequest, replyTo *acto
 		return
 	}
 	if a.pendingWrites >= a.cfg.MaxPendingWrites {
+		a.cfg.Metrics.ProposalFailed()
 		a.busy(ctx, replyTo, r.ClientId, r.Sequence, fmt.Sprintf("node %d has %d writes waiting (the limit)", a.cfg.Raft.ID, a.pendingWrites))
 		return
 	}
@@ -421,11 +491,14 @@ func (a *fsmActor) command(ctx actor.Context, r *pb.ClientRequest, replyTo *acto
 // wait registers a waiter and returns its id.
 func (a *fsmActor) wait(w waiter) uint64 {
 	a.nextID++
+	w.at = time.Now()
 	a.waiters[a.nextID] = w
 	if w.isRead() {
 		a.pendingReads++
+		a.cfg.Stats.PendingReads.Store(int64(a.pendingReads))
 	} else {
 		a.pendingWrites++
+		a.cfg.Stats.PendingWrites.Store(int64(a.pendingWrites))
 	}
 	return a.nextID
 }
@@ -439,8 +512,10 @@ func (a *fsmActor) settle(id uint64) (waiter, bool) {
 	delete(a.waiters, id)
 	if w.isRead() {
 		a.pendingReads--
+		a.cfg.Stats.PendingReads.Store(int64(a.pendingReads))
 	} else {
 		a.pendingWrites--
+		a.cfg.Stats.PendingWrites.Store(int64(a.pendingWrites))
 	}
 	return w, true
 }
@@ -455,6 +530,7 @@ func (a *fsmActor) busy(ctx actor.Context, to *actor.PID, clientID, seq uint64, 
 // refuseClient answers INVALID and counts the refusal.
 func (a *fsmActor) refuseClient(ctx actor.Context, to *actor.PID, clientID, seq uint64, why string) {
 	a.cfg.Stats.RejectedClient.Add(1)
+	a.cfg.Metrics.Rejected("client", 1)
 	if n, ok := a.warnCli.allow(); ok {
 		a.log.Warn("refused a client request", "client", clientID, "err", why, "suppressed", n)
 	}
@@ -514,6 +590,7 @@ func (a *fsmActor) step(ctx actor.Context, ev fsm.Event) {
 			a.log.Warn("this node was removed from the cluster: it no longer votes or campaigns; stop it and retire its data dir (its id is never reused)", "index", x.Index)
 		case fsm.Rejected:
 			a.cfg.Stats.RejectedPeer.Add(1)
+			a.cfg.Metrics.Rejected("peer", 1)
 			if n, ok := a.warn.allow(); ok {
 				a.log.Warn("rejected a peer message", "peer", x.From, "err", x.Err,
 					"suppressed", n, "rejected_total", a.cfg.Stats.RejectedPeer.Load())
@@ -531,12 +608,36 @@ func (a *fsmActor) step(ctx actor.Context, ev fsm.Event) {
 	if _, ok := ev.(fsm.Timeout); ok && a.cfg.OnConfig != nil {
 		a.cfg.OnConfig(a.conf, a.node.Matches())
 	}
-	if st := a.node.Status(); st != a.lastStat {
+	st := a.node.Status()
+	roleChanged := st.Role != a.lastStat.Role || st.Leader != a.lastStat.Leader
+	if st != a.lastStat {
 		a.logRoleChange(st)
 		a.lastStat = st
 		if a.cfg.OnStatus != nil {
 			a.cfg.OnStatus(st)
 		}
+	}
+	if a.cfg.OnView != nil {
+		if now := time.Now(); roleChanged || now.Sub(a.lastView) >= ViewInterval {
+			a.lastView = now
+			a.cfg.OnView(View{Progress: a.node.Progress(), Recent: a.node.Recent(ViewEntries), Durable: st.Durable})
+		}
+	}
+}
+
+// countReceived counts a batch from a peer the address book knows (so the
+// counters stay bounded by the members and learned leaders).
+func (a *fsmActor) countReceived(b *pb.RaftBatch) {
+	if _, known := a.book[b.From]; !known || b.From == a.cfg.Raft.ID {
+		return
+	}
+
+	r := a.cfg.Stats.From(b.From)
+	r.Messages.Add(uint64(len(b.Messages)))
+	if a.cfg.Metrics != nil {
+		n := proto.Size(b)
+		r.Bytes.Add(uint64(n))
+		a.cfg.Metrics.Received(b.From, len(b.Messages), n)
 	}
 }
 
@@ -544,6 +645,7 @@ func (a *fsmActor) apply(ctx actor.Context, x fsm.Apply) {
 	req := &protocol.ApplyRequest{Epoch: a.epoch, Entries: x.Entries}
 	for _, ref := range x.Refs {
 		if w, ok := a.settle(ref.ID); ok {
+			a.cfg.Metrics.Committed(w.at)
 			req.Waiters = append(req.Waiters, protocol.Waiter{Index: ref.Index, ReplyTo: w.replyTo, Typed: w.typed})
 		}
 	}
@@ -555,6 +657,7 @@ func (a *fsmActor) reply(ctx actor.Context, x fsm.Reply) {
 	if !ok {
 		return
 	}
+	a.cfg.Metrics.ProposalFailed()
 	switch {
 	case errors.Is(x.Err, fsm.ErrNotLeader), errors.Is(x.Err, fsm.ErrTransferring):
 		// Neither was appended: the client may send it elsewhere.
@@ -584,6 +687,7 @@ func (a *fsmActor) readReady(ctx actor.Context, x fsm.ReadReady) {
 	}
 	switch x.Err {
 	case nil:
+		a.cfg.Metrics.ReadConfirmed(w.at)
 		ctx.Send(a.cfg.State, &protocol.ReadRequest{Index: x.Index, Query: w.query, Typed: w.typed, ReplyTo: w.replyTo, ClientID: w.clientID, SeqNum: w.seqNum})
 	case fsm.ErrNotLeader:
 		a.answer(ctx, w.replyTo, &pb.ClientResponse{ClientId: w.clientID, Sequence: w.seqNum,

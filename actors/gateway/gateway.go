@@ -45,8 +45,9 @@ type Config struct {
 	State *actor.PID
 	// Rejected, if set, counts the requests refused as invalid.
 	Rejected *atomic.Uint64
-	// Status builds this node's status report.
-	Status func() *pb.NodeStatus
+	// Status builds this node's status report, with NodeStatus.detail
+	// when asked for it.
+	Status func(detail bool) *pb.NodeStatus
 	// Chaos allows CrashRequest; without it every CrashRequest is refused.
 	Chaos bool
 	// Crash makes the named child (store, state, fsm, sender) panic.
@@ -88,7 +89,7 @@ func (g *gatewayActor) Receive(ctx actor.Context) {
 		}
 		ctx.Send(g.cfg.FSM, &protocol.Command{Req: m, ReplyTo: ctx.Sender()})
 	case *pb.StatusRequest:
-		st := g.cfg.Status()
+		st := g.cfg.Status(m.Detail)
 		if m.ClusterId != g.cfg.ClusterID {
 			st = &pb.NodeStatus{Id: g.cfg.NodeID, Error: g.wrongCluster(m.ClusterId)}
 		}

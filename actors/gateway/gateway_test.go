@@ -65,7 +65,7 @@ func TestGatewayChecksAndForwards(t *testing.T) {
 	clientPID := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return client }))
 	var rejected atomic.Uint64
 	gw := sys.Root.Spawn(Props(Config{ClusterID: "ketch", NodeID: 1, FSM: fsmPID, Rejected: &rejected, Typed: true,
-		Status: func() *pb.NodeStatus { return &pb.NodeStatus{Id: 1} }, Logger: slog.New(slog.DiscardHandler)}))
+		Status: func(bool) *pb.NodeStatus { return &pb.NodeStatus{Id: 1} }, Logger: slog.New(slog.DiscardHandler)}))
 	put := &pb.KVCommand{Op: &pb.KVCommand_Put{Put: &pb.Put{Key: "k", Value: []byte("v")}}}
 
 	answers := 0
@@ -125,7 +125,7 @@ func TestGatewayOfAnotherStateMachine(t *testing.T) {
 	fsmPID := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return fsm }))
 	clientPID := sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor { return client }))
 	gw := sys.Root.Spawn(Props(Config{ClusterID: "ketch", NodeID: 1, FSM: fsmPID,
-		Status: func() *pb.NodeStatus { return &pb.NodeStatus{Id: 1} }, Logger: slog.New(slog.DiscardHandler)}))
+		Status: func(bool) *pb.NodeStatus { return &pb.NodeStatus{Id: 1} }, Logger: slog.New(slog.DiscardHandler)}))
 	put := &pb.KVCommand{Op: &pb.KVCommand_Put{Put: &pb.Put{Key: "k", Value: []byte("v")}}}
 	sys.Root.RequestWithCustomSender(gw, &pb.ClientRequest{ClusterId: "ketch", ClientId: 1, Sequence: 1, Command: put}, clientPID)
 	if r := client.wait(t, 0).(*pb.ClientResponse); r.Status != pb.ClientStatus_CLIENT_STATUS_INVALID || !strings.Contains(r.Error, "key-value") {

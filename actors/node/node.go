@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -40,6 +41,7 @@ import (
 	"github.com/ketch-raft/ketch/actors/consensus"
 	"github.com/ketch-raft/ketch/actors/gateway"
 	"github.com/ketch-raft/ketch/actors/kv"
+	"github.com/ketch-raft/ketch/actors/metrics"
 	"github.com/ketch-raft/ketch/actors/state"
 	"github.com/ketch-raft/ketch/actors/statemachine"
 	"github.com/ketch-raft/ketch/fsm"
@@ -159,7 +161,10 @@ type Config struct {
 	// UnsafeNoSync turns fsync off: acknowledged writes can be lost on
 	// power failure. For benchmarks of the rest of the path only.
 	UnsafeNoSync bool
-	Logger       *slog.Logger
+	// Metrics turns on the node's Prometheus metrics (Node.Metrics; the
+	// CLI serves them with --http). Off, the actors record nothing.
+	Metrics bool
+	Logger  *slog.Logger
 }
 
 // DefaultClusterID is the cluster id when none is given.
@@ -233,6 +238,11 @@ type Node struct {
 	send      *sender.Sender
 
 	raft atomic.Pointer[fsm.Status]
+	// The leader last seen (only the fsm actor writes it), for
+	// leader_changes_total; and the fsm's latest View (for the live view).
+	lastLeader uint64
+	view       atomic.Pointer[consensus.View]
+	metrics    *metrics.Metrics
 	// The configuration in use and, on the leader, the match indexes.
 	conf    atomic.Pointer[fsm.ConfigState]
 	match   atomic.Pointer[map[uint64]uint64]
@@ -394,7 +404,12 @@ func start(parent actor.SpawnerContext, cfg Config, ownSystem bool) (*Node, erro
 	}
 
 	n := &Node{cfg: cfg, ids: ids, ownSystem: ownSystem, system: parent.ActorSystem(), done: make(chan struct{})}
+	if cfg.Metrics {
+		n.metrics = metrics.New(n.metricsSource())
+	}
 	n.send, err = sender.New(sender.Config{
+		OnSent:        n.metrics.Sent,
+		OnDropped:     n.metrics.Dropped,
 		Peers:         cfg.Peers,
 		Self:          cfg.ID,
 		SelfAddr:      cfg.Listen,
@@ -416,7 +431,10 @@ func start(parent actor.SpawnerContext, cfg Config, ownSystem bool) (*Node, erro
 		MaxMessageBytes: cfg.Limits.MaxBatchBytes,
 		Routes:          routes,
 		Logger:          log,
-		OnReject:        func(r sender.Rejection) { n.rejectedWire.Add(uint64(max(r.Dropped, 1))) },
+		OnReject: func(r sender.Rejection) {
+			n.rejectedWire.Add(uint64(max(r.Dropped, 1)))
+			n.metrics.Rejected("wire", max(r.Dropped, 1))
+		},
 	}), sender.WithMaxRecvMsgBytes(sender.RecvMsgBytesFor(cfg.Limits)))
 	if err != nil {
 		n.remote = nil
@@ -451,7 +469,8 @@ func start(parent actor.SpawnerContext, cfg Config, ownSystem bool) (*Node, erro
 	}
 	children := []supervisor.Child{
 		{Name: "store", Props: logstore.PropsWithConfig(func() (logstore.Store, error) {
-			return logstore.OpenBolt(dbPath, logstore.BoltOptions{UnsafeNoSync: cfg.UnsafeNoSync})
+			return logstore.OpenBolt(dbPath, logstore.BoltOptions{UnsafeNoSync: cfg.UnsafeNoSync,
+				OnSync: n.metrics.Fsync, OnCheckpoint: n.metrics.Checkpoint})
 		}, logstore.Config{Logger: log, OnCorrupt: n.storeCorrupt})},
 		{Name: "state", Props: state.Props(state.Config{
 			New:             newSM,
@@ -470,6 +489,7 @@ func start(parent actor.SpawnerContext, cfg Config, ownSystem bool) (*Node, erro
 			},
 			OnCorrupt:    n.storeCorrupt,
 			UnsafeNoSync: cfg.UnsafeNoSync,
+			Metrics:      n.metrics,
 			Logger:       log,
 		})},
 		{Name: "fsm", Props: consensus.Props(consensus.Config{
@@ -478,7 +498,9 @@ func start(parent actor.SpawnerContext, cfg Config, ownSystem bool) (*Node, erro
 			Store: pid("store"), State: pid("state"), Sender: pid("sender"),
 			MaxPendingWrites: cfg.MaxPendingRequests, MaxPendingReads: cfg.MaxPendingRequests,
 			Stats:    &n.fsmStats,
-			OnStatus: func(st fsm.Status) { n.raft.Store(&st) },
+			OnStatus: n.onStatus,
+			OnView:   func(v consensus.View) { n.view.Store(&v) },
+			Metrics:  n.metrics,
 			OnConfig: func(c fsm.ConfigState, match map[uint64]uint64) {
 				n.conf.Store(&c)
 				n.match.Store(&match)
@@ -490,7 +512,7 @@ func start(parent actor.SpawnerContext, cfg Config, ownSystem bool) (*Node, erro
 			ClusterID: cfg.ClusterID, NodeID: cfg.ID, FSM: pid("fsm"), Chaos: cfg.Chaos,
 			Limits: cfg.Limits, Typed: typed != nil, Rejected: &n.rejectedClient,
 			State:  pid("state"),
-			Status: n.Status,
+			Status: n.StatusDetail,
 			Crash: func(child string) error {
 				msg, ok := crash[child]
 				if !ok || msg == nil {
@@ -505,8 +527,11 @@ func start(parent actor.SpawnerContext, cfg Config, ownSystem bool) (*Node, erro
 
 	n.sup, err = supervisor.New(supervisor.Config{
 		MaxRestarts: cfg.MaxRestarts, Within: cfg.RestartWindow,
-		OnFailStop: func(reason string) { n.finish(errors.New(reason)) },
-		Logger:     log,
+		OnFailStop: func(reason string) {
+			n.metrics.FailStop()
+			n.finish(errors.New(reason))
+		},
+		Logger: log,
 	}, children...)
 	if err != nil {
 		n.shutdownSystem()
@@ -557,8 +582,81 @@ func (nopRand) Int64N(int64) int64 { return 0 }
 // Address is the node's remote address.
 func (n *Node) Address() string { return n.system.Address() }
 
+// onStatus publishes the fsm's status; it runs on the fsm actor.
+func (n *Node) onStatus(st fsm.Status) {
+	n.raft.Store(&st)
+	if st.Leader != 0 && st.Leader != n.lastLeader {
+		n.lastLeader = st.Leader
+		n.metrics.LeaderChanged()
+	}
+}
+
+// electionTimeout is the base election timeout in use.
+func (n *Node) electionTimeout() time.Duration {
+	if n.cfg.ElectionTimeout > 0 {
+		return n.cfg.ElectionTimeout
+	}
+	return fsm.DefaultElectionTimeout
+}
+
+// Metrics is the node's metrics, nil unless Config.Metrics.
+func (n *Node) Metrics() *metrics.Metrics { return n.metrics }
+
+// metricsSource is what the scrape-time gauges read.
+func (n *Node) metricsSource() metrics.Source {
+	return metrics.Source{
+		Raft: func() metrics.Raft {
+			r := metrics.Raft{Applied: n.applied.Load(), SnapshotIndex: n.snapIndex.Load(), SnapshotBytes: n.snapBytes.Load()}
+			if st := n.raft.Load(); st != nil {
+				// Raft thesis §4.2.3's test for leader stickiness: this node
+				// leads, or heard from its leader within an election
+				// timeout (past that, its own election is due).
+				heard := time.Since(time.Unix(0, n.fsmStats.LeaderHeard.Load()))
+				r.IsLeader, r.Member = st.Role == fsm.Leader, st.Member
+				r.HasLeader = r.IsLeader || st.Leader != 0 && heard < n.electionTimeout()
+				r.Term, r.Commit, r.Last, r.FirstIndex, r.ConfigurationIndex = st.Term, st.Commit, st.LastIndex, st.FirstIndex, st.ConfigIndex
+			}
+			return r
+		},
+		Match: func() map[uint64]uint64 {
+			if st := n.raft.Load(); st == nil || st.Role != fsm.Leader {
+				return nil
+			}
+			if m := n.match.Load(); m != nil {
+				return *m
+			}
+			return nil
+		},
+		Inflight: func() map[uint64]int {
+			st, v := n.raft.Load(), n.view.Load()
+			if st == nil || st.Role != fsm.Leader || v == nil {
+				return nil
+			}
+			out := make(map[uint64]int, len(v.Progress))
+			for _, p := range v.Progress {
+				out[p.ID] = p.Inflight
+			}
+			return out
+		},
+		Restarts: func() map[string]int {
+			out := map[string]int{}
+			for _, c := range n.sup.Status().Children {
+				out[c.Name] = c.Restarts
+			}
+			return out
+		},
+		Pending: func() (int, int) {
+			return int(n.fsmStats.PendingWrites.Load()), int(n.fsmStats.PendingReads.Load())
+		},
+	}
+}
+
 // Status reports the node's status, as `ketch status` shows it.
-func (n *Node) Status() *pb.NodeStatus {
+func (n *Node) Status() *pb.NodeStatus { return n.StatusDetail(false) }
+
+// StatusDetail is Status, with NodeStatus.detail (the live view's
+// figures) when detail is set.
+func (n *Node) StatusDetail(detail bool) *pb.NodeStatus {
 	st := &pb.NodeStatus{Id: n.cfg.ID, Address: n.cfg.Listen, Role: "starting", Applied: n.applied.Load(), Children: map[string]*pb.ChildStatus{}}
 	if r := n.raft.Load(); r != nil {
 		st.Role, st.Term, st.Leader, st.LastIndex, st.Commit = r.Role.String(), r.Term, r.Leader, r.LastIndex, r.Commit
@@ -583,9 +681,51 @@ func (n *Node) Status() *pb.NodeStatus {
 		st.Error = sup.Reason
 	}
 	for _, c := range sup.Children {
-		st.Children[c.Name] = &pb.ChildStatus{Restarts: uint64(c.Restarts), LastCrash: c.LastCrash}
+		cs := &pb.ChildStatus{Restarts: uint64(c.Restarts), LastCrash: c.LastCrash, Crashes: uint64(c.Crashes)}
+		if !c.LastCrashAt.IsZero() {
+			cs.LastCrashUnixMillis = c.LastCrashAt.UnixMilli()
+		}
+		st.Children[c.Name] = cs
+	}
+	if detail {
+		st.Detail = n.detail()
 	}
 	return st
+}
+
+// detail is NodeStatus.detail: the fsm's latest View and the traffic
+// counters of the sender (sent) and the fsm actor (received).
+func (n *Node) detail() *pb.NodeDetail {
+	d := &pb.NodeDetail{Chaos: n.cfg.Chaos, UnixMillis: time.Now().UnixMilli(), Children: slices.Clone(Children)}
+	if r := n.raft.Load(); r != nil {
+		d.Durable, d.Transferee = r.Durable, r.Transferee
+	}
+	if v := n.view.Load(); v != nil {
+		for _, e := range v.Recent {
+			d.Recent = append(d.Recent, &pb.EntryInfo{Index: e.Index, Term: e.Term, Type: e.Type, Bytes: uint32(min(e.Bytes, math.MaxUint32))})
+		}
+		if r := n.raft.Load(); r != nil && r.Role == fsm.Leader {
+			for _, p := range v.Progress {
+				d.Progress = append(d.Progress, &pb.PeerProgress{Id: p.ID, Match: p.Match, Next: p.Next, State: p.State,
+					Inflight: uint32(p.Inflight), Active: p.Active})
+			}
+		}
+	}
+	sent := n.send.Stats().Peers
+	recv := n.fsmStats.ReceivedFrom()
+	ids := slices.Sorted(maps.Keys(sent))
+	for id := range recv {
+		if _, ok := sent[id]; !ok {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		s, r := sent[id], recv[id]
+		d.Traffic = append(d.Traffic, &pb.PeerTraffic{Peer: id, SentMessages: s.SentMessages, SentBytes: s.SentBytes,
+			ReceivedMessages: r[0], ReceivedBytes: r[1], Reachable: s.Reachable})
+	}
+	return d
 }
 
 // Done is closed when the node has stopped: by Stop, or by fail-stop.
@@ -674,3 +814,13 @@ func (n *Node) shutdownSystem() {
 		n.system.Root.Stop(n.sup0)
 	}
 }
+
+// System is the actor system the node runs in.
+func (n *Node) System() *actor.ActorSystem { return n.system }
+
+// ID is the node's id, and ClusterID its cluster's.
+func (n *Node) ID() uint64        { return n.cfg.ID }
+func (n *Node) ClusterID() string { return n.cfg.ClusterID }
+
+// Chaos reports whether the node obeys crash requests (--chaos).
+func (n *Node) Chaos() bool { return n.cfg.Chaos }

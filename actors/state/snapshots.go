@@ -278,6 +278,7 @@ func (a *stateActor) snapshotWritten(ctx actor.Context, m *snapshotWritten) {
 		}
 	} else {
 		a.replaceLatest(m.file)
+		a.cfg.Metrics.SnapshotTaken(m.file.size)
 		a.log.Info("snapshot taken", "index", m.file.meta.Index, "term", m.file.meta.Term, "bytes", m.file.size, "took", m.took.Round(time.Millisecond))
 		if a.cfg.FSM != nil {
 			ctx.Send(a.cfg.FSM, &protocol.SnapshotTaken{Meta: m.file.meta, Bytes: m.file.size})
@@ -360,6 +361,10 @@ func (a *stateActor) readChunk(ctx actor.Context, m *protocol.ReadChunk) {
 		return
 	}
 	resp.Data, resp.Size, resp.FileCRC = buf, p.file.size, p.file.crc
+	a.cfg.Metrics.SnapshotChunkSent(len(buf))
+	if m.Offset+uint64(len(buf)) == p.file.size {
+		a.cfg.Metrics.SnapshotSent() // its last chunk
+	}
 }
 
 func (a *stateActor) unpin(peer uint64) {
@@ -418,6 +423,7 @@ func (a *stateActor) stageChunk(ctx actor.Context, m *protocol.StageChunk) {
 		}
 	}
 	s.st.Offset += uint64(len(c.Data))
+	a.cfg.Metrics.SnapshotChunkReceived(len(c.Data))
 	resp.Offset = s.st.Offset
 	if !c.Done {
 		return
@@ -427,6 +433,7 @@ func (a *stateActor) stageChunk(ctx actor.Context, m *protocol.StageChunk) {
 		resp.Err = err
 		return
 	}
+	a.cfg.Metrics.SnapshotReceived()
 	resp.Done = true
 }
 

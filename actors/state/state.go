@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/ketch-raft/ketch/actors/metrics"
 	"github.com/ketch-raft/ketch/actors/protocol"
 	"github.com/ketch-raft/ketch/actors/statemachine"
 	pb "github.com/ketch-raft/ketch/messages"
@@ -83,7 +84,10 @@ type Config struct {
 	OnCorrupt func(error)
 	// UnsafeNoSync skips fsyncs of snapshot files (benchmarks only).
 	UnsafeNoSync bool
-	Logger       *slog.Logger
+	// Metrics receives apply durations and snapshot counts; nil records
+	// nothing.
+	Metrics *metrics.Metrics
+	Logger  *slog.Logger
 }
 
 // Defaults of Config.
@@ -184,7 +188,9 @@ func (a *stateActor) Receive(ctx actor.Context) {
 	case *actor.Stopping, *actor.Restarting:
 		a.closeFiles()
 	case *protocol.ApplyRequest:
+		began := time.Now()
 		a.apply(ctx, m)
+		a.cfg.Metrics.Applied(time.Since(began))
 		if ctx.Sender() != nil {
 			ctx.Send(ctx.Sender(), &protocol.AppliedInfo{Epoch: m.Epoch, Index: a.applied})
 		}

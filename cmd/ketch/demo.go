@@ -16,6 +16,7 @@ import (
 
 	"github.com/ketch-raft/ketch/actors/client"
 	"github.com/ketch-raft/ketch/actors/node"
+	"github.com/ketch-raft/ketch/actors/web"
 )
 
 const demoHelp = `commands:
@@ -234,12 +235,12 @@ func (d *demo) do(f []string) error {
 			fmt.Fprintln(d.out, "not swapped: the key does not exist")
 		}
 	case "status":
-		var out []statusJSON
+		var out []web.StatusJSON
 		for id := uint64(1); id <= 3; id++ {
 			if n := d.nodes[id]; n != nil {
-				out = append(out, toJSON(n.Status(), d.addrs[id], nil))
+				out = append(out, web.FromStatus(n.Status(), d.addrs[id], nil))
 			} else {
-				out = append(out, statusJSON{ID: id, Address: d.addrs[id], Role: "stopped"})
+				out = append(out, web.StatusJSON{ID: id, Address: d.addrs[id], Role: "stopped"})
 			}
 		}
 		printStatus(d.out, out)

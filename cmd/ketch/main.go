@@ -40,9 +40,9 @@ import (
 	"github.com/ketch-raft/ketch/actors/client"
 	"github.com/ketch-raft/ketch/actors/node"
 	"github.com/ketch-raft/ketch/actors/state"
+	"github.com/ketch-raft/ketch/actors/web"
 	"github.com/ketch-raft/ketch/fsm"
 	"github.com/ketch-raft/ketch/logstore"
-	pb "github.com/ketch-raft/ketch/messages"
 )
 
 // Exit codes.
@@ -151,8 +151,14 @@ func cmdNode(args []string, stderr io.Writer) int {
 	snapGrowth := fs.Float64("snapshot-growth", state.DefaultSnapshotGrowth, "and only once the log since the latest snapshot adds up to F times its size (0: no such condition)")
 	snapTrailing := fs.Int("snapshot-trailing", fsm.DefaultSnapshotTrailing, "entries kept in the log behind a snapshot, for followers that lag a little (at least 1)")
 	snapChunk := fs.Int("snapshot-chunk-bytes", fsm.DefaultSnapshotChunk, "bytes per InstallSnapshot chunk sent to a lagging follower")
+	httpAddr := fs.String("http", "", "serve Prometheus metrics (/metrics), status (/status) and the live view (/) on HOST:PORT (off when empty)")
 	if err := fs.Parse(args); err != nil {
 		return exitFailure
+	}
+	if *httpAddr != "" {
+		if err := web.ValidateListen(*httpAddr); err != nil {
+			return fail(stderr, "node: %v", err)
+		}
 	}
 	if fs.NArg() > 0 {
 		return fail(stderr, "node: unexpected arguments %v", fs.Args())
@@ -203,6 +209,7 @@ func cmdNode(args []string, stderr io.Writer) int {
 		SnapshotEntries: int(never(int64(*snapEntries))), SnapshotBytes: never(*snapBytes),
 		SnapshotGrowth:   growth,
 		SnapshotTrailing: *snapTrailing, SnapshotChunkBytes: *snapChunk,
+		Metrics: *httpAddr != "", ExtraRoutes: webRoutes(*httpAddr != ""),
 		Logger: newLogger(stderr, level),
 	})
 	if errors.Is(err, logstore.ErrCorrupt) {
@@ -211,6 +218,16 @@ func cmdNode(args []string, stderr io.Writer) int {
 	}
 	if err != nil {
 		return fail(stderr, "node: %v", err)
+	}
+	if *httpAddr != "" {
+		srv, err := web.Start(web.Config{Listen: *httpAddr, Node: n, Chaos: *chaos, Logger: newLogger(stderr, level)})
+		if err != nil {
+			n.Stop()
+			<-n.Done()
+			return fail(stderr, "node: %v", err)
+		}
+		defer srv.Close()
+		newLogger(stderr, level).Info("serving metrics and the live view", "node", *id, "url", srv.URL(), "metrics", srv.URL()+"metrics")
 	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
@@ -230,6 +247,15 @@ func cmdNode(args []string, stderr io.Writer) int {
 		}
 		return exitFailStop
 	}
+}
+
+// webRoutes is what the wire guard admits for the live view's viewer, when
+// the node serves it.
+func webRoutes(on bool) map[string][]string {
+	if !on {
+		return nil
+	}
+	return web.Routes()
 }
 
 // parsePeers parses "2=host:port,3=host:port"; "" is nil.
@@ -338,49 +364,6 @@ func cmdKV(cmd string, args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-// statusJSON is one node in `ketch status --json`; the keys are a contract.
-type statusJSON struct {
-	ID        uint64               `json:"id"`
-	Role      string               `json:"role"`
-	Term      uint64               `json:"term"`
-	Leader    uint64               `json:"leader"`
-	LastIndex uint64               `json:"last_index"`
-	Commit    uint64               `json:"commit"`
-	Applied   uint64               `json:"applied"`
-	Children  map[string]childJSON `json:"children"`
-	Address   string               `json:"address"`
-	// LogInMemory: log entries the node's fsm holds in memory (bounded by
-	// its log cache); added after the first release, so not in the
-	// original contract, but never renamed.
-	LogInMemory uint64 `json:"log_in_memory"`
-	// Refused input since the node started (issue 11): peer messages that
-	// failed validation, client requests refused as invalid, envelopes the
-	// wire guard dropped, and requests answered BUSY.
-	RejectedPeerMessages   uint64 `json:"rejected_peer_messages"`
-	RejectedClientRequests uint64 `json:"rejected_client_requests"`
-	RejectedWireMessages   uint64 `json:"rejected_wire_messages"`
-	BusyRefusals           uint64 `json:"busy_refusals"`
-	// Snapshots (issue 12): the latest snapshot's last included index (0:
-	// none) and size, and the first index the log still holds.
-	SnapshotIndex uint64 `json:"snapshot_index"`
-	SnapshotBytes uint64 `json:"snapshot_bytes"`
-	FirstIndex    uint64 `json:"first_index"`
-	// Membership (issue 13): the configuration this node uses, with each
-	// member's role, the index of its entry, whether this node is not in
-	// it (removed, or joining and not added yet), and on the leader every
-	// other member's match index.
-	Members            []memberJSON      `json:"members"`
-	ConfigurationIndex uint64            `json:"configuration_index"`
-	NotMember          bool              `json:"not_member,omitempty"`
-	Match              map[uint64]uint64 `json:"match,omitempty"`
-	Error              string            `json:"error,omitempty"`
-}
-
-type childJSON struct {
-	Restarts  uint64 `json:"restarts"`
-	LastCrash string `json:"last_crash"`
-}
-
 func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("status", stderr)
 	cf := addClientFlags(fs)
@@ -394,7 +377,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 		return fail(stderr, "%v", err)
 	}
 	defer cl.Close()
-	out := make([]statusJSON, len(addrs))
+	out := make([]web.StatusJSON, len(addrs))
 	done := make(chan struct{}, len(addrs))
 	reached := 0
 	for i, addr := range addrs {
@@ -403,7 +386,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 			ctx, cancel := context.WithTimeout(context.Background(), *cf.timeout)
 			defer cancel()
 			st, err := cl.Status(ctx, addr)
-			out[i] = toJSON(st, addr, err)
+			out[i] = web.FromStatus(st, addr, err)
 		}()
 	}
 	for range addrs {
@@ -427,26 +410,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-func toJSON(st *pb.NodeStatus, addr string, err error) statusJSON {
-	s := statusJSON{Address: addr, Children: map[string]childJSON{}, Role: "unreachable", Members: []memberJSON{}}
-	if st != nil {
-		s = statusJSON{ID: st.Id, Role: st.Role, Term: st.Term, Leader: st.Leader, LastIndex: st.LastIndex,
-			Commit: st.Commit, Applied: st.Applied, Address: addr, Error: st.Error, Children: map[string]childJSON{},
-			LogInMemory: st.LogInMemory, RejectedPeerMessages: st.RejectedPeerMessages, RejectedClientRequests: st.RejectedClientRequests,
-			RejectedWireMessages: st.RejectedWireMessages, BusyRefusals: st.BusyRefusals,
-			SnapshotIndex: st.SnapshotIndex, SnapshotBytes: st.SnapshotBytes, FirstIndex: st.FirstIndex,
-			Members: membersOf(st.Configuration), ConfigurationIndex: st.ConfigurationIndex, NotMember: st.NotMember, Match: st.Match}
-		for name, c := range st.Children {
-			s.Children[name] = childJSON{Restarts: c.Restarts, LastCrash: c.LastCrash}
-		}
-	}
-	if err != nil && s.Error == "" {
-		s.Error = err.Error()
-	}
-	return s
-}
-
-func printStatus(w io.Writer, nodes []statusJSON) {
+func printStatus(w io.Writer, nodes []web.StatusJSON) {
 	fmt.Fprintf(w, "%-4s %-21s %-11s %5s %6s %8s %8s %8s  %s\n", "ID", "ADDRESS", "ROLE", "TERM", "LEADER", "LAST", "COMMIT", "APPLIED", "CHILDREN (restarts, last crash)")
 	for _, n := range nodes {
 		var kids []string

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ketch-raft/ketch/actors/client"
+	"github.com/ketch-raft/ketch/actors/web"
 	pb "github.com/ketch-raft/ketch/messages"
 )
 
@@ -36,23 +37,6 @@ const memberUsage = `usage:
   ketch member remove  --cluster HOST:PORT,... ID
   ketch member replace --cluster HOST:PORT,... OLD=NEW=HOST:PORT ...
 `
-
-// memberJSON is one member in 'ketch member list --json' (a JSON array).
-type memberJSON struct {
-	ID      uint64 `json:"id"`
-	Address string `json:"address"`
-	Role    string `json:"role"`
-}
-
-func roleName(r pb.MemberRole) string {
-	switch r {
-	case pb.MemberRole_MEMBER_ROLE_VOTER:
-		return "voter"
-	case pb.MemberRole_MEMBER_ROLE_LEARNER:
-		return "learner"
-	}
-	return "unknown"
-}
 
 func cmdMember(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
@@ -180,19 +164,8 @@ func parseServer(s string) (*pb.Member, error) {
 	return &pb.Member{Id: id, Address: addr}, nil
 }
 
-func membersOf(c *pb.Configuration) []memberJSON {
-	out := []memberJSON{}
-	if c == nil {
-		return out
-	}
-	for _, m := range c.Members {
-		out = append(out, memberJSON{ID: m.Id, Address: m.Address, Role: roleName(m.Role)})
-	}
-	return out
-}
-
 func printMembers(w io.Writer, r *pb.MemberResponse, asJSON bool) int {
-	ms := membersOf(r.Configuration)
+	ms := web.MembersOf(r.Configuration)
 	if asJSON {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
