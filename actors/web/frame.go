@@ -133,8 +133,9 @@ func entryType(t pb.EntryType) string {
 	return "unknown"
 }
 
-// viewOf turns a node's status (with detail) into its NodeView.
-func viewOf(st *pb.NodeStatus, addr string) NodeView {
+// ViewOf turns a node's status (with detail, if it has it) into its
+// NodeView, as reached at addr.
+func ViewOf(st *pb.NodeStatus, addr string) NodeView {
 	v := NodeView{ID: st.Id, Address: addr, Role: st.Role, Term: st.Term, Leader: st.Leader,
 		FirstIndex: st.FirstIndex, LastIndex: st.LastIndex, Commit: st.Commit, Applied: st.Applied,
 		SnapshotIndex: st.SnapshotIndex, SnapshotBytes: st.SnapshotBytes, NotMember: st.NotMember,
@@ -185,6 +186,8 @@ func Changes(prev, cur NodeView, at int64) []Event {
 		ev("leader", "node %d became leader of term %d", cur.ID, cur.Term)
 	case cur.Role == "candidate" && (prev.Role != "candidate" || prev.Term != cur.Term):
 		ev("election", "node %d started an election for term %d", cur.ID, cur.Term)
+	case cur.Role == "pre-candidate" && prev.Role != "pre-candidate":
+		ev("election", "node %d heard from no leader for an election timeout: it asks for pre-votes for term %d (thesis §9.6)", cur.ID, cur.Term+1)
 	}
 	if cur.Role == "stopped" || cur.Role == "stopping" {
 		if prev.Role != cur.Role {
@@ -195,6 +198,7 @@ func Changes(prev, cur NodeView, at int64) []Event {
 	for _, c := range prev.Children {
 		before[c.Name] = c
 	}
+	var restarted []string
 	for _, c := range cur.Children {
 		b, ok := before[c.Name]
 		if !ok {
@@ -204,8 +208,11 @@ func Changes(prev, cur NodeView, at int64) []Event {
 			ev("crash", "node %d: %s crashed (%s)", cur.ID, c.Name, firstLine(c.LastCrash))
 		}
 		if c.Restarts > b.Restarts {
-			ev("restart", "node %d: %s restarted (%d restarts)", cur.ID, c.Name, c.Restarts)
+			restarted = append(restarted, c.Name)
 		}
+	}
+	if len(restarted) > 0 {
+		ev("restart", "node %d: the supervisor restarted %s (rest_for_one: the crashed child and those started after it)", cur.ID, strings.Join(restarted, ", "))
 	}
 	if prev.ConfigurationIndex != cur.ConfigurationIndex && cur.ConfigurationIndex != 0 && prev.ID != 0 {
 		var ms []string

@@ -130,7 +130,7 @@ func (v *viewer) answer(st *pb.NodeStatus) {
 }
 
 func (v *viewer) take(st *pb.NodeStatus, addr string, now time.Time) {
-	cur := viewOf(st, addr)
+	cur := ViewOf(st, addr)
 	if old := v.nodes[st.Id]; old != nil {
 		for _, e := range Changes(old.view, cur, now.UnixMilli()) {
 			v.events = append(v.events, e)

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ketch-raft/ketch/actors/client"
@@ -36,9 +37,12 @@ const demoHelp = `commands:
 type demo struct {
 	addrs map[uint64]string
 	dirs  map[uint64]string
+	https map[uint64]string // each node's --http address ("" without)
+	mu    sync.Mutex        // guards nodes and webs against the watcher
 	nodes map[uint64]*node.Node
+	webs  map[uint64]*web.Server
 	cl    *client.Client
-	out   io.Writer
+	out   *console
 	log   *slog.Logger
 }
 
@@ -46,8 +50,14 @@ func cmdDemo(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := newFlags("demo", stderr)
 	data := fs.String("data", "", "data directory for the three nodes (default: a new temporary one)")
 	logLevel := fs.String("log-level", "warn", "node log level: debug, info, warn or error")
+	httpAddr := fs.String("http", "127.0.0.1:0", "serve each node's metrics and live view: node 1 on HOST:PORT, node 2 on PORT+1, node 3 on PORT+2 (port 0: free ports; \"\": off)")
 	if err := fs.Parse(args); err != nil {
 		return exitFailure
+	}
+	if *httpAddr != "" {
+		if err := web.ValidateListen(*httpAddr); err != nil {
+			return fail(stderr, "demo: %v", err)
+		}
 	}
 	level, err := parseLevel(*logLevel)
 	if err != nil {
@@ -60,7 +70,11 @@ func cmdDemo(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		defer os.RemoveAll(dir)
 	}
-	d := &demo{addrs: map[uint64]string{}, dirs: map[uint64]string{}, nodes: map[uint64]*node.Node{}, out: stdout, log: newLogger(stderr, level)}
+	out := newConsole(stdout)
+	d := &demo{addrs: map[uint64]string{}, dirs: map[uint64]string{}, https: map[uint64]string{},
+		nodes: map[uint64]*node.Node{}, webs: map[uint64]*web.Server{}, out: out,
+		// The nodes' log lines go above the prompt too.
+		log: newLogger(out.lines(stderr), level)}
 	for id := uint64(1); id <= 3; id++ {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -69,6 +83,11 @@ func cmdDemo(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		d.addrs[id] = l.Addr().String()
 		_ = l.Close()
 		d.dirs[id] = filepath.Join(dir, fmt.Sprintf("node%d", id))
+	}
+	if *httpAddr != "" {
+		if d.https, err = demoHTTPAddrs(*httpAddr); err != nil {
+			return fail(stderr, "demo: %v", err)
+		}
 	}
 	for id := uint64(1); id <= 3; id++ {
 		if err := d.start(id); err != nil {
@@ -91,22 +110,35 @@ func cmdDemo(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 	fmt.Fprintf(stdout, "ketch demo: three nodes on loopback, data under %s\n\n", dir)
 	for id := uint64(1); id <= 3; id++ {
-		fmt.Fprintf(stdout, "node %d  %s\n", id, d.addrs[id])
-		fmt.Fprintf(stdout, "  %s            supervisor (rest_for_one, at most 5 restarts in 10s)\n", node.SupervisorID)
-		for _, c := range node.Children {
-			fmt.Fprintf(stdout, "  └── %s/%s\n", node.SupervisorID, c)
+		fmt.Fprintf(stdout, "node %d  %s", id, d.addrs[id])
+		if w := d.webs[id]; w != nil {
+			fmt.Fprintf(stdout, "   live view %s   metrics %smetrics", w.URL(), w.URL())
+		}
+		fmt.Fprintf(stdout, "\n  %s            supervisor (rest_for_one, at most 5 restarts in 10s)\n", node.SupervisorID)
+		for i, c := range node.Children {
+			branch := "├──"
+			if i == len(node.Children)-1 {
+				branch = "└──"
+			}
+			fmt.Fprintf(stdout, "  %s %s/%s\n", branch, node.SupervisorID, c)
 		}
 	}
+	if w := d.webs[1]; w != nil {
+		fmt.Fprintf(stdout, "\nWatch the cluster live: open %s in a browser (any node's page shows them all).", w.URL())
+	}
 	fmt.Fprintf(stdout, "\nOther terminals can join in: ketch status --cluster %s\n\n%s", strings.Join(list, ","), demoHelp)
+	stopWatch := d.watch()
+	defer stopWatch()
 	d.waitLeader()
 
 	in := bufio.NewScanner(stdin)
 	for {
-		fmt.Fprint(stdout, "ketch> ")
+		out.prompt("ketch> ")
 		if !in.Scan() {
-			fmt.Fprintln(stdout)
+			out.println("")
 			return exitOK
 		}
+		out.answered()
 		f := strings.Fields(in.Text())
 		if len(f) == 0 {
 			continue
@@ -121,8 +153,15 @@ func cmdDemo(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 }
 
 func (d *demo) start(id uint64) error {
-	if d.nodes[id] != nil {
-		return fmt.Errorf("node %d is running", id)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if n := d.nodes[id]; n != nil {
+		select {
+		case <-n.Done(): // it fail-stopped: start it again
+			d.forget(id)
+		default:
+			return fmt.Errorf("node %d is running", id)
+		}
 	}
 	peers := map[uint64]string{}
 	for p, a := range d.addrs {
@@ -133,9 +172,21 @@ func (d *demo) start(id uint64) error {
 	var err error
 	for try := 0; try < 30; try++ { // the port may linger a moment after a stop
 		var n *node.Node
-		n, err = node.Start(node.Config{ID: id, Listen: d.addrs[id], Peers: peers, DataDir: d.dirs[id], Chaos: true, Logger: d.log})
+		n, err = node.Start(node.Config{ID: id, Listen: d.addrs[id], Peers: peers, DataDir: d.dirs[id], Chaos: true,
+			Metrics: d.https[id] != "", ExtraRoutes: webRoutes(d.https[id] != ""), Logger: d.log})
 		if err == nil {
 			d.nodes[id] = n
+			if d.https[id] != "" {
+				w, err := web.Start(web.Config{Listen: d.https[id], Node: n, Chaos: true, Logger: d.log})
+				if err != nil {
+					n.Stop()
+					<-n.Done()
+					delete(d.nodes, id)
+					return err
+				}
+				d.webs[id] = w
+				d.https[id] = w.Addr() // a free port stays the node's across restarts
+			}
 			return nil
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -143,21 +194,96 @@ func (d *demo) start(id uint64) error {
 	return err
 }
 
-func (d *demo) stop(id uint64) {
-	if n := d.nodes[id]; n != nil {
-		n.Stop()
-		<-n.Done()
-		delete(d.nodes, id)
+// stop stops node id; it reports whether the node was running.
+func (d *demo) stop(id uint64) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := d.nodes[id]
+	if n == nil {
+		return false
 	}
+	n.Stop()
+	<-n.Done()
+	d.forget(id)
+	return true
+}
+
+// forget drops a stopped node and its HTTP endpoint. Caller holds mu.
+func (d *demo) forget(id uint64) {
+	if w := d.webs[id]; w != nil {
+		w.Close()
+		delete(d.webs, id)
+	}
+	delete(d.nodes, id)
+}
+
+// watch announces, above the prompt, every election, new leader, crash and
+// restart of a child, fail-stop and configuration change, as it polls the
+// nodes ten times a second. It returns a func that stops it.
+func (d *demo) watch() (stop func()) {
+	done, finished := make(chan struct{}), make(chan struct{})
+	look := func() map[uint64]web.NodeView {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		cur := map[uint64]web.NodeView{}
+		for id, n := range d.nodes {
+			cur[id] = web.ViewOf(n.Status(), d.addrs[id])
+		}
+		return cur
+	}
+	prev := look() // before any command runs
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			cur := look()
+			for _, id := range []uint64{1, 2, 3} {
+				c, ok := cur[id]
+				p, was := prev[id]
+				if !ok || !was {
+					continue
+				}
+				for _, e := range web.Changes(p, c, time.Now().UnixMilli()) {
+					d.out.say("* " + e.Text)
+				}
+			}
+			prev = cur
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
+// demoHTTPAddrs gives node 1 the --http address and nodes 2 and 3 the
+// next ports (or free ones, for port 0).
+func demoHTTPAddrs(addr string) (map[uint64]string, error) {
+	host, portStr, _ := net.SplitHostPort(addr)
+	port, _ := strconv.Atoi(portStr)
+	out := map[uint64]string{}
+	for id := uint64(1); id <= 3; id++ {
+		p := 0
+		if port != 0 {
+			p = port + int(id) - 1
+			if p > 65535 {
+				return nil, fmt.Errorf("--http %s: node %d's port %d is past 65535", addr, id, p)
+			}
+		}
+		out[id] = net.JoinHostPort(host, strconv.Itoa(p))
+	}
+	return out, nil
 }
 
 func (d *demo) waitLeader() {
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		for id, n := range d.nodes {
+		for _, n := range d.nodes {
 			if st := n.Status(); st.Role == "leader" {
-				fmt.Fprintf(d.out, "node %d is leader of term %d\n", id, st.Term)
-				return
+				return // the watcher announces it
 			}
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -280,7 +406,9 @@ func (d *demo) do(f []string) error {
 		if err != nil {
 			return err
 		}
-		d.stop(id)
+		if !d.stop(id) {
+			return fmt.Errorf("node %d is not running", id)
+		}
 		fmt.Fprintf(d.out, "node %d stopped\n", id)
 	case "start":
 		if err := need(1); err != nil {
