@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -261,5 +263,43 @@ func TestHTTPEndpoint(t *testing.T) {
 	r.Body.Close()
 	if r.StatusCode != http.StatusForbidden {
 		t.Fatalf("POST /crash without --chaos: %s", r.Status)
+	}
+}
+
+// TestMetricsPassPromtool runs Prometheus's own linter, `promtool check
+// metrics` (Debian's prometheus package), over a live node's /metrics after
+// writes and a snapshot. It skips without promtool unless
+// KETCH_REQUIRE_PROMTOOL is set (CI installs it and sets it).
+func TestMetricsPassPromtool(t *testing.T) {
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv("KETCH_REQUIRE_PROMTOOL") != "" {
+			t.Fatal("promtool not found, and KETCH_REQUIRE_PROMTOOL is set (apt-get install prometheus)")
+		}
+		t.Skip("promtool not found (apt-get install prometheus)")
+	}
+	w := newWebCluster(t, 3, false)
+	w.waitLeader(10 * time.Second)
+	for i := range 10 {
+		mustCLI(t, 0, "put", "--cluster", w.addrs(), fmt.Sprintf("k%d", i), "v")
+	}
+	mustCLI(t, 0, "snapshot", "--cluster", w.addrs())
+	for _, id := range w.ids {
+		resp, err := httpClient.Get(w.url(id, "/metrics"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(promtool, "check", "metrics")
+		cmd.Stdin = strings.NewReader(string(body))
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("promtool check metrics on node %d's /metrics: %v\n%s", id, err, out)
+		}
+		t.Logf("node %d: promtool check metrics passes (%d bytes, %d lines)", id, len(body), strings.Count(string(body), "\n"))
 	}
 }
