@@ -240,6 +240,8 @@ type fsmActor struct {
 	warnCli  rateLimit // refused client requests
 	lastStat fsm.Status
 	lastView time.Time
+	// recv caches the Stats counters of each peer (Stats.From locks).
+	recv     map[uint64]*Received
 	outbound []*pb.RaftMessage
 
 	// The address book: the configuration's members' addresses (conf)
@@ -632,7 +634,14 @@ func (a *fsmActor) countReceived(b *pb.RaftBatch) {
 		return
 	}
 
-	r := a.cfg.Stats.From(b.From)
+	r := a.recv[b.From]
+	if r == nil {
+		if a.recv == nil {
+			a.recv = map[uint64]*Received{}
+		}
+		r = a.cfg.Stats.From(b.From)
+		a.recv[b.From] = r
+	}
 	r.Messages.Add(uint64(len(b.Messages)))
 	if a.cfg.Metrics != nil {
 		n := proto.Size(b)
@@ -793,6 +802,7 @@ func (a *fsmActor) configChanged(ctx actor.Context, x fsm.ConfigChanged) {
 		if _, ok := book[id]; !ok {
 			union[id] = addr
 			a.peersAfterStep = true
+			a.cfg.Metrics.Forget(id) // its series go: labels stay bounded by the members
 		}
 	}
 	a.book = book

@@ -133,6 +133,10 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /view.json", s.viewJSON)
 	mux.HandleFunc("GET /events", s.events)
 	mux.HandleFunc("POST /crash", s.crash)
+	mux.HandleFunc("GET /crash", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "crash requests are POSTs", http.StatusMethodNotAllowed)
+	})
 	sub, _ := fs.Sub(uiFiles, "ui")
 	mux.Handle("GET /", http.FileServerFS(sub))
 	return mux

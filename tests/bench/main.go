@@ -48,13 +48,15 @@ type cluster interface {
 type starter func(dir string, log *slog.Logger) (cluster, error)
 
 var systems = map[string]starter{
-	"ketch":        startKetchLocal,
-	"hashicorp":    startHashicorp,
-	"ketch-remote": startKetchRemote,
-	"ketch-nosnap": startKetchNoSnap,
+	"ketch":         startKetchLocal,
+	"hashicorp":     startHashicorp,
+	"ketch-remote":  startKetchRemote,
+	"ketch-nosnap":  startKetchNoSnap,
+	"ketch-metrics": startKetchMetrics,
+	"ketch-view":    startKetchView,
 }
 
-var systemOrder = []string{"ketch", "hashicorp", "ketch-remote", "ketch-nosnap"}
+var systemOrder = []string{"ketch", "hashicorp", "ketch-remote", "ketch-nosnap", "ketch-metrics", "ketch-view"}
 
 // defaultSystems are the systems a run without -systems compares.
 var defaultSystems = []string{"ketch", "hashicorp", "ketch-remote"}
