@@ -16,8 +16,11 @@ type PeerView struct {
 	State string
 	// Inflight counts AppendEntries sent and not yet acknowledged.
 	Inflight int
-	// Active: the follower answered since the last check-quorum tick.
-	Active bool
+	// Active: the follower answered since the last check-quorum tick;
+	// SilentRounds: heartbeat rounds since it last answered (0: in this
+	// round).
+	Active       bool
+	SilentRounds uint64
 }
 
 // EntryView is a log entry's metadata, without its data.
@@ -37,7 +40,7 @@ func (n *Node) Progress() []PeerView {
 	for _, id := range slices.Sorted(maps.Keys(n.progress)) {
 		pr := n.progress[id]
 		out = append(out, PeerView{ID: id, Match: pr.match, Next: pr.next, State: pr.state.String(),
-			Inflight: len(pr.inflight), Active: pr.active})
+			Inflight: len(pr.inflight), Active: pr.active, SilentRounds: n.round - min(pr.heard, n.round)})
 	}
 	return out
 }

@@ -1167,7 +1167,9 @@ type NodeDetail struct {
 	// The supervisor's children in start order (the rest_for_one order).
 	Children []string `protobuf:"bytes,7,rep,name=children,proto3" json:"children,omitempty"`
 	// The leadership transfer under way, 0 when none.
-	Transferee    uint64 `protobuf:"varint,8,opt,name=transferee,proto3" json:"transferee,omitempty"`
+	Transferee uint64 `protobuf:"varint,8,opt,name=transferee,proto3" json:"transferee,omitempty"`
+	// The node supervisor's actor id (raft/1 for Raft group 1).
+	Supervisor    string `protobuf:"bytes,9,opt,name=supervisor,proto3" json:"supervisor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1258,6 +1260,13 @@ func (x *NodeDetail) GetTransferee() uint64 {
 	return 0
 }
 
+func (x *NodeDetail) GetSupervisor() string {
+	if x != nil {
+		return x.Supervisor
+	}
+	return ""
+}
+
 type EntryInfo struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Index uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
@@ -1337,7 +1346,9 @@ type PeerProgress struct {
 	// AppendEntries sent and not yet acknowledged.
 	Inflight uint32 `protobuf:"varint,5,opt,name=inflight,proto3" json:"inflight,omitempty"`
 	// The follower answered since the last check-quorum tick (thesis §6.2).
-	Active        bool `protobuf:"varint,6,opt,name=active,proto3" json:"active,omitempty"`
+	Active bool `protobuf:"varint,6,opt,name=active,proto3" json:"active,omitempty"`
+	// Heartbeat rounds since the follower last answered (0: in this one).
+	SilentRounds  uint64 `protobuf:"varint,7,opt,name=silent_rounds,json=silentRounds,proto3" json:"silent_rounds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1412,6 +1423,13 @@ func (x *PeerProgress) GetActive() bool {
 		return x.Active
 	}
 	return false
+}
+
+func (x *PeerProgress) GetSilentRounds() uint64 {
+	if x != nil {
+		return x.SilentRounds
+	}
+	return 0
 }
 
 type PeerTraffic struct {
@@ -2211,7 +2229,7 @@ const file_node_proto_rawDesc = "" +
 	"\n" +
 	"MatchEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xab\x02\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\xcb\x02\n" +
 	"\n" +
 	"NodeDetail\x12+\n" +
 	"\x06recent\x18\x01 \x03(\v2\x13.ketch.v1.EntryInfoR\x06recent\x122\n" +
@@ -2224,19 +2242,23 @@ const file_node_proto_rawDesc = "" +
 	"\bchildren\x18\a \x03(\tR\bchildren\x12\x1e\n" +
 	"\n" +
 	"transferee\x18\b \x01(\x04R\n" +
-	"transferee\"t\n" +
+	"transferee\x12\x1e\n" +
+	"\n" +
+	"supervisor\x18\t \x01(\tR\n" +
+	"supervisor\"t\n" +
 	"\tEntryInfo\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12'\n" +
 	"\x04type\x18\x03 \x01(\x0e2\x13.ketch.v1.EntryTypeR\x04type\x12\x14\n" +
-	"\x05bytes\x18\x04 \x01(\rR\x05bytes\"\x92\x01\n" +
+	"\x05bytes\x18\x04 \x01(\rR\x05bytes\"\xb7\x01\n" +
 	"\fPeerProgress\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x14\n" +
 	"\x05match\x18\x02 \x01(\x04R\x05match\x12\x12\n" +
 	"\x04next\x18\x03 \x01(\x04R\x04next\x12\x14\n" +
 	"\x05state\x18\x04 \x01(\tR\x05state\x12\x1a\n" +
 	"\binflight\x18\x05 \x01(\rR\binflight\x12\x16\n" +
-	"\x06active\x18\x06 \x01(\bR\x06active\"\xd7\x01\n" +
+	"\x06active\x18\x06 \x01(\bR\x06active\x12#\n" +
+	"\rsilent_rounds\x18\a \x01(\x04R\fsilentRounds\"\xd7\x01\n" +
 	"\vPeerTraffic\x12\x12\n" +
 	"\x04peer\x18\x01 \x01(\x04R\x04peer\x12#\n" +
 	"\rsent_messages\x18\x02 \x01(\x04R\fsentMessages\x12\x1d\n" +

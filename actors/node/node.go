@@ -696,7 +696,7 @@ func (n *Node) StatusDetail(detail bool) *pb.NodeStatus {
 // detail is NodeStatus.detail: the fsm's latest View and the traffic
 // counters of the sender (sent) and the fsm actor (received).
 func (n *Node) detail() *pb.NodeDetail {
-	d := &pb.NodeDetail{Chaos: n.cfg.Chaos, UnixMillis: time.Now().UnixMilli(), Children: slices.Clone(Children)}
+	d := &pb.NodeDetail{Chaos: n.cfg.Chaos, UnixMillis: time.Now().UnixMilli(), Children: slices.Clone(Children), Supervisor: n.ids.Supervisor}
 	if r := n.raft.Load(); r != nil {
 		d.Durable, d.Transferee = r.Durable, r.Transferee
 	}
@@ -707,7 +707,7 @@ func (n *Node) detail() *pb.NodeDetail {
 		if r := n.raft.Load(); r != nil && r.Role == fsm.Leader {
 			for _, p := range v.Progress {
 				d.Progress = append(d.Progress, &pb.PeerProgress{Id: p.ID, Match: p.Match, Next: p.Next, State: p.State,
-					Inflight: uint32(p.Inflight), Active: p.Active})
+					Inflight: uint32(p.Inflight), Active: p.Active, SilentRounds: p.SilentRounds})
 			}
 		}
 	}

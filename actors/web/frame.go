@@ -66,8 +66,10 @@ type NodeView struct {
 	// Children is the supervision tree under the node supervisor, in start
 	// (rest_for_one) order.
 	Children []ChildView `json:"children"`
-	Chaos    bool        `json:"chaos"`
-	Error    string      `json:"error,omitempty"`
+	// Supervisor is the node supervisor's actor id (raft/1).
+	Supervisor string `json:"supervisor"`
+	Chaos      bool   `json:"chaos"`
+	Error      string `json:"error,omitempty"`
 }
 
 // EntryView is one log entry's metadata: type is normal, noop or config.
@@ -88,6 +90,8 @@ type ProgressView struct {
 	State    string `json:"state"`
 	Inflight uint32 `json:"inflight"`
 	Active   bool   `json:"active"`
+	// SilentRounds: heartbeat rounds since the follower last answered.
+	SilentRounds uint64 `json:"silent_rounds"`
 }
 
 // TrafficView counts the messages exchanged with one peer.
@@ -148,12 +152,12 @@ func ViewOf(st *pb.NodeStatus, addr string) NodeView {
 	}
 	order := slices.Sorted(maps.Keys(st.Children))
 	if d := st.Detail; d != nil {
-		v.Durable, v.Transferee, v.Chaos = d.Durable, d.Transferee, d.Chaos
+		v.Durable, v.Transferee, v.Chaos, v.Supervisor = d.Durable, d.Transferee, d.Chaos, d.Supervisor
 		for _, e := range d.Recent {
 			v.Recent = append(v.Recent, EntryView{Index: e.Index, Term: e.Term, Type: entryType(e.Type), Bytes: e.Bytes})
 		}
 		for _, p := range d.Progress {
-			v.Progress = append(v.Progress, ProgressView{ID: p.Id, Match: p.Match, Next: p.Next, State: p.State, Inflight: p.Inflight, Active: p.Active})
+			v.Progress = append(v.Progress, ProgressView{ID: p.Id, Match: p.Match, Next: p.Next, State: p.State, Inflight: p.Inflight, Active: p.Active, SilentRounds: p.SilentRounds})
 		}
 		for _, t := range d.Traffic {
 			v.Traffic = append(v.Traffic, TrafficView{Peer: t.Peer, SentMessages: t.SentMessages, SentBytes: t.SentBytes,

@@ -59,8 +59,13 @@ type viewer struct {
 	nodes  map[uint64]*seen
 	addrs  map[uint64]string
 	events []Event
-	crash  []chan *pb.CrashResponse // waiting for a CrashResponse, in order
-	timer  *time.Timer
+	// asked holds the peers asked in this round that have not answered:
+	// the last answer publishes a frame at once, so a peer's change
+	// reaches the page a round trip after the round began, not a round
+	// later (the round publishes one anyway, for peers that are down).
+	asked map[uint64]bool
+	crash []chan *pb.CrashResponse // waiting for a CrashResponse, in order
+	timer *time.Timer
 }
 
 func (v *viewer) Receive(ctx actor.Context) {
@@ -77,7 +82,12 @@ func (v *viewer) Receive(ctx actor.Context) {
 		self, root := ctx.Self(), ctx.ActorSystem().Root
 		v.timer = time.AfterFunc(v.interval, func() { root.Send(self, tick{}) })
 	case *pb.NodeStatus:
-		v.answer(m)
+		if v.answer(m) && v.asked[m.Id] {
+			delete(v.asked, m.Id)
+			if len(v.asked) == 0 {
+				v.publish(v.frame(time.Now()))
+			}
+		}
 	case *crashAsk:
 		v.crash = append(v.crash, m.reply)
 		ctx.Request(actor.NewPID(m.addr, v.n.Names().Gateway), &pb.CrashRequest{ClusterId: v.n.ClusterID(), Actor: m.child})
@@ -111,8 +121,10 @@ func (v *viewer) round(ctx actor.Context) {
 		}
 	}
 	v.addrs = want
+	v.asked = map[uint64]bool{}
 	for id, addr := range want {
 		if id != self.Id {
+			v.asked[id] = true
 			ctx.Request(actor.NewPID(addr, v.n.Names().Gateway), &pb.StatusRequest{ClusterId: v.n.ClusterID(), Detail: true})
 		}
 	}
@@ -121,12 +133,13 @@ func (v *viewer) round(ctx actor.Context) {
 
 // answer takes a peer's status: only of a member this viewer asked, of its
 // cluster (a forged one could only draw a wrong picture, never touch Raft).
-func (v *viewer) answer(st *pb.NodeStatus) {
+func (v *viewer) answer(st *pb.NodeStatus) bool {
 	addr, ok := v.addrs[st.Id]
 	if !ok || st.Id == v.n.ID() || st.Error != "" && st.Role == "" {
-		return
+		return false
 	}
 	v.take(st, addr, time.Now())
+	return true
 }
 
 func (v *viewer) take(st *pb.NodeStatus, addr string, now time.Time) {
@@ -158,9 +171,10 @@ func (v *viewer) frame(now time.Time) Frame {
 		}
 		nv := s.view
 		nv.AgeMillis = now.Sub(s.at).Milliseconds()
-		// An answer older than four rounds (and a second) is a node that
-		// stopped answering: its last picture stays, marked unreachable.
-		nv.Reachable = now.Sub(s.at) <= max(4*v.interval, time.Second)
+		// An answer older than three rounds (and half a second) is a node
+		// that stopped answering: its last picture stays, marked
+		// unreachable.
+		nv.Reachable = s.at.Equal(now) || now.Sub(s.at) <= max(3*v.interval, 500*time.Millisecond)
 		f.Nodes = append(f.Nodes, nv)
 	}
 	return f
@@ -174,7 +188,9 @@ type latest struct {
 	changed chan struct{} // closed and replaced on every publish
 }
 
-func newLatest() *latest { return &latest{changed: make(chan struct{})} }
+func newLatest() *latest {
+	return &latest{changed: make(chan struct{}), frame: Frame{Nodes: []NodeView{}, Events: []Event{}}}
+}
 
 func (l *latest) publish(f Frame) {
 	l.mu.Lock()
