@@ -8,6 +8,8 @@
 //	protocol   the Go messages a node's actors exchange (never on the wire)
 //	node       assembles a node: actor system, remote, the supervision tree, identity on disk
 //	client     the Go client the CLI and tests use
+//	metrics    a node's Prometheus metrics: hot-path counters and histograms, scrape-time gauges
+//	web        a node's HTTP endpoint: /metrics, /status and the live view, fed by the viewer actor
 //
 // Actors never reach into each other's internals: they exchange the Go
 // messages of package protocol (and of logstore and sender, the layers

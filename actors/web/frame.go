@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/ketch-raft/ketch/actors/node"
 	pb "github.com/ketch-raft/ketch/messages"
 )
 
@@ -150,7 +151,14 @@ func ViewOf(st *pb.NodeStatus, addr string) NodeView {
 			v.Outgoing = append(v.Outgoing, MemberJSON{ID: m.Id, Address: m.Address, Role: RoleName(m.Role)})
 		}
 	}
-	order := slices.Sorted(maps.Keys(st.Children))
+	// The supervisor's start order: the detail's, or this version's
+	// (node.Children), then any other name.
+	order := slices.Clone(node.Children)
+	for _, name := range slices.Sorted(maps.Keys(st.Children)) {
+		if !slices.Contains(order, name) {
+			order = append(order, name)
+		}
+	}
 	if d := st.Detail; d != nil {
 		v.Durable, v.Transferee, v.Chaos, v.Supervisor = d.Durable, d.Transferee, d.Chaos, d.Supervisor
 		for _, e := range d.Recent {

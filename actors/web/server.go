@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -49,6 +50,34 @@ type Server struct {
 	srv    *http.Server
 	latest *latest
 	viewer *actor.PID
+	// streams counts the open /events streams; viewed is when /view.json
+	// was last read (Unix nanoseconds). Either makes the viewer ask.
+	streams atomic.Int64
+	viewed  atomic.Int64
+}
+
+// watchGrace is how long a /view.json read keeps the viewer asking.
+const watchGrace = 5 * time.Second
+
+func (s *Server) watched() bool {
+	return s.streams.Load() > 0 || time.Since(time.Unix(0, s.viewed.Load())) < watchGrace
+}
+
+// fresh returns the latest frame, first waking the viewer (and waiting up
+// to a second for its frame) if the latest is older than two rounds.
+func (s *Server) fresh(ctx context.Context) Frame {
+	f, _, changed := s.latest.get()
+	if time.Since(time.UnixMilli(f.AtUnixMillis)) <= 2*s.cfg.Interval {
+		return f
+	}
+	s.cfg.Node.System().Root.Send(s.viewer, wake{})
+	select {
+	case <-changed:
+	case <-time.After(time.Second):
+	case <-ctx.Done():
+	}
+	f, _, _ = s.latest.get()
+	return f
 }
 
 // Start binds cfg.Listen, spawns the viewer in the node's actor system and
@@ -71,7 +100,8 @@ func Start(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("--http %s: cannot listen: %w", cfg.Listen, err)
 	}
 	s := &Server{cfg: cfg, ln: ln, latest: newLatest()}
-	v := &viewer{n: cfg.Node, interval: cfg.Interval, chaos: cfg.Chaos, log: cfg.Logger.With("actor", "web"), publish: s.latest.publish}
+	v := &viewer{n: cfg.Node, interval: cfg.Interval, chaos: cfg.Chaos, log: cfg.Logger.With("actor", "web"),
+		publish: s.latest.publish, watched: s.watched}
 	s.viewer, err = cfg.Node.System().Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return v }), ViewerName)
 	if err != nil {
 		_ = ln.Close()
@@ -147,9 +177,9 @@ func (s *Server) status(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, FromStatus(s.cfg.Node.Status(), s.cfg.Node.Address(), nil))
 }
 
-func (s *Server) viewJSON(w http.ResponseWriter, _ *http.Request) {
-	f, _, _ := s.latest.get()
-	writeJSON(w, f)
+func (s *Server) viewJSON(w http.ResponseWriter, r *http.Request) {
+	s.viewed.Store(time.Now().UnixNano())
+	writeJSON(w, s.fresh(r.Context()))
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
@@ -170,6 +200,9 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Accel-Buffering", "no")
+	s.streams.Add(1)
+	defer s.streams.Add(-1)
+	s.cfg.Node.System().Root.Send(s.viewer, wake{}) // a first frame now, not at the next round
 	var last uint64
 	for {
 		f, version, changed := s.latest.get()
@@ -209,7 +242,7 @@ func (s *Server) crash(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("child %q: crashable children are store, state, fsm and sender", child), http.StatusBadRequest)
 		return
 	}
-	f, _, _ := s.latest.get()
+	f := s.fresh(r.Context())
 	var addr string
 	for _, n := range f.Nodes {
 		if fmt.Sprint(n.ID) == r.URL.Query().Get("node") {

@@ -31,8 +31,12 @@ func Routes() map[string][]string {
 // make the viewer keep).
 const maxNodes = 64
 
-// tick makes the viewer ask every node again.
-type tick struct{}
+// tick makes the viewer ask every node again, if anyone watches; wake
+// makes it ask at once (a watcher arrived after a quiet spell).
+type (
+	tick struct{}
+	wake struct{}
+)
 
 // crashAsk asks the viewer to send a CrashRequest to a node.
 type crashAsk struct {
@@ -55,6 +59,10 @@ type viewer struct {
 	chaos    bool
 	log      *slog.Logger
 	publish  func(Frame)
+	// watched reports whether a page or a /view.json reader is watching:
+	// nobody watching, the viewer asks nobody, and serving the view costs
+	// the cluster nothing.
+	watched func() bool
 
 	nodes  map[uint64]*seen
 	addrs  map[uint64]string
@@ -78,9 +86,13 @@ func (v *viewer) Receive(ctx actor.Context) {
 			v.timer.Stop()
 		}
 	case tick:
-		v.round(ctx)
+		if v.watched() {
+			v.round(ctx)
+		}
 		self, root := ctx.Self(), ctx.ActorSystem().Root
 		v.timer = time.AfterFunc(v.interval, func() { root.Send(self, tick{}) })
+	case wake:
+		v.round(ctx)
 	case *pb.NodeStatus:
 		if v.answer(m) && v.asked[m.Id] {
 			delete(v.asked, m.Id)

@@ -1,7 +1,7 @@
 // Command ketch is the one ketch binary:
 //
-//	ketch node   --id ID --listen HOST:PORT --peers ID=HOST:PORT,... --data DIR [--cluster-id NAME] [--chaos]
-//	ketch demo   [--data DIR]
+//	ketch node   --id ID --listen HOST:PORT --peers ID=HOST:PORT,... --data DIR [--cluster-id NAME] [--chaos] [--http HOST:PORT]
+//	ketch demo   [--data DIR] [--http HOST:PORT] [--log-level LEVEL]
 //	ketch put    --cluster HOST:PORT,... KEY VALUE
 //	ketch get    --cluster HOST:PORT,... KEY
 //	ketch delete --cluster HOST:PORT,... KEY
@@ -59,7 +59,8 @@ const usage = `ketch — Raft consensus built the Erlang/OTP way
 usage:
   ketch node   --id ID --listen HOST:PORT --peers ID=HOST:PORT,... --data DIR [--cluster-id NAME] [--chaos] [--lease-reads] [--log-level LEVEL]
                [--snapshot-entries N] [--snapshot-bytes N] [--snapshot-growth F] [--snapshot-trailing N] [--snapshot-chunk-bytes N]
-  ketch demo   [--data DIR]
+               [--http HOST:PORT]   (metrics at /metrics, status at /status, the live view at /)
+  ketch demo   [--data DIR] [--http HOST:PORT] [--log-level LEVEL]
   ketch put    --cluster HOST:PORT,... KEY VALUE
   ketch get    --cluster HOST:PORT,... KEY
   ketch delete --cluster HOST:PORT,... KEY
