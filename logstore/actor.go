@@ -193,7 +193,11 @@ func Props(open func() (Store, error)) *actor.Props {
 // flushes when none is: the same rule, decided on the actor's goroutine. The
 // count is incremented after a message is enqueued and decremented after it
 // is dequeued, so a positive count always means a message the actor will
-// still receive: a batch is never stranded.
+// still receive; but a message can be dequeued (and counted off) before
+// its enqueuer's increment, so the count can also read -1 with nothing
+// queued, and the actor flushes on any count <= 0: a batch is never
+// stranded. (== 0 stranded one under load: a write waited for the next
+// message, TestActorWritesAreAnsweredInOrder timed out in CI.)
 //
 // The actor therefore needs its mailbox, and protoactor does not hand it
 // over. The mailbox is created once per spawn and survives restarts, while
@@ -322,7 +326,11 @@ func (a *storeActor) Receive(ctx actor.Context) {
 		}
 		a.closeStore()
 	}
-	if len(a.pending) > 0 && a.sp.mailbox.UserMessageCount() == 0 {
+	// <= 0, not == 0: the mailbox pushes a message before it counts it,
+	// so the actor can take a message, and count it off, before the
+	// sender's increment lands; the count then reads -1 while that very
+	// message is handled, and nothing more is coming.
+	if len(a.pending) > 0 && a.sp.mailbox.UserMessageCount() <= 0 {
 		a.flush(ctx)
 	}
 }
