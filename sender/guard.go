@@ -2,6 +2,7 @@ package sender
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -150,6 +151,8 @@ type wireGuard struct {
 	maxBytes int
 	log      *slog.Logger
 	onReject func(Rejection)
+	// authenticate, with TLS (WithTLS), names the peer of each stream.
+	authenticate func(tls.ConnectionState) (uint64, error)
 }
 
 // protoactorTypes are protoactor's own messages, which routing lets
@@ -230,6 +233,19 @@ func (g *wireGuard) unaryInterceptor(ctx context.Context, _ any, info *grpc.Unar
 // passes the guard, and recovers a panic of the handler.
 func (g *wireGuard) streamInterceptor(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
 	gs := &guardedStream{ServerStream: ss, g: g, peer: peerAddr(ss.Context())}
+	if g.authenticate != nil {
+		// TLS: who is at the other end is the certificate's identity.
+		state, ok := peerTLS(ss.Context())
+		if !ok {
+			gs.reject(Rejection{Reason: "a stream without TLS", Closed: true})
+			return status.Error(codes.Unauthenticated, "ketch: TLS required")
+		}
+		if gs.node, err = g.authenticate(state); err != nil {
+			gs.reject(Rejection{Reason: "certificate refused: " + err.Error(), Closed: true})
+			return status.Error(codes.PermissionDenied, "ketch: "+err.Error())
+		}
+		gs.authed = true
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			g.log.Error("wire guard recovered a panic in the remote stream handler; stream closed",
@@ -254,8 +270,12 @@ type guardedStream struct {
 	g         *wireGuard
 	peer      string
 	announced string // from the peer's first ConnectRequest
-	lastLog   time.Time
-	muted     int // rejections not logged since lastLog
+	// authed: the connection is TLS and node is who its certificate
+	// names (0: a client).
+	authed  bool
+	node    uint64
+	lastLog time.Time
+	muted   int // rejections not logged since lastLog
 }
 
 // RecvMsg receives the next message and passes it through the guard. An
@@ -300,7 +320,11 @@ func (s *guardedStream) filterAt(b *remote.MessageBatch, local string) error {
 	kept := b.Envelopes[:0]
 	first := ""
 	for _, e := range b.Envelopes {
-		if why := s.g.refuse(b, e, local, s.announced); why != "" {
+		why := s.g.refuse(b, e, local, s.announced)
+		if why == "" && s.authed {
+			why = identityRefusal(s.node, b.TypeNames[e.TypeId], e.MessageData)
+		}
+		if why != "" {
 			if first == "" {
 				first = why
 			}

@@ -2,6 +2,7 @@ package sender
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -57,6 +58,7 @@ type RemoteOption func(*remoteOptions)
 
 type remoteOptions struct {
 	guard      GuardConfig
+	tls        *TLS
 	maxRecv    int
 	protoactor []remote.ConfigOption
 }
@@ -138,6 +140,20 @@ func StartRemote(system *actor.ActorSystem, host string, port int, opts ...Remot
 
 	cfgOpts := append(remoteDefaults(), o.protoactor...)
 	cfg := remote.Configure(host, port, cfgOpts...)
+	if o.tls != nil {
+		dial, server, err := tlsOptions(o.tls)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrRemoteStart, err)
+		}
+		// Replaces the plaintext credentials of remoteDefaults (a later
+		// credentials option wins in gRPC).
+		cfg.DialOptions = append(cfg.DialOptions, dial)
+		cfg.ServerOptions = append(cfg.ServerOptions, server)
+		guard.authenticate = o.tls.Authenticate
+		if guard.authenticate == nil {
+			guard.authenticate = func(tls.ConnectionState) (uint64, error) { return 0, nil }
+		}
+	}
 	cfg.ServerOptions = append(cfg.ServerOptions,
 		grpc.MaxRecvMsgSize(o.maxRecv),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),

@@ -136,8 +136,6 @@ func goodBatchData(term uint64) []byte {
 	return marshal(&pb.RaftBatch{Messages: []*pb.RaftMessage{msgTo(2, term)}})
 }
 
-var raftBatchName = string(proto.MessageName(&pb.RaftBatch{}))
-
 func hostileCases() []hostileCase {
 	return []hostileCase{
 		{name: "unregistered type", rejected: true, unguardedFails: true,

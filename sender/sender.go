@@ -1,6 +1,7 @@
 package sender
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -93,6 +94,9 @@ type Config struct {
 	// Both run on the actor and must not block.
 	OnSent    func(peer uint64, msgs, bytes int)
 	OnDropped func(peer uint64, n int)
+	// ProbeTLS, when the remote speaks TLS (WithTLS), is the client
+	// configuration the reachability probe dials with (TLS.Client).
+	ProbeTLS *tls.Config
 }
 
 // withDefaults returns c with the zero fields set to their defaults.
@@ -520,7 +524,12 @@ func (a *senderActor) probe(ctx actor.Context, p *peer) {
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	id, addr, timeout := p.id, p.addr, a.s.cfg.ProbeTimeout
 	go func() {
-		err := probeHTTP2(addr, timeout)
+		var err error
+		if probe := a.s.cfg.ProbeTLS; probe != nil {
+			err = probeTLS(addr, timeout, probe)
+		} else {
+			err = probeHTTP2(addr, timeout)
+		}
 		root.Send(self, &probeResult{owner: a, id: id, addr: addr, err: err})
 	}()
 }
@@ -569,6 +578,12 @@ func probeHTTP2(addr string, timeout time.Duration) error {
 		return err
 	}
 	defer c.Close()
+	return http2Answer(c, timeout)
+}
+
+// http2Answer sends the HTTP/2 client preface on c and reads the server's
+// first frame, which must be a SETTINGS frame.
+func http2Answer(c net.Conn, timeout time.Duration) error {
 	if err := c.SetDeadline(time.Now().Add(timeout)); err != nil {
 		return err
 	}

@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/ketch-raft/ketch/actors/certs"
 	"github.com/ketch-raft/ketch/actors/kv"
 	pb "github.com/ketch-raft/ketch/messages"
 	"github.com/ketch-raft/ketch/sender"
@@ -87,7 +88,12 @@ type Config struct {
 	// default) for nodes started by `ketch node` or node.Start, and
 	// node.Names().Gateway for nodes embedded with node.StartIn.
 	Gateway string
-	Logger  *slog.Logger
+	// TLS, when its files are given, makes the client speak mutual TLS to
+	// nodes started with TLS (see actors/certs): its certificate (from
+	// 'ketch certs client', or a node's) and the cluster's CA. Its reply
+	// listener then accepts only the cluster's nodes.
+	TLS    certs.Files
+	Logger *slog.Logger
 }
 
 // DefaultClusterID is the cluster id nodes and clients use by default.
@@ -176,7 +182,18 @@ func New(cfg Config) (*Client, error) {
 		OtherTargets:    ResponseTypes(),
 		Logger:          cfg.Logger,
 	}
-	if _, err := sender.StartRemote(c.system, cfg.ListenHost, 0, sender.WithGuard(guard), sender.WithMaxRecvMsgBytes(sender.RecvMsgBytesFor(cfg.Limits))); err != nil {
+	opts := []sender.RemoteOption{sender.WithGuard(guard), sender.WithMaxRecvMsgBytes(sender.RecvMsgBytesFor(cfg.Limits))}
+	if cfg.TLS.Enabled() {
+		if err := cfg.TLS.Validate("--cacert", "--cert", "--key"); err != nil {
+			return nil, fmt.Errorf("client: %w", err)
+		}
+		t, err := certs.NewTLS(cfg.TLS, cfg.ClusterID, certs.AcceptNodes, cfg.Logger)
+		if err != nil {
+			return nil, fmt.Errorf("client: %w", err)
+		}
+		opts = append(opts, sender.WithTLS(sender.TLS{Server: t.Server, Client: t.Client, Authenticate: t.Authenticate, Logger: cfg.Logger}))
+	}
+	if _, err := sender.StartRemote(c.system, cfg.ListenHost, 0, opts...); err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
 	c.reply = c.system.Root.Spawn(actor.PropsFromFunc(c.receive))

@@ -22,6 +22,8 @@
 package node
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -38,6 +40,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/remote"
+	"github.com/ketch-raft/ketch/actors/certs"
 	"github.com/ketch-raft/ketch/actors/consensus"
 	"github.com/ketch-raft/ketch/actors/gateway"
 	"github.com/ketch-raft/ketch/actors/kv"
@@ -164,7 +167,14 @@ type Config struct {
 	// Metrics turns on the node's Prometheus metrics (Node.Metrics; the
 	// CLI serves them with --http). Off, the actors record nothing.
 	Metrics bool
-	Logger  *slog.Logger
+	// TLS, when its files are given (--tls-ca, --tls-cert, --tls-key),
+	// makes every connection to and from the node mutual TLS 1.3: its
+	// certificate must name this node of this cluster
+	// (ketch://CLUSTER/node/ID, 'ketch certs node'), peers' and clients'
+	// must chain to the CA, and Raft messages must come from the node
+	// their connection's certificate names. Plaintext is refused.
+	TLS    certs.Files
+	Logger *slog.Logger
 }
 
 // DefaultClusterID is the cluster id when none is given.
@@ -211,6 +221,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DataDir == "" {
 		return bad("--data is required")
+	}
+	if err := c.TLS.Validate("--tls-ca", "--tls-cert", "--tls-key"); err != nil {
+		return bad("%v", err)
 	}
 	if err := os.MkdirAll(c.DataDir, 0o755); err != nil {
 		return bad("cannot create data dir: %v", err)
@@ -407,7 +420,21 @@ func start(parent actor.SpawnerContext, cfg Config, ownSystem bool) (*Node, erro
 	if cfg.Metrics {
 		n.metrics = metrics.New(n.metricsSource())
 	}
+	var remoteTLS []sender.RemoteOption
+	var probeTLS *tls.Config
+	if cfg.TLS.Enabled() {
+		t, err := certs.NewTLS(cfg.TLS, cfg.ClusterID, certs.AcceptNodesAndClients, log)
+		if err != nil {
+			return nil, bad("%v", err)
+		}
+		if err := ownCertificate(cfg); err != nil {
+			return nil, err
+		}
+		remoteTLS = append(remoteTLS, sender.WithTLS(sender.TLS{Server: t.Server, Client: t.Client, Authenticate: t.Authenticate, Logger: log}))
+		probeTLS = t.Client
+	}
 	n.send, err = sender.New(sender.Config{
+		ProbeTLS:      probeTLS,
 		OnSent:        n.metrics.Sent,
 		OnDropped:     n.metrics.Dropped,
 		Peers:         cfg.Peers,
@@ -427,7 +454,7 @@ func start(parent actor.SpawnerContext, cfg Config, ownSystem bool) (*Node, erro
 		}
 		routes[id] = types
 	}
-	n.remote, err = sender.StartRemote(n.system, host, port, sender.WithGuard(sender.GuardConfig{
+	remoteOpts := append(remoteTLS, sender.WithGuard(sender.GuardConfig{
 		MaxMessageBytes: cfg.Limits.MaxBatchBytes,
 		Routes:          routes,
 		Logger:          log,
@@ -436,6 +463,7 @@ func start(parent actor.SpawnerContext, cfg Config, ownSystem bool) (*Node, erro
 			n.metrics.Rejected("wire", max(r.Dropped, 1))
 		},
 	}), sender.WithMaxRecvMsgBytes(sender.RecvMsgBytesFor(cfg.Limits)))
+	n.remote, err = sender.StartRemote(n.system, host, port, remoteOpts...)
 	if err != nil {
 		n.remote = nil
 		return nil, fmt.Errorf("%w: %v", ErrBadConfig, err)
@@ -581,6 +609,28 @@ func (nopRand) Int64N(int64) int64 { return 0 }
 
 // Address is the node's remote address.
 func (n *Node) Address() string { return n.system.Address() }
+
+// ownCertificate checks that the node's certificate names this node: a
+// node must not take part under another's identity.
+func ownCertificate(cfg Config) error {
+	pair, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
+	if err != nil {
+		return bad("--tls-cert %s, --tls-key %s: %v", cfg.TLS.Cert, cfg.TLS.Key, err)
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return bad("--tls-cert %s: %v", cfg.TLS.Cert, err)
+	}
+	id, err := certs.ParseIdentity(leaf)
+	if err != nil {
+		return bad("--tls-cert %s: %v", cfg.TLS.Cert, err)
+	}
+	if id.Kind != certs.KindNode || id.NodeID != cfg.ID || id.ClusterID != cfg.ClusterID {
+		return bad("--tls-cert %s names %s, not node %d of cluster %q: issue one with 'ketch certs node --cluster-id %s --id %d --host ...'",
+			cfg.TLS.Cert, id, cfg.ID, cfg.ClusterID, cfg.ClusterID, cfg.ID)
+	}
+	return nil
+}
 
 // onStatus publishes the fsm's status; it runs on the fsm actor.
 func (n *Node) onStatus(st fsm.Status) {

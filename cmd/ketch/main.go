@@ -12,6 +12,11 @@
 //	ketch snapshot --cluster HOST:PORT,... [--node ID]
 //	ketch node   --id ID --listen HOST:PORT --data DIR --join
 //	ketch member list|add|promote|remove|replace --cluster HOST:PORT,... (see member.go)
+//	ketch certs init|node|client --dir DIR ... (a development CA; see certs.go)
+//
+// With mutual TLS, nodes take --tls-ca, --tls-cert and --tls-key, and the
+// client verbs --cacert, --cert and --key ($KETCH_CACERT, $KETCH_CERT,
+// $KETCH_KEY).
 //
 // Exit codes: 0 success; 1 a negative answer (get: not found; cas: the
 // current value differed); 2 any other failure, with a one-line reason on
@@ -37,6 +42,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ketch-raft/ketch/actors/certs"
 	"github.com/ketch-raft/ketch/actors/client"
 	"github.com/ketch-raft/ketch/actors/node"
 	"github.com/ketch-raft/ketch/actors/state"
@@ -71,6 +77,10 @@ usage:
   ketch snapshot --cluster HOST:PORT,... [--node ID]
   ketch node   --id ID --listen HOST:PORT --data DIR --join        (a new server, added with 'ketch member add')
   ketch member list|add|promote|remove|replace --cluster HOST:PORT,... (run 'ketch member' for the forms)
+  ketch certs  init --dir DIR | node --dir DIR --cluster-id C --id N --host H,... | client --dir DIR --name NAME
+
+Mutual TLS: 'ketch node' takes --tls-ca FILE --tls-cert FILE --tls-key FILE; the client
+commands take --cacert FILE --cert FILE --key FILE (or $KETCH_CACERT, $KETCH_CERT, $KETCH_KEY).
 
 Run 'ketch COMMAND -h' for a command's flags.
 `
@@ -102,6 +112,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return cmdTransfer(rest, stdout, stderr)
 	case "member":
 		return cmdMember(rest, stdout, stderr)
+	case "certs":
+		return cmdCerts(rest, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
@@ -153,6 +165,9 @@ func cmdNode(args []string, stderr io.Writer) int {
 	snapTrailing := fs.Int("snapshot-trailing", fsm.DefaultSnapshotTrailing, "entries kept in the log behind a snapshot, for followers that lag a little (at least 1)")
 	snapChunk := fs.Int("snapshot-chunk-bytes", fsm.DefaultSnapshotChunk, "bytes per InstallSnapshot chunk sent to a lagging follower")
 	httpAddr := fs.String("http", "", "serve Prometheus metrics (/metrics), status (/status) and the live view (/) on HOST:PORT (off when empty)")
+	tlsCA := fs.String("tls-ca", "", "mutual TLS: the cluster's CA certificate ('ketch certs init'); with --tls-cert and --tls-key, every connection is TLS 1.3 and plaintext is refused")
+	tlsCert := fs.String("tls-cert", "", "mutual TLS: this node's certificate ('ketch certs node'; it must name this node of this cluster)")
+	tlsKey := fs.String("tls-key", "", "mutual TLS: this node's key")
 	if err := fs.Parse(args); err != nil {
 		return exitFailure
 	}
@@ -211,6 +226,7 @@ func cmdNode(args []string, stderr io.Writer) int {
 		SnapshotGrowth:   growth,
 		SnapshotTrailing: *snapTrailing, SnapshotChunkBytes: *snapChunk,
 		Metrics: *httpAddr != "", ExtraRoutes: webRoutes(*httpAddr != ""),
+		TLS:    certs.Files{CA: *tlsCA, Cert: *tlsCert, Key: *tlsKey},
 		Logger: newLogger(stderr, level),
 	})
 	if errors.Is(err, logstore.ErrCorrupt) {
@@ -285,6 +301,9 @@ type clientFlags struct {
 	cluster   *string
 	clusterID *string
 	timeout   *time.Duration
+	// Mutual TLS (--cacert, --cert, --key; $KETCH_CACERT, $KETCH_CERT,
+	// $KETCH_KEY), etcdctl's names.
+	cacert, cert, key *string
 }
 
 func addClientFlags(fs *flag.FlagSet) clientFlags {
@@ -292,6 +311,9 @@ func addClientFlags(fs *flag.FlagSet) clientFlags {
 		cluster:   fs.String("cluster", os.Getenv("KETCH_CLUSTER"), "node addresses HOST:PORT,... (default $KETCH_CLUSTER)"),
 		clusterID: fs.String("cluster-id", node.DefaultClusterID, "cluster name"),
 		timeout:   fs.Duration("timeout", 10*time.Second, "give up after this long"),
+		cacert:    fs.String("cacert", os.Getenv("KETCH_CACERT"), "TLS: the cluster's CA certificate (default $KETCH_CACERT; with --cert and --key)"),
+		cert:      fs.String("cert", os.Getenv("KETCH_CERT"), "TLS: this client's certificate, from 'ketch certs client' (default $KETCH_CERT)"),
+		key:       fs.String("key", os.Getenv("KETCH_KEY"), "TLS: this client's key (default $KETCH_KEY)"),
 	}
 }
 
@@ -308,7 +330,8 @@ func (f clientFlags) open(stderr io.Writer) (*client.Client, []string, error) {
 	// The CLI's errors are its own one-line messages; protoactor's log
 	// lines about unreachable nodes would only add noise on stderr.
 	cl, err := client.New(client.Config{Cluster: addrs, ClusterID: *f.clusterID, Timeout: *f.timeout,
-		AttemptTimeout: min(300*time.Millisecond, *f.timeout/3), Logger: slog.New(slog.DiscardHandler)})
+		AttemptTimeout: min(300*time.Millisecond, *f.timeout/3), TLS: certs.Files{CA: *f.cacert, Cert: *f.cert, Key: *f.key},
+		Logger: slog.New(slog.DiscardHandler)})
 	return cl, addrs, err
 }
 

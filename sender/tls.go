@@ -1,0 +1,172 @@
+package sender
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	pb "github.com/ketch-raft/ketch/messages"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	grpcpeer "google.golang.org/grpc/peer"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+)
+
+// TLS is mutual TLS for a remote (WithTLS): Server accepts connections
+// (it must require and verify client certificates), Client dials peers
+// (it presents this side's certificate and verifies theirs). Both come
+// from the caller (actors/certs builds them from PEM files, rereading the
+// files on new connections); the sender only plugs them into gRPC, into
+// its reachability probe, and into the wire guard, which learns from
+// Authenticate who is at the other end of each inbound stream.
+type TLS struct {
+	Server, Client *tls.Config
+	// Authenticate names the peer of an inbound connection from its
+	// verified TLS state: a node id, or 0 for a client (which may use the
+	// client protocol but never send Raft messages). An error refuses the
+	// stream. Nil: every verified peer is a client.
+	Authenticate func(tls.ConnectionState) (node uint64, err error)
+	// Logger receives the one line per refused connection (rate limited).
+	Logger *slog.Logger
+}
+
+// WithTLS makes the remote speak TLS only: plaintext or unverified peers
+// and clients are refused at the handshake, with a log line naming them,
+// and the wire guard checks that Raft messages come from the node their
+// certificate names (GuardConfig's authentication).
+func WithTLS(t TLS) RemoteOption {
+	return func(o *remoteOptions) { o.tls = &t }
+}
+
+// tlsOptions returns the dial and server options of t.
+func tlsOptions(t *TLS) (grpc.DialOption, grpc.ServerOption, error) {
+	if t.Server == nil || t.Client == nil {
+		return nil, nil, errors.New("TLS needs both a server and a client configuration")
+	}
+	log := t.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	server := &loggingCreds{TransportCredentials: credentials.NewTLS(t.Server), log: log}
+	return grpc.WithTransportCredentials(credentials.NewTLS(t.Client)), grpc.Creds(server), nil
+}
+
+// loggingCreds logs refused handshakes: a plaintext client, an unknown
+// CA, an expired certificate, another cluster's. One line per refusal, at
+// most one per second (the next line counts those suppressed).
+type loggingCreds struct {
+	credentials.TransportCredentials
+	log        *slog.Logger
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+func (c *loggingCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	out, info, err := c.TransportCredentials.ServerHandshake(conn)
+	if err != nil {
+		why := err.Error()
+		var rec tls.RecordHeaderError
+		if errors.As(err, &rec) || errors.Is(err, io.EOF) {
+			why = "not TLS (a plaintext peer or client?): " + why
+		}
+		c.mu.Lock()
+		if now := time.Now(); now.Sub(c.last) >= time.Second {
+			c.log.Warn("refused a connection: TLS handshake failed", "peer", conn.RemoteAddr().String(), "err", why, "suppressed", c.suppressed)
+			c.last, c.suppressed = now, 0
+		} else {
+			c.suppressed++
+		}
+		c.mu.Unlock()
+	}
+	return out, info, err
+}
+
+func (c *loggingCreds) Clone() credentials.TransportCredentials {
+	return &loggingCreds{TransportCredentials: c.TransportCredentials.Clone(), log: c.log}
+}
+
+// peerTLS is the verified TLS state of the stream's connection, if any.
+func peerTLS(ctx context.Context) (tls.ConnectionState, bool) {
+	if p, ok := grpcpeer.FromContext(ctx); ok {
+		if info, ok := p.AuthInfo.(credentials.TLSInfo); ok {
+			return info.State, true
+		}
+	}
+	return tls.ConnectionState{}, false
+}
+
+// probeTLS is probeHTTP2 over TLS: the handshake (with this side's
+// certificate, verifying the peer's) and then the HTTP/2 preface.
+func probeTLS(addr string, timeout time.Duration, cfg *tls.Config) error {
+	c := cfg.Clone()
+	c.NextProtos = []string{"h2"}
+	if host, _, err := net.SplitHostPort(addr); err == nil && c.ServerName == "" {
+		c.ServerName = host
+	}
+	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout}, Config: c}
+	conn, err := d.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return http2Answer(conn, timeout)
+}
+
+// raftBatchName is the full name of the one message peers send each other.
+var raftBatchName = string(proto.MessageName(&pb.RaftBatch{}))
+
+// batchFrom reads RaftBatch.from (field 2, a varint) from an encoded
+// RaftBatch without decoding the rest; ok is false if it is not there or
+// the bytes do not parse.
+func batchFrom(b []byte) (from uint64, ok bool) {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return 0, false
+		}
+		b = b[n:]
+		if num == 2 && typ == protowire.VarintType {
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return 0, false
+			}
+			from, ok = v, true // the last occurrence wins, as in proto.Unmarshal
+			b = b[n:]
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return 0, false
+		}
+		b = b[n:]
+	}
+	return from, ok
+}
+
+// identityRefusal reports why an authenticated stream may not deliver the
+// envelope of type name and bytes data, or "": Raft messages must come
+// from the node the connection's certificate names.
+func identityRefusal(node uint64, name string, data []byte) string {
+	if name != raftBatchName {
+		return ""
+	}
+	if node == 0 {
+		return "a client certificate cannot send Raft messages"
+	}
+	from, ok := batchFrom(data)
+	switch {
+	case !ok:
+		return "a RaftBatch without a sender id"
+	case from != node:
+		return fmt.Sprintf("the certificate of node %d sent a RaftBatch from node %d", node, from)
+	}
+	return ""
+}
