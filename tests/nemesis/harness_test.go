@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ketch-raft/ketch/actors/certs"
 )
 
 // port is every node's listen port, inside its own container.
@@ -96,6 +98,9 @@ type cluster struct {
 	net     string
 	data    string
 	nextID  uint64
+	// certs, with -tls, is the directory of the run's CA and certificates
+	// (every node's names its container's address); "" without.
+	certs string
 
 	mu     sync.Mutex
 	killed map[uint64]bool // nodes the nemesis killed and has not restarted
@@ -204,6 +209,15 @@ func newCluster(t *testing.T, n int, ipt bool) *cluster {
 	c.network, net = createNetwork(t, prefix)
 	c.gateway = net + ".1"
 	c.net, c.data, c.nextID = net, data, uint64(n)+1
+	if *flagTLS {
+		c.certs = filepath.Join(data, "certs")
+		if err := certs.InitCA(c.certs); err != nil {
+			t.Fatal(err)
+		}
+		if err := certs.NewClientCert(c.certs, "nemesis"); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for i := 1; i <= n; i++ {
 		nd := &node{id: uint64(i), name: fmt.Sprintf("%s-n%d", prefix, i), ip: fmt.Sprintf("%s.%d", net, 10+i),
 			dir: filepath.Join(data, fmt.Sprintf("n%d", i))}
@@ -241,11 +255,50 @@ func (c *cluster) create(nd *node, extra ...string) error {
 		"-v", nd.dir + ":/data", c.image,
 		"node", "--id", fmt.Sprint(nd.id), "--listen", nd.addr()}
 	args = append(args, extra...)
+	if c.certs != "" {
+		tlsArgs, err := c.nodeTLS(nd)
+		if err != nil {
+			return err
+		}
+		args = append(args, tlsArgs...)
+	}
 	args = append(args, "--data", "/data", "--chaos",
 		"--snapshot-entries", fmt.Sprint(*flagSnapEvery), "--snapshot-trailing", fmt.Sprint(*flagSnapTrail),
 		"--snapshot-chunk-bytes", "16384")
 	_, err := docker(args...)
 	return err
+}
+
+// nodeTLS issues nd's certificate (naming its address), copies it with the
+// CA into its data dir (mounted at /data) and returns the --tls flags.
+func (c *cluster) nodeTLS(nd *node) ([]string, error) {
+	if err := certs.NewNodeCert(c.certs, "ketch", nd.id, []string{nd.ip}); err != nil {
+		return nil, err
+	}
+	dst := filepath.Join(nd.dir, "tls")
+	if err := os.MkdirAll(dst, 0o700); err != nil {
+		return nil, err
+	}
+	crt, key := certs.NodePaths(c.certs, nd.id)
+	for from, to := range map[string]string{filepath.Join(c.certs, "ca.crt"): "ca.crt", crt: "node.crt", key: "node.key"} {
+		b, err := os.ReadFile(from)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(dst, to), b, 0o600); err != nil {
+			return nil, err
+		}
+	}
+	return []string{"--tls-ca", "/data/tls/ca.crt", "--tls-cert", "/data/tls/node.crt", "--tls-key", "/data/tls/node.key"}, nil
+}
+
+// clientTLS is the workload client's TLS (none without -tls).
+func (c *cluster) clientTLS() certs.Files {
+	if c.certs == "" {
+		return certs.Files{}
+	}
+	crt, key := certs.ClientPaths(c.certs, "nemesis")
+	return certs.Files{CA: filepath.Join(c.certs, "ca.crt"), Cert: crt, Key: key}
 }
 
 // join creates and starts a new server with the next id, started with

@@ -34,6 +34,7 @@ var (
 	flagSnapEvery = flag.Int("snapshot-entries", 300, "the nodes' --snapshot-entries: small, so that snapshots are taken and installed many times per schedule")
 	flagSnapTrail = flag.Int("snapshot-trailing", 100, "the nodes' --snapshot-trailing")
 	flagSabotage  = flag.String("sabotage", "", "show that a check has teeth: stale (a read turned stale), lost (a final read turned absent) or log (node 1's last committed entry rewritten); the run must fail")
+	flagTLS       = flag.Bool("tls", false, "run the cluster and the clients with mutual TLS (a CA made for the run; each node's certificate names its container's address)")
 	flagKetchBin  = flag.String("ketch-bin", "", "use this static ketch binary (built with CGO_ENABLED=0) instead of building ./cmd/ketch")
 	flagArtifacts = flag.String("failure-dir", "nemesis-artifacts", "where a failing run saves its visualization, history and node logs")
 )
@@ -127,7 +128,7 @@ func TestNemesis(t *testing.T) {
 		t.Logf("failure artifacts in %s", dir)
 	})
 
-	cl, err := client.New(client.Config{Cluster: c.addrs(), ListenHost: c.gateway,
+	cl, err := client.New(client.Config{Cluster: c.addrs(), ListenHost: c.gateway, TLS: c.clientTLS(),
 		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
@@ -215,8 +216,8 @@ func TestNemesis(t *testing.T) {
 		snapshots += strings.Count(l, `msg="snapshot taken"`)
 		installs += strings.Count(l, `msg="installing a snapshot from the leader"`)
 	}
-	fmt.Printf("nemesis=%s seed=%d nodes=%d ops=%d ok=%d failed=%d unknown=%d linearizable=%s lost=%d divergent=%d snapshots=%d installs=%d replaced=%d\n",
-		*flagNemesis, seed, *flagNodes, cnt.Ops, cnt.OK, cnt.Failed, cnt.Unknown+cnt.Pending, lin, len(lost), divergent, snapshots, installs, m.replaced)
+	fmt.Printf("nemesis=%s seed=%d nodes=%d ops=%d ok=%d failed=%d unknown=%d linearizable=%s lost=%d divergent=%d snapshots=%d installs=%d replaced=%d tls=%v\n",
+		*flagNemesis, seed, *flagNodes, cnt.Ops, cnt.OK, cnt.Failed, cnt.Unknown+cnt.Pending, lin, len(lost), divergent, snapshots, installs, m.replaced, *flagTLS)
 	t.Logf("checked in %v", time.Since(start).Round(time.Millisecond))
 	t.Logf("operations completed per second (ok/unknown), from the start of the workload:\n%s", timeline(entries, j.start))
 

@@ -39,6 +39,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ketch-raft/ketch/actors/certs"
 	"github.com/ketch-raft/ketch/actors/client"
 )
 
@@ -49,9 +50,15 @@ const (
 )
 
 // clientChildMain is the child's main: one client, commands from stdin.
+// tlsFromEnv is the client TLS the CLI would use: $KETCH_CACERT,
+// $KETCH_CERT, $KETCH_KEY (none set: plaintext).
+func tlsFromEnv() certs.Files {
+	return certs.Files{CA: os.Getenv("KETCH_CACERT"), Cert: os.Getenv("KETCH_CERT"), Key: os.Getenv("KETCH_KEY")}
+}
+
 func clientChildMain() int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	cfg := client.Config{Cluster: strings.Split(os.Getenv(childClusterEnv), ","), Logger: log}
+	cfg := client.Config{Cluster: strings.Split(os.Getenv(childClusterEnv), ","), Logger: log, TLS: tlsFromEnv()}
 	if a := os.Getenv(childAttemptEnv); a != "" {
 		d, err := time.ParseDuration(a)
 		if err != nil {

@@ -2,11 +2,15 @@ package process
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ketch-raft/ketch/actors/certs"
 )
 
 // failoverBound is the test's assertion on the headline failover time. The
@@ -20,8 +24,61 @@ const failoverBound = 5 * time.Second
 // in a higher term, restarts the killed node on its data dir and waits for
 // it to catch up, and finally crashes a follower's child with `ketch crash`.
 func TestRealCluster(t *testing.T) {
-	c := newCluster(t, 3, true)
+	realCluster(t, newCluster(t, 3, true))
+}
 
+// TestRealClusterTLS is TestRealCluster with mutual TLS everywhere (issue
+// 15): the nodes run with --tls-ca/--tls-cert/--tls-key from a CA made
+// for the test, and every client (the CLI, the Go client processes) with
+// a client certificate from $KETCH_CACERT, $KETCH_CERT and $KETCH_KEY.
+func TestRealClusterTLS(t *testing.T) {
+	dir := t.TempDir()
+	if err := certs.InitCA(dir); err != nil {
+		t.Fatal(err)
+	}
+	for id := uint64(1); id <= 3; id++ {
+		if err := certs.NewNodeCert(dir, "ketch", id, []string{"127.0.0.1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := certs.NewClientCert(dir, "test"); err != nil {
+		t.Fatal(err)
+	}
+	crt, key := certs.ClientPaths(dir, "test")
+	t.Setenv("KETCH_CACERT", filepath.Join(dir, "ca.crt"))
+	t.Setenv("KETCH_CERT", crt)
+	t.Setenv("KETCH_KEY", key)
+	c := newClusterEdit(t, 3, true, func(args []string) []string {
+		id, _ := strconv.ParseUint(args[2], 10, 64) // "node --id N ..."
+		crt, key := certs.NodePaths(dir, id)
+		return append(args, "--tls-ca", filepath.Join(dir, "ca.crt"), "--tls-cert", crt, "--tls-key", key)
+	})
+	realCluster(t, c)
+
+	// A plaintext client is refused: no answer, one log line on the node
+	// naming it, and the node keeps serving.
+	for _, v := range []string{"KETCH_CACERT", "KETCH_CERT", "KETCH_KEY"} {
+		t.Setenv(v, "")
+	}
+	r := runCLI(t, "status", "--cluster", c.nodes[1].addr, "--timeout", "1s")
+	if r.code != 2 {
+		t.Fatalf("a plaintext status against a TLS node: %s", r)
+	}
+	p := c.nodes[1]
+	poll(t, 5*time.Second, 50*time.Millisecond, "node 1 logs the refused plaintext connection", func() (bool, string) {
+		b, _ := os.ReadFile(p.logs[len(p.logs)-1])
+		return strings.Contains(string(b), `msg="refused a connection: TLS handshake failed"`) && strings.Contains(string(b), "not TLS"), tail(p.logs[len(p.logs)-1], 5)
+	})
+	t.Setenv("KETCH_CACERT", filepath.Join(dir, "ca.crt"))
+	t.Setenv("KETCH_CERT", crt)
+	t.Setenv("KETCH_KEY", key)
+	mustCLI(t, 0, "put", "--cluster", c.addrs(), "after-plaintext", "still serving")
+	if !p.running() {
+		t.Fatal("node 1 exited")
+	}
+}
+
+func realCluster(t *testing.T, c *cluster) {
 	// Election, and the status --json contract.
 	sts := c.waitLeader(15*time.Second, c.ids...)
 	for _, s := range sts {

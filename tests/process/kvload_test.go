@@ -47,7 +47,7 @@ import (
 // kvChildMain is a kv child's main: one client, commands from stdin.
 func kvChildMain() int {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	cl, err := client.New(client.Config{Cluster: strings.Split(os.Getenv(childClusterEnv), ","), Logger: log})
+	cl, err := client.New(client.Config{Cluster: strings.Split(os.Getenv(childClusterEnv), ","), Logger: log, TLS: tlsFromEnv()})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
