@@ -9,6 +9,7 @@
 //	node       assembles a node: actor system, remote, the supervision tree, identity on disk
 //	client     the Go client the CLI and tests use
 //	metrics    a node's Prometheus metrics: hot-path counters and histograms, scrape-time gauges
+//	certs      mutual TLS: a development CA, identities in URI SANs, configurations that reread their files
 //	web        a node's HTTP endpoint: /metrics, /status and the live view, fed by the viewer actor
 //
 // Actors never reach into each other's internals: they exchange the Go

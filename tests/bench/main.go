@@ -48,15 +48,17 @@ type cluster interface {
 type starter func(dir string, log *slog.Logger) (cluster, error)
 
 var systems = map[string]starter{
-	"ketch":         startKetchLocal,
-	"hashicorp":     startHashicorp,
-	"ketch-remote":  startKetchRemote,
-	"ketch-nosnap":  startKetchNoSnap,
-	"ketch-metrics": startKetchMetrics,
-	"ketch-view":    startKetchView,
+	"ketch":            startKetchLocal,
+	"hashicorp":        startHashicorp,
+	"ketch-remote":     startKetchRemote,
+	"ketch-nosnap":     startKetchNoSnap,
+	"ketch-metrics":    startKetchMetrics,
+	"ketch-view":       startKetchView,
+	"ketch-tls":        startKetchTLS,
+	"ketch-remote-tls": startKetchRemoteTLS,
 }
 
-var systemOrder = []string{"ketch", "hashicorp", "ketch-remote", "ketch-nosnap", "ketch-metrics", "ketch-view"}
+var systemOrder = []string{"ketch", "hashicorp", "ketch-remote", "ketch-nosnap", "ketch-metrics", "ketch-view", "ketch-tls", "ketch-remote-tls"}
 
 // defaultSystems are the systems a run without -systems compares.
 var defaultSystems = []string{"ketch", "hashicorp", "ketch-remote"}
