@@ -339,6 +339,14 @@ func (a *fsmActor) Receive(ctx actor.Context) {
 			a.learn(ctx, m.From, m.FromAddress)
 		}
 		for _, msg := range m.Messages {
+			// Every message of a batch is from the batch's sender: with
+			// mutual TLS the wire guard checked that the batch's from is
+			// the node its connection's certificate names, so this is what
+			// keeps node 2's certificate from speaking as node 3.
+			if msg != nil && m.From != 0 && msg.From != m.From {
+				a.rejectPeer(msg.From, fmt.Errorf("a message from node %d in a batch from node %d", msg.From, m.From))
+				continue
+			}
 			a.peerMessage(ctx, msg)
 		}
 		if m.From != 0 && m.From == a.lastStat.Leader {
@@ -591,12 +599,7 @@ func (a *fsmActor) step(ctx actor.Context, ev fsm.Event) {
 		case fsm.Removed:
 			a.log.Warn("this node was removed from the cluster: it no longer votes or campaigns; stop it and retire its data dir (its id is never reused)", "index", x.Index)
 		case fsm.Rejected:
-			a.cfg.Stats.RejectedPeer.Add(1)
-			a.cfg.Metrics.Rejected("peer", 1)
-			if n, ok := a.warn.allow(); ok {
-				a.log.Warn("rejected a peer message", "peer", x.From, "err", x.Err,
-					"suppressed", n, "rejected_total", a.cfg.Stats.RejectedPeer.Load())
-			}
+			a.rejectPeer(x.From, x.Err)
 		}
 	}
 	if len(a.outbound) > 0 {
@@ -624,6 +627,16 @@ func (a *fsmActor) step(ctx actor.Context, ev fsm.Event) {
 			a.lastView = now
 			a.cfg.OnView(View{Progress: a.node.Progress(), Recent: a.node.Recent(ViewEntries), Durable: st.Durable})
 		}
+	}
+}
+
+// rejectPeer counts and logs (rate limited) a refused peer message.
+func (a *fsmActor) rejectPeer(from uint64, err error) {
+	a.cfg.Stats.RejectedPeer.Add(1)
+	a.cfg.Metrics.Rejected("peer", 1)
+	if n, ok := a.warn.allow(); ok {
+		a.log.Warn("rejected a peer message", "peer", from, "err", err,
+			"suppressed", n, "rejected_total", a.cfg.Stats.RejectedPeer.Load())
 	}
 }
 

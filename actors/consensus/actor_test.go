@@ -215,3 +215,21 @@ func TestRejectedPeerMessagesAreCounted(t *testing.T) {
 		t.Fatalf("RejectedPeer = %d, want %d", got, len(bad))
 	}
 }
+
+// TestBatchSpeaksForItsSenderOnly: a message in a RaftBatch from another
+// node than the batch's sender is refused (with mutual TLS the batch's
+// sender is the certificate's node, so this keeps one node's certificate
+// from speaking for another); the batch sender's own messages are taken.
+func TestBatchSpeaksForItsSenderOnly(t *testing.T) {
+	h := newHarness(t, []uint64{1, 2, 3}, nil)
+	h.incarnation(nil, 0, nil)
+	h.sync()
+	vote := func(from uint64) *pb.RaftMessage {
+		return &pb.RaftMessage{ClusterId: "c", From: from, To: 1, Term: 1, Body: &pb.RaftMessage_RequestVote{RequestVote: &pb.RequestVote{}}}
+	}
+	h.sys.Root.Send(h.fsm, &pb.RaftBatch{From: 2, Messages: []*pb.RaftMessage{vote(2), vote(3), vote(3)}})
+	h.sync()
+	if got := h.stats.RejectedPeer.Load(); got != 2 {
+		t.Fatalf("RejectedPeer = %d, want the 2 messages claiming node 3 in node 2's batch", got)
+	}
+}

@@ -208,8 +208,20 @@ func TestTLSRefusals(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	// The batch says node 2 (as its certificate does) but a message in it
+	// says node 3: the fsm actor refuses the message.
+	peerBefore := target.Status().RejectedPeerMessages
+	inner := &pb.RaftBatch{From: 2, Messages: []*pb.RaftMessage{{ClusterId: DefaultClusterID, From: 3, To: 1, Term: term + 1,
+		Body: &pb.RaftMessage_AppendEntries{AppendEntries: &pb.AppendEntries{}}}}}
+	r.sys.Root.Send(actor.NewPID(addrs[0], FSMID), inner)
+	for target.Status().RejectedPeerMessages == peerBefore {
+		if time.Now().After(deadline) {
+			t.Fatal("node 1 took an AppendEntries from node 3 inside node 2's batch")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	if st := target.Status(); st.Term != term {
-		t.Fatalf("the forged RequestVote moved node 1 from term %d to %d", term, st.Term)
+		t.Fatalf("the forged messages moved node 1 from term %d to %d", term, st.Term)
 	}
 }
 
