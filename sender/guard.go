@@ -244,7 +244,7 @@ func (g *wireGuard) streamInterceptor(srv any, ss grpc.ServerStream, _ *grpc.Str
 			gs.reject(Rejection{Reason: "certificate refused: " + err.Error(), Closed: true})
 			return status.Error(codes.PermissionDenied, "ketch: "+err.Error())
 		}
-		gs.authed = true
+		gs.authed, gs.tls, gs.authAt = true, state, time.Now()
 	}
 	defer func() {
 		if p := recover(); p != nil {
@@ -274,6 +274,8 @@ type guardedStream struct {
 	// names (0: a client).
 	authed  bool
 	node    uint64
+	tls     tls.ConnectionState
+	authAt  time.Time // when the certificate was last checked
 	lastLog time.Time
 	muted   int // rejections not logged since lastLog
 }
@@ -287,6 +289,16 @@ func (s *guardedStream) RecvMsg(m any) error {
 	rm, ok := m.(*remote.RemoteMessage)
 	if !ok {
 		return nil
+	}
+	if s.authed && time.Since(s.authAt) >= ReauthInterval {
+		// A stream lives as long as the connection; its certificate is
+		// checked again (expiry, and the CA as it is now, so a rotated CA
+		// revokes), and the stream closed if it no longer passes.
+		if _, err := s.g.authenticate(s.tls); err != nil {
+			s.reject(Rejection{Reason: "certificate no longer accepted: " + err.Error(), Closed: true})
+			return status.Error(codes.PermissionDenied, "ketch: "+err.Error())
+		}
+		s.authAt = time.Now()
 	}
 	switch t := rm.MessageType.(type) {
 	case *remote.RemoteMessage_ConnectRequest:

@@ -148,7 +148,8 @@ func StartRemote(system *actor.ActorSystem, host string, port int, opts ...Remot
 		// Replaces the plaintext credentials of remoteDefaults (a later
 		// credentials option wins in gRPC).
 		cfg.DialOptions = append(cfg.DialOptions, dial)
-		cfg.ServerOptions = append(cfg.ServerOptions, server)
+		// A peer gets 5 s to finish its handshake (gRPC's default is 120).
+		cfg.ServerOptions = append(cfg.ServerOptions, server, grpc.ConnectionTimeout(5*time.Second))
 		guard.authenticate = o.tls.Authenticate
 		if guard.authenticate == nil {
 			guard.authenticate = func(tls.ConnectionState) (uint64, error) { return 0, nil }

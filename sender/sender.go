@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -95,8 +96,10 @@ type Config struct {
 	OnSent    func(peer uint64, msgs, bytes int)
 	OnDropped func(peer uint64, n int)
 	// ProbeTLS, when the remote speaks TLS (WithTLS), is the client
-	// configuration the reachability probe dials with (TLS.Client).
-	ProbeTLS *tls.Config
+	// configuration the reachability probe dials with (TLS.Client), and
+	// ProbeVerify its check of who answered (TLS.VerifyDial).
+	ProbeTLS    *tls.Config
+	ProbeVerify func(addr string, cs tls.ConnectionState) error
 }
 
 // withDefaults returns c with the zero fields set to their defaults.
@@ -214,6 +217,19 @@ func (s *Sender) Props() *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor { return &senderActor{s: s} })
 }
 
+// PeerAt reports which peer addr belongs to in the current peer table. It
+// is safe to call from any goroutine.
+func (s *Sender) PeerAt(addr string) (uint64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, a := range s.addrs {
+		if a == addr {
+			return id, true
+		}
+	}
+	return 0, false
+}
+
 // Stats returns a snapshot of the counters. It is safe to call from any
 // goroutine.
 func (s *Sender) Stats() Stats {
@@ -286,16 +302,18 @@ func (s *Sender) setTable(peers map[uint64]string) map[uint64]*peerCounters {
 
 // peer is the actor's view of one peer.
 type peer struct {
-	id      uint64
-	addr    string
-	pid     *actor.PID
-	q       ring
-	up      bool
-	wasUp   bool // it has been up in this incarnation: log changes at Info
-	probing bool // a probe or its timer is outstanding
-	timer   *time.Timer
-	since   time.Time // of the last change of up
-	c       *peerCounters
+	id    uint64
+	addr  string
+	pid   *actor.PID
+	q     ring
+	up    bool
+	wasUp bool // it has been up in this incarnation: log changes at Info
+	// probeErr is the last TLS refusal logged for the peer ("" when none).
+	probeErr string
+	probing  bool // a probe or its timer is outstanding
+	timer    *time.Timer
+	since    time.Time // of the last change of up
+	c        *peerCounters
 }
 
 // senderActor is one incarnation of the sender.
@@ -526,7 +544,7 @@ func (a *senderActor) probe(ctx actor.Context, p *peer) {
 	go func() {
 		var err error
 		if probe := a.s.cfg.ProbeTLS; probe != nil {
-			err = probeTLS(addr, timeout, probe)
+			err = probeTLS(addr, timeout, probe, a.s.cfg.ProbeVerify)
 		} else {
 			err = probeHTTP2(addr, timeout)
 		}
@@ -546,9 +564,18 @@ func (a *senderActor) probeDone(ctx actor.Context, m *probeResult) {
 		return
 	}
 	if m.err == nil {
+		p.probeErr = ""
 		a.setUp(p, true, "probe")
 		a.flushPeer(ctx, p)
 		return
+	}
+	// A peer that answers but whose TLS certificate this side refuses is
+	// misconfigured, not down: say so once per distinct reason (a dead
+	// peer's refused connections are not worth a line each).
+	var tlsErr *tls.CertificateVerificationError
+	if why := m.err.Error(); a.s.cfg.ProbeTLS != nil && why != p.probeErr && (errors.As(m.err, &tlsErr) || strings.Contains(why, "tls:") || strings.Contains(why, "TLS peer refused")) {
+		p.probeErr = why
+		a.log.Warn("peer refused over TLS; its messages are held", "peer", p.id, "addr", p.addr, "err", why)
 	}
 	p.probing = true
 	self, root, id := ctx.Self(), ctx.ActorSystem().Root, p.id

@@ -33,9 +33,19 @@ type TLS struct {
 	// client protocol but never send Raft messages). An error refuses the
 	// stream. Nil: every verified peer is a client.
 	Authenticate func(tls.ConnectionState) (node uint64, err error)
+	// VerifyDial, if set, checks the peer of every connection this side
+	// dials (gRPC's and the probe's), after Client's own verification,
+	// knowing the address dialed: a node binds an address to the member
+	// it belongs to, so a certificate of another member, or a client's,
+	// cannot stand in for it.
+	VerifyDial func(addr string, cs tls.ConnectionState) error
 	// Logger receives the one line per refused connection (rate limited).
 	Logger *slog.Logger
 }
+
+// ReauthInterval is how often the wire guard checks an open TLS stream's
+// certificate again.
+const ReauthInterval = 30 * time.Second
 
 // WithTLS makes the remote speak TLS only: plaintext or unverified peers
 // and clients are refused at the handshake, with a log line naming them,
@@ -50,12 +60,44 @@ func tlsOptions(t *TLS) (grpc.DialOption, grpc.ServerOption, error) {
 	if t.Server == nil || t.Client == nil {
 		return nil, nil, errors.New("TLS needs both a server and a client configuration")
 	}
+	if t.Server.ClientAuth < tls.RequireAnyClientCert {
+		return nil, nil, errors.New("TLS: the server configuration must require client certificates")
+	}
 	log := t.Logger
 	if log == nil {
 		log = slog.Default()
 	}
 	server := &loggingCreds{TransportCredentials: credentials.NewTLS(t.Server), log: log}
-	return grpc.WithTransportCredentials(credentials.NewTLS(t.Client)), grpc.Creds(server), nil
+	var client credentials.TransportCredentials = credentials.NewTLS(t.Client)
+	if t.VerifyDial != nil {
+		client = &dialCreds{TransportCredentials: client, verify: t.VerifyDial}
+	}
+	return grpc.WithTransportCredentials(client), grpc.Creds(server), nil
+}
+
+// dialCreds checks, after the TLS handshake of a dialed connection, who
+// answered at that address (TLS.VerifyDial).
+type dialCreds struct {
+	credentials.TransportCredentials
+	verify func(addr string, cs tls.ConnectionState) error
+}
+
+func (c *dialCreds) ClientHandshake(ctx context.Context, authority string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	out, info, err := c.TransportCredentials.ClientHandshake(ctx, authority, conn)
+	if err != nil {
+		return out, info, err
+	}
+	if ti, ok := info.(credentials.TLSInfo); ok {
+		if err := c.verify(authority, ti.State); err != nil {
+			_ = out.Close()
+			return nil, nil, err
+		}
+	}
+	return out, info, nil
+}
+
+func (c *dialCreds) Clone() credentials.TransportCredentials {
+	return &dialCreds{TransportCredentials: c.TransportCredentials.Clone(), verify: c.verify}
 }
 
 // loggingCreds logs refused handshakes: a plaintext client, an unknown
@@ -104,8 +146,9 @@ func peerTLS(ctx context.Context) (tls.ConnectionState, bool) {
 }
 
 // probeTLS is probeHTTP2 over TLS: the handshake (with this side's
-// certificate, verifying the peer's) and then the HTTP/2 preface.
-func probeTLS(addr string, timeout time.Duration, cfg *tls.Config) error {
+// certificate, verifying the peer's, and verify's check of who answered
+// at addr) and then the HTTP/2 preface.
+func probeTLS(addr string, timeout time.Duration, cfg *tls.Config, verify func(string, tls.ConnectionState) error) error {
 	c := cfg.Clone()
 	c.NextProtos = []string{"h2"}
 	if host, _, err := net.SplitHostPort(addr); err == nil && c.ServerName == "" {
@@ -117,6 +160,11 @@ func probeTLS(addr string, timeout time.Duration, cfg *tls.Config) error {
 		return err
 	}
 	defer conn.Close()
+	if tc, ok := conn.(*tls.Conn); ok && verify != nil {
+		if err := verify(addr, tc.ConnectionState()); err != nil {
+			return err
+		}
+	}
 	return http2Answer(conn, timeout)
 }
 

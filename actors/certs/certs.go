@@ -614,6 +614,10 @@ type Reloader struct {
 	// Logger, if set before first use, receives a warning per failed
 	// reload and an info line per successful one; nil discards them.
 	Logger *slog.Logger
+	// Check, if set before first use, vets every reloaded pair (not the
+	// first, which NewReloader loads): one it refuses is not served, as
+	// if it had failed to load.
+	Check func(*tls.Certificate) error
 
 	w watcher[*tls.Certificate]
 }
@@ -626,6 +630,11 @@ func NewReloader(certFile, keyFile string) (*Reloader, error) {
 		c, err := tls.LoadX509KeyPair(certFile, keyFile)
 		if err != nil {
 			return nil, fmt.Errorf("load certificate %s and key %s: %w", certFile, keyFile, err)
+		}
+		if r.Check != nil {
+			if err := r.Check(&c); err != nil {
+				return nil, fmt.Errorf("certificate %s: %w", certFile, err)
+			}
 		}
 		return &c, nil
 	}

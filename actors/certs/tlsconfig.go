@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 )
 
@@ -55,8 +56,9 @@ type TLS struct {
 	Server, Client *tls.Config
 	ClusterID      string
 
-	cert *Reloader
-	ca   *PoolReloader
+	accept Accept
+	cert   *Reloader
+	ca     *PoolReloader
 }
 
 // Accept says which identities may connect to a TLS: nodes of the cluster
@@ -101,7 +103,26 @@ func NewTLS(files Files, clusterID string, accept Accept, logger *slog.Logger) (
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: ca.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		return nil, fmt.Errorf("certificate %s does not verify against the CA %s: %v", files.Cert, files.CA, err)
 	}
-	t := &TLS{ClusterID: clusterID, cert: cert, ca: ca}
+	t := &TLS{ClusterID: clusterID, accept: accept, cert: cert, ca: ca}
+	// A rotated pair must still be this side's and chain to the CA; one
+	// that does not is refused and the last good pair kept (Reloader).
+	cert.Check = func(c *tls.Certificate) error {
+		leaf, err := x509.ParseCertificate(c.Certificate[0])
+		if err != nil {
+			return err
+		}
+		id, err := ParseIdentity(leaf)
+		if err != nil {
+			return err
+		}
+		if id != own {
+			return fmt.Errorf("the rotated certificate names %s, not %s", id, own)
+		}
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: ca.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			return fmt.Errorf("the rotated certificate does not verify against the CA: %v", err)
+		}
+		return nil
+	}
 	t.Server = &tls.Config{
 		MinVersion:     tls.VersionTLS13,
 		GetCertificate: cert.GetCertificate,
@@ -109,7 +130,7 @@ func NewTLS(files Files, clusterID string, accept Accept, logger *slog.Logger) (
 		// is now (RequireAndVerifyClientCert would pin the pool).
 		ClientAuth: tls.RequireAnyClientCert,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			id, err := t.Verify(cs, false)
+			id, err := t.Verify(cs)
 			if err == nil && accept == AcceptNodes && id.Kind != KindNode {
 				err = fmt.Errorf("%s may not connect here: only the cluster's nodes may", id)
 			}
@@ -123,19 +144,52 @@ func NewTLS(files Files, clusterID string, accept Accept, logger *slog.Logger) (
 		// as it is now (see TLS).
 		InsecureSkipVerify: true,
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			_, err := t.Verify(cs, true)
+			_, err := t.Verify(cs)
 			return err
 		},
 	}
 	return t, nil
 }
 
+// VerifyDialed checks who answered a connection this side dialed to addr
+// (sender.TLS.VerifyDial), after Verify: member reports the node addr
+// belongs to, if it is a member's address (nil: none is); that node it
+// must be. An address of no member is a client's reply listener (a node
+// answering a client dials it) or a server not yet in the configuration,
+// and may answer with a client's or a node's certificate; a client
+// (AcceptNodes) dials nodes only. A node certificate that names hosts must
+// name the host dialed.
+func (t *TLS) VerifyDialed(addr string, cs tls.ConnectionState, member func(addr string) (uint64, bool)) error {
+	id, err := t.Verify(cs)
+	if err != nil {
+		return err
+	}
+	leaf := cs.PeerCertificates[0]
+	if id.Kind == KindNode && (len(leaf.DNSNames) > 0 || len(leaf.IPAddresses) > 0) {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			host = addr
+		}
+		if err := leaf.VerifyHostname(host); err != nil {
+			return fmt.Errorf("%w: dialed %s, but node %d's certificate names other hosts: %v", ErrPeerRefused, addr, id.NodeID, err)
+		}
+	}
+	if member != nil {
+		if want, ok := member(addr); ok && (id.Kind != KindNode || id.NodeID != want) {
+			return fmt.Errorf("%w: %s is node %d's address, but %s answered", ErrPeerRefused, addr, want, id)
+		}
+	}
+	if t.accept == AcceptNodes && id.Kind != KindNode {
+		return fmt.Errorf("%w: %s answered at %s, where a node was dialed", ErrPeerRefused, id, addr)
+	}
+	return nil
+}
+
 // ErrPeerRefused wraps every reason Verify refuses a peer.
 var ErrPeerRefused = errors.New("TLS peer refused")
 
 // Verify checks the peer of a handshake (see TLS) and returns who it is.
-// dialed: this side dialed it (cs.ServerName is the host it dialed).
-func (t *TLS) Verify(cs tls.ConnectionState, dialed bool) (Identity, error) {
+func (t *TLS) Verify(cs tls.ConnectionState) (Identity, error) {
 	if len(cs.PeerCertificates) == 0 {
 		return Identity{}, fmt.Errorf("%w: it presented no certificate", ErrPeerRefused)
 	}
@@ -154,18 +208,13 @@ func (t *TLS) Verify(cs tls.ConnectionState, dialed bool) (Identity, error) {
 	if id.Kind == KindNode && id.ClusterID != t.ClusterID {
 		return Identity{}, fmt.Errorf("%w: its certificate is node %d's of cluster %q; this is cluster %q", ErrPeerRefused, id.NodeID, id.ClusterID, t.ClusterID)
 	}
-	if dialed && id.Kind == KindNode && cs.ServerName != "" && (len(leaf.DNSNames) > 0 || len(leaf.IPAddresses) > 0) {
-		if err := leaf.VerifyHostname(cs.ServerName); err != nil {
-			return Identity{}, fmt.Errorf("%w: dialed %s, but node %d's certificate names other hosts: %v", ErrPeerRefused, cs.ServerName, id.NodeID, err)
-		}
-	}
 	return id, nil
 }
 
 // Authenticate names the peer of a verified inbound connection for the
 // wire guard (sender.TLS.Authenticate): its node id, or 0 for a client.
 func (t *TLS) Authenticate(cs tls.ConnectionState) (uint64, error) {
-	id, err := t.Verify(cs, false)
+	id, err := t.Verify(cs)
 	if err != nil {
 		return 0, err
 	}

@@ -25,6 +25,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -191,7 +192,8 @@ func New(cfg Config) (*Client, error) {
 		if err != nil {
 			return nil, fmt.Errorf("client: %w", err)
 		}
-		opts = append(opts, sender.WithTLS(sender.TLS{Server: t.Server, Client: t.Client, Authenticate: t.Authenticate, Logger: cfg.Logger}))
+		opts = append(opts, sender.WithTLS(sender.TLS{Server: t.Server, Client: t.Client, Authenticate: t.Authenticate,
+			VerifyDial: func(addr string, cs tls.ConnectionState) error { return t.VerifyDialed(addr, cs, nil) }, Logger: cfg.Logger}))
 	}
 	if _, err := sender.StartRemote(c.system, cfg.ListenHost, 0, opts...); err != nil {
 		return nil, fmt.Errorf("client: %w", err)

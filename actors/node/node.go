@@ -422,6 +422,7 @@ func start(parent actor.SpawnerContext, cfg Config, ownSystem bool) (*Node, erro
 	}
 	var remoteTLS []sender.RemoteOption
 	var probeTLS *tls.Config
+	var verifyDial func(string, tls.ConnectionState) error
 	if cfg.TLS.Enabled() {
 		t, err := certs.NewTLS(cfg.TLS, cfg.ClusterID, certs.AcceptNodesAndClients, log)
 		if err != nil {
@@ -430,11 +431,16 @@ func start(parent actor.SpawnerContext, cfg Config, ownSystem bool) (*Node, erro
 		if err := ownCertificate(cfg); err != nil {
 			return nil, err
 		}
-		remoteTLS = append(remoteTLS, sender.WithTLS(sender.TLS{Server: t.Server, Client: t.Client, Authenticate: t.Authenticate, Logger: log}))
+		// Who answers at a member's address must be that member (the
+		// sender's peer table says whose it is).
+		verifyDial = func(addr string, cs tls.ConnectionState) error { return t.VerifyDialed(addr, cs, n.send.PeerAt) }
+		remoteTLS = append(remoteTLS, sender.WithTLS(sender.TLS{Server: t.Server, Client: t.Client, Authenticate: t.Authenticate,
+			VerifyDial: verifyDial, Logger: log}))
 		probeTLS = t.Client
 	}
 	n.send, err = sender.New(sender.Config{
 		ProbeTLS:      probeTLS,
+		ProbeVerify:   verifyDial,
 		OnSent:        n.metrics.Sent,
 		OnDropped:     n.metrics.Dropped,
 		Peers:         cfg.Peers,
