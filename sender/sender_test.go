@@ -185,6 +185,10 @@ func TestSetPeersFollowsTheConfiguration(t *testing.T) {
 	waitFor(t, 10*time.Second, "the new peer 3 reachable", reachable(s, 3))
 	sendOutbound(system, pid, 1, 10, 2, 3)
 	waitFor(t, 10*time.Second, "the new peer's messages", func() bool { _, m := c.counts(); return m >= 10 })
+	// And peer 2's, before it is removed: delivery to the two peers is not
+	// ordered between them (CI once saw 8 of them delivered when peer 3's
+	// 10 were).
+	waitFor(t, 10*time.Second, "peer 2's messages", func() bool { _, m := b.counts(); return m >= 10 })
 	system.Root.Send(pid, &SetPeers{Peers: map[uint64]string{3: c.addr}})
 	waitFor(t, 10*time.Second, "peer 2 forgotten", func() bool { _, ok := s.Stats().Peers[2]; return !ok })
 	sendOutbound(system, pid, 11, 20, 2, 3)

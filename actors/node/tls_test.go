@@ -1,3 +1,10 @@
+// Several protoactor remotes in one process race inside gRPC's global
+// logger (remote.Start calls grpclog.SetLoggerV2): the TLS cluster tests,
+// which start several nodes and clients, run without -race only (.ci/test
+// runs this package again without it).
+
+//go:build !race
+
 package node
 
 import (
