@@ -184,16 +184,7 @@ func TestMetricsSeeTheLeaderDie(t *testing.T) {
 func TestHTTPEndpoint(t *testing.T) {
 	w := newWebCluster(t, 3, false)
 	w.waitLeader(10 * time.Second)
-	get := func(url string) (int, string) {
-		t.Helper()
-		resp, err := httpClient.Get(url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	get := func(url string) (int, string) { t.Helper(); return httpGet(t, url) }
 	code, body := get(w.url(2, "/status"))
 	var st map[string]any
 	if err := json.Unmarshal([]byte(body), &st); code != 200 || err != nil {
