@@ -308,12 +308,14 @@ type peer struct {
 	q     ring
 	up    bool
 	wasUp bool // it has been up in this incarnation: log changes at Info
-	// probeErr is the last TLS refusal logged for the peer ("" when none).
-	probeErr string
-	probing  bool // a probe or its timer is outstanding
-	timer    *time.Timer
-	since    time.Time // of the last change of up
-	c        *peerCounters
+	// probeErr is the last TLS refusal logged for the peer ("" when none);
+	// neverWarned: the peer never came up and that was logged.
+	probeErr    string
+	neverWarned bool
+	probing     bool // a probe or its timer is outstanding
+	timer       *time.Timer
+	since       time.Time // of the last change of up
+	c           *peerCounters
 }
 
 // senderActor is one incarnation of the sender.
@@ -577,12 +579,23 @@ func (a *senderActor) probeDone(ctx actor.Context, m *probeResult) {
 		p.probeErr = why
 		a.log.Warn("peer refused over TLS; its messages are held", "peer", p.id, "addr", p.addr, "err", why)
 	}
+	if !p.wasUp && !p.neverWarned && time.Since(p.since) >= NeverUpWarning {
+		// A peer that was never reachable is not a change of state, so
+		// setUp logs nothing for it: say so once.
+		p.neverWarned = true
+		a.log.Warn("peer not reachable since it was added; holding its messages and probing", "peer", p.id, "addr", p.addr,
+			"for", time.Since(p.since).Round(time.Second), "err", m.err)
+	}
 	p.probing = true
 	self, root, id := ctx.Self(), ctx.ActorSystem().Root, p.id
 	p.timer = time.AfterFunc(a.s.cfg.ProbeInterval, func() {
 		root.Send(self, &probeTick{owner: a, id: id})
 	})
 }
+
+// NeverUpWarning is how long a peer may stay unreachable from the start
+// before the sender logs it (once).
+const NeverUpWarning = 10 * time.Second
 
 // http2Preface is the client connection preface (RFC 9113 §3.4) followed
 // by an empty SETTINGS frame.

@@ -8,7 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	pb "github.com/ketch-raft/ketch/messages"
@@ -217,4 +219,39 @@ func identityRefusal(node uint64, name string, data []byte) string {
 		return fmt.Sprintf("the certificate of node %d sent a RaftBatch from node %d", node, from)
 	}
 	return ""
+}
+
+// Why ProbeNode found no ketch node at an address.
+var (
+	// ErrConnRefused: nothing listens there.
+	ErrConnRefused = errors.New("connection refused (is a ketch node running there?)")
+	// ErrNotKetch: something answers, but not a ketch node's gRPC server.
+	ErrNotKetch = errors.New("not a ketch node (it does not answer as gRPC over HTTP/2)")
+)
+
+// ProbeNode checks within timeout that a ketch node answers at addr, as the
+// sender's reachability probe does: over TLS with cfg (and verify) when cfg
+// is set, in plaintext otherwise. Its error wraps ErrConnRefused or
+// ErrNotKetch where the cause is one of those, and says which side of a
+// TLS/plaintext mismatch is likely wrong.
+func ProbeNode(addr string, timeout time.Duration, cfg *tls.Config, verify func(string, tls.ConnectionState) error) error {
+	var err error
+	if cfg != nil {
+		err = probeTLS(addr, timeout, cfg, verify)
+	} else {
+		err = probeHTTP2(addr, timeout)
+	}
+	if err == nil {
+		return nil
+	}
+	var rec tls.RecordHeaderError
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("%s: %w", addr, ErrConnRefused)
+	case cfg != nil && errors.As(err, &rec):
+		return fmt.Errorf("%s: %w: it does not speak TLS (a node without --tls-*?)", addr, ErrNotKetch)
+	case cfg == nil && (strings.Contains(err.Error(), "not an HTTP/2 server") || strings.Contains(err.Error(), "no HTTP/2 answer")):
+		return fmt.Errorf("%s: %w; if it is a node started with TLS, pass --cacert, --cert and --key", addr, ErrNotKetch)
+	}
+	return fmt.Errorf("%s: %w", addr, err)
 }

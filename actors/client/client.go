@@ -32,6 +32,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -153,6 +154,9 @@ type Client struct {
 	cfg    Config
 	system *actor.ActorSystem
 	reply  *actor.PID
+	// With TLS, what Probe dials with and checks.
+	probeTLS    *tls.Config
+	probeVerify func(string, tls.ConnectionState) error
 
 	mu     sync.Mutex
 	leader string
@@ -192,14 +196,43 @@ func New(cfg Config) (*Client, error) {
 		if err != nil {
 			return nil, fmt.Errorf("client: %w", err)
 		}
+		c.probeTLS = t.Client
+		c.probeVerify = func(addr string, cs tls.ConnectionState) error { return t.VerifyDialed(addr, cs, nil) }
 		opts = append(opts, sender.WithTLS(sender.TLS{Server: t.Server, Client: t.Client, Authenticate: t.Authenticate,
-			VerifyDial: func(addr string, cs tls.ConnectionState) error { return t.VerifyDialed(addr, cs, nil) }, Logger: cfg.Logger}))
+			VerifyDial: c.probeVerify, Logger: cfg.Logger}))
 	}
 	if _, err := sender.StartRemote(c.system, cfg.ListenHost, 0, opts...); err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
 	c.reply = c.system.Root.Spawn(actor.PropsFromFunc(c.receive))
 	return c, nil
+}
+
+// ErrNoNode: no address of Config.Cluster has a ketch node answering
+// (Probe); the error says why for each.
+var ErrNoNode = errors.New("no ketch node answers at any --cluster address")
+
+// Probe checks, within d, that a ketch node answers at one of the
+// cluster's addresses at least, the way nodes check each other (with TLS
+// when the client has it). When none does it returns an error wrapping
+// ErrNoNode that names each address and why (connection refused, not a
+// ketch node, a TLS mismatch), so a caller can fail at once instead of
+// waiting out its timeout.
+func (c *Client) Probe(d time.Duration) error {
+	errs := make([]error, len(c.cfg.Cluster))
+	var wg sync.WaitGroup
+	for i, addr := range c.cfg.Cluster {
+		wg.Go(func() { errs[i] = sender.ProbeNode(addr, d, c.probeTLS, c.probeVerify) })
+	}
+	wg.Wait()
+	var why []string
+	for _, err := range errs {
+		if err == nil {
+			return nil
+		}
+		why = append(why, err.Error())
+	}
+	return fmt.Errorf("%w: %s", ErrNoNode, strings.Join(why, "; "))
 }
 
 // ResponseTypes are the messages a client receives: the gateway's answers.

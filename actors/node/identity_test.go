@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ketch-raft/ketch/logstore"
 	pb "github.com/ketch-raft/ketch/messages"
@@ -130,4 +131,33 @@ func TestRefusedFirstStartRecordsNothing(t *testing.T) {
 	}
 	n.Stop()
 	<-n.Done()
+}
+
+// TestConfigChecksAddressesAndTimeouts: a port out of range, an address
+// without a host and a heartbeat too close to the election timeout are
+// each refused with one line (issue 16, item 5).
+func TestConfigChecksAddressesAndTimeouts(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(*Config)
+		want string
+	}{
+		{"listen port 99999", func(c *Config) { c.Listen = "127.0.0.1:99999" }, "port must be a number from 1 to 65535"},
+		{"peer port 0", func(c *Config) { c.Peers = map[uint64]string{2: "127.0.0.1:0"} }, "peer 2's address"},
+		{"peer without a host", func(c *Config) { c.Peers = map[uint64]string{2: ":7002"} }, "has no host"},
+		{"heartbeat near the election timeout", func(c *Config) { c.ElectionTimeout, c.HeartbeatInterval = 100*time.Millisecond, 60*time.Millisecond }, "at most half"},
+		{"negative timeout", func(c *Config) { c.ElectionTimeout = -time.Second }, "must be positive"},
+	} {
+		c := Config{ID: 1, Listen: "127.0.0.1:7001", DataDir: t.TempDir()}
+		tc.edit(&c)
+		err := c.Validate()
+		if !errors.Is(err, ErrBadConfig) || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: Validate = %v, want one line with %q", tc.name, err, tc.want)
+		}
+	}
+	ok := Config{ID: 1, Listen: "127.0.0.1:7001", DataDir: t.TempDir(), ElectionTimeout: 300 * time.Millisecond, HeartbeatInterval: 50 * time.Millisecond,
+		Peers: map[uint64]string{2: "127.0.0.1:7002"}}
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("a good configuration: %v", err)
+	}
 }

@@ -202,8 +202,17 @@ func (c *Config) Validate() error {
 	if c.LeaseReads && c.DisableCheckQuorum {
 		return bad("lease reads need check-quorum")
 	}
-	if _, port, err := net.SplitHostPort(c.Listen); err != nil || port == "" {
-		return bad("--listen %q is not host:port", c.Listen)
+	if err := checkAddr("--listen", c.Listen); err != nil {
+		return err
+	}
+	if c.ElectionTimeout < 0 || c.HeartbeatInterval < 0 {
+		return bad("--election-timeout and --heartbeat must be positive")
+	}
+	if et, hb := c.ElectionTimeout, c.HeartbeatInterval; et > 0 && hb > 0 && hb*2 > et {
+		// Raft §5.6: broadcastTime ≪ electionTimeout; a follower must hear
+		// several heartbeats per election timeout or it campaigns for
+		// nothing.
+		return bad("--heartbeat %v must be at most half the --election-timeout %v (a tenth is usual)", hb, et)
 	}
 	if c.Join && len(c.Peers) > 0 {
 		return bad("--join starts a server that the cluster adds later; it takes no --peers (the cluster's configuration comes from its leader)")
@@ -212,8 +221,8 @@ func (c *Config) Validate() error {
 		if id == 0 || id == c.ID {
 			return bad("peer id %d: peers must be the other members, with positive ids", id)
 		}
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			return bad("peer %d address %q is not host:port", id, addr)
+		if err := checkAddr(fmt.Sprintf("peer %d's address", id), addr); err != nil {
+			return err
 		}
 		if addr == c.Listen {
 			return bad("peer %d has this node's own address %s", id, addr)
@@ -233,6 +242,22 @@ func (c *Config) Validate() error {
 		return bad("data dir %s is not writable: %v", c.DataDir, err)
 	}
 	_ = os.Remove(probe)
+	return nil
+}
+
+// checkAddr checks a host:port address whose port is a number in 1..65535.
+func checkAddr(what, addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return bad("%s %q is not HOST:PORT", what, addr)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 1 || p > 65535 {
+		return bad("%s %q: the port must be a number from 1 to 65535", what, addr)
+	}
+	if host == "" {
+		return bad("%s %q has no host: peers and clients need an address to reach", what, addr)
+	}
 	return nil
 }
 

@@ -49,6 +49,7 @@ import (
 	"github.com/ketch-raft/ketch/actors/web"
 	"github.com/ketch-raft/ketch/fsm"
 	"github.com/ketch-raft/ketch/logstore"
+	pb "github.com/ketch-raft/ketch/messages"
 )
 
 // Exit codes.
@@ -101,7 +102,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case "demo":
 		return cmdDemo(rest, stdin, stdout, stderr)
 	case "put", "get", "delete", "cas":
-		return cmdKV(cmd, rest, stdout, stderr)
+		return cmdKV(cmd, rest, stdin, stdout, stderr)
 	case "status":
 		return cmdStatus(rest, stdout, stderr)
 	case "crash":
@@ -175,6 +176,9 @@ func cmdNode(args []string, stderr io.Writer) int {
 		if err := web.ValidateListen(*httpAddr); err != nil {
 			return fail(stderr, "node: %v", err)
 		}
+	}
+	if *election <= 0 || *heartbeat <= 0 {
+		return fail(stderr, "node: --election-timeout %v and --heartbeat %v must be positive", *election, *heartbeat)
 	}
 	if fs.NArg() > 0 {
 		return fail(stderr, "node: unexpected arguments %v", fs.Args())
@@ -317,7 +321,15 @@ func addClientFlags(fs *flag.FlagSet) clientFlags {
 	}
 }
 
+// open starts the client, and fails at once when no --cluster address has
+// a ketch node (see client.Probe).
 func (f clientFlags) open(stderr io.Writer) (*client.Client, []string, error) {
+	return f.openProbing(stderr, true)
+}
+
+// openProbing is open; without probe it does not check first (status,
+// which reports every node, reachable or not).
+func (f clientFlags) openProbing(stderr io.Writer, probe bool) (*client.Client, []string, error) {
 	var addrs []string
 	for _, a := range strings.Split(*f.cluster, ",") {
 		if a = strings.TrimSpace(a); a != "" {
@@ -332,21 +344,57 @@ func (f clientFlags) open(stderr io.Writer) (*client.Client, []string, error) {
 	cl, err := client.New(client.Config{Cluster: addrs, ClusterID: *f.clusterID, Timeout: *f.timeout,
 		AttemptTimeout: min(300*time.Millisecond, *f.timeout/3), TLS: certs.Files{CA: *f.cacert, Cert: *f.cert, Key: *f.key},
 		Logger: slog.New(slog.DiscardHandler)})
-	return cl, addrs, err
+	if err != nil {
+		return nil, nil, err
+	}
+	// When no address has a node (nothing listens, something else does,
+	// or TLS on one side only), say so at once instead of waiting out
+	// --timeout.
+	if !probe {
+		return cl, addrs, nil
+	}
+	if err := cl.Probe(min(time.Second, *f.timeout)); err != nil {
+		cl.Close()
+		return nil, nil, err
+	}
+	return cl, addrs, nil
 }
 
-func cmdKV(cmd string, args []string, stdout, stderr io.Writer) int {
+func cmdKV(cmd string, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := newFlags(cmd, stderr)
 	cf := addClientFlags(fs)
+	var ifAbsent, asJSON *bool
+	switch cmd {
+	case "cas":
+		ifAbsent = fs.Bool("if-absent", false, "create the key: swap only if it does not exist (then: cas --if-absent KEY NEW)")
+	case "delete":
+		asJSON = fs.Bool("json", false, `print {"key": KEY, "existed": true|false}`)
+	}
 	if err := fs.Parse(args); err != nil {
 		return exitFailure
 	}
 	want := map[string]int{"put": 2, "get": 1, "delete": 1, "cas": 3}[cmd]
+	usage := map[string]string{"put": "KEY VALUE (VALUE - reads it from stdin)", "get": "KEY", "delete": "KEY", "cas": "KEY OLD NEW"}[cmd]
+	if ifAbsent != nil && *ifAbsent {
+		want, usage = 2, "KEY NEW with --if-absent"
+	}
 	if fs.NArg() != want {
-		return fail(stderr, "%s takes %d argument(s): %s", cmd, want, map[string]string{
-			"put": "KEY VALUE", "get": "KEY", "delete": "KEY", "cas": "KEY OLD NEW"}[cmd])
+		return fail(stderr, "%s takes %d argument(s): %s", cmd, want, usage)
 	}
 	a := fs.Args()
+	if cmd == "put" && a[1] == "-" {
+		// The value from stdin, up to the entry limit (one byte more
+		// tells that it is over).
+		limit := pb.DefaultMaxEntryBytes
+		b, err := io.ReadAll(io.LimitReader(stdin, int64(limit)+1))
+		if err != nil {
+			return fail(stderr, "put: reading the value from stdin: %v", err)
+		}
+		if len(b) > limit {
+			return fail(stderr, "put: the value on stdin is over the %d-byte entry limit (keys up to %d bytes, values a little under %d)", limit, pb.DefaultMaxKeyBytes, limit)
+		}
+		a[1] = string(b)
+	}
 	cl, _, err := cf.open(stderr)
 	if err != nil {
 		return fail(stderr, "%v", err)
@@ -368,11 +416,26 @@ func cmdKV(cmd string, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stdout, string(v))
 		}
 	case "delete":
-		_, err = cl.Delete(ctx, a[0])
+		var existed bool
+		existed, err = cl.Delete(ctx, a[0])
+		if err == nil {
+			switch {
+			case *asJSON:
+				_ = json.NewEncoder(stdout).Encode(map[string]any{"key": a[0], "existed": existed})
+			case existed:
+				fmt.Fprintln(stdout, "deleted")
+			default:
+				fmt.Fprintln(stdout, "did not exist (nothing deleted)")
+			}
+		}
 	case "cas":
 		var swapped, found bool
 		var cur []byte
-		swapped, cur, found, err = cl.CompareAndSwap(ctx, a[0], []byte(a[1]), []byte(a[2]))
+		old, value := []byte(a[1]), []byte(a[len(a)-1])
+		if *ifAbsent {
+			old = nil // must not exist
+		}
+		swapped, cur, found, err = cl.CompareAndSwap(ctx, a[0], old, value)
 		if err == nil && !swapped {
 			if found {
 				fmt.Fprintf(stderr, "not swapped: current value is %q\n", cur)
@@ -396,7 +459,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return exitFailure
 	}
-	cl, addrs, err := cf.open(stderr)
+	cl, addrs, err := cf.openProbing(stderr, false)
 	if err != nil {
 		return fail(stderr, "%v", err)
 	}

@@ -1,9 +1,13 @@
 package process
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -173,5 +177,114 @@ func TestCLICrashRefused(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("status: %s", fmt.Sprint(sts))
+	}
+}
+
+// TestCLIFailsFastWithoutANode: with no ketch node at any --cluster address
+// the client verbs fail at once (not after --timeout), in one line naming
+// each address and why: nothing listens, something that is not a ketch
+// node answers, or TLS on one side only (issue 16, item 2).
+func TestCLIFailsFastWithoutANode(t *testing.T) {
+	dead := freeAddrs(t, 1)[0]
+	// Something that is not a ketch node: an HTTP/1 server.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = c.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n"))
+			_ = c.Close()
+		}
+	}()
+	other := l.Addr().String()
+	for _, tc := range []struct {
+		cluster string
+		want    []string
+	}{
+		{dead, []string{dead + ": connection refused"}},
+		{other, []string{other + ": not a ketch node"}},
+		{other + "," + dead, []string{other + ": not a ketch node", dead + ": connection refused"}},
+	} {
+		for _, verb := range [][]string{{"get", "k"}, {"put", "k", "v"}, {"transfer"}} {
+			args := append([]string{verb[0], "--cluster", tc.cluster, "--timeout", "10s"}, verb[1:]...)
+			r := runCLI(t, args...)
+			checkOneLineFailure(t, r)
+			for _, w := range tc.want {
+				if !strings.Contains(r.stderr, w) {
+					t.Errorf("ketch %v: stderr lacks %q: %s", args, w, r)
+				}
+			}
+			if r.took > 2*time.Second {
+				t.Errorf("ketch %v took %v with --timeout 10s; want an answer at once", args, r.took)
+			}
+		}
+	}
+}
+
+// TestCLIValuesKeysAndAnswers is issue 16, item 3: `put KEY -` reads the
+// value from stdin (a value too large for argv too), over the entry limit
+// it fails in one line naming the limit; `cas --if-absent` creates a key
+// once; `delete` says whether the key existed, and --json too.
+func TestCLIValuesKeysAndAnswers(t *testing.T) {
+	c := newCluster(t, 1, false)
+	c.waitLeader(10 * time.Second)
+	put := func(key string, value []byte) cliResult {
+		t.Helper()
+		cmd := exec.Command(ketchBin(t), "put", "--cluster", c.addrs(), key, "-")
+		cmd.Env = cliEnv()
+		cmd.Stdin = bytes.NewReader(value)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		r := cliResult{args: []string{"put", key, "-"}, stdout: stdout.String(), stderr: stderr.String()}
+		var exitErr *exec.ExitError
+		if errors.As(err, &exitErr) {
+			r.code = exitErr.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	big := bytes.Repeat([]byte("0123456789abcdef"), 60_000) // 960 KB: over the shell's argv limit for one argument
+	if r := put("big", big); r.code != 0 {
+		t.Fatalf("put big - (960 KB from stdin): %s", r)
+	}
+	if r := mustCLI(t, 0, "get", "--cluster", c.addrs(), "big"); strings.TrimSuffix(r.stdout, "\n") != string(big) {
+		t.Fatalf("get big: %d bytes back, want %d", len(r.stdout)-1, len(big))
+	}
+	r := put("huge", make([]byte, 2<<20))
+	checkOneLineFailure(t, r)
+	if !strings.Contains(r.stderr, "1048576-byte entry limit") {
+		t.Errorf("put of 2 MiB from stdin: want the limit named: %s", r)
+	}
+
+	mustCLI(t, 0, "cas", "--cluster", c.addrs(), "--if-absent", "fresh", "first")
+	r = runCLI(t, "cas", "--cluster", c.addrs(), "--if-absent", "fresh", "second")
+	if r.code != 1 || !strings.Contains(r.stderr, `"first"`) {
+		t.Errorf("a second cas --if-absent: want exit 1 naming the current value: %s", r)
+	}
+	if r := mustCLI(t, 0, "get", "--cluster", c.addrs(), "fresh"); r.stdout != "first\n" {
+		t.Errorf("get fresh = %q", r.stdout)
+	}
+
+	if r := mustCLI(t, 0, "delete", "--cluster", c.addrs(), "fresh"); r.stdout != "deleted\n" {
+		t.Errorf("delete of an existing key printed %q", r.stdout)
+	}
+	if r := mustCLI(t, 0, "delete", "--cluster", c.addrs(), "fresh"); !strings.Contains(r.stdout, "did not exist") {
+		t.Errorf("delete of a missing key printed %q", r.stdout)
+	}
+	r = mustCLI(t, 0, "delete", "--cluster", c.addrs(), "--json", "big")
+	var d struct {
+		Key     string `json:"key"`
+		Existed bool   `json:"existed"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &d); err != nil || d.Key != "big" || !d.Existed {
+		t.Errorf("delete --json: %q (%v)", r.stdout, err)
 	}
 }
