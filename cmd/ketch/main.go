@@ -41,6 +41,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ketch-raft/ketch/actors/certs"
 	"github.com/ketch-raft/ketch/actors/client"
@@ -382,16 +383,25 @@ func cmdKV(cmd string, args []string, stdin io.Reader, stdout, stderr io.Writer)
 		return fail(stderr, "%s takes %d argument(s): %s", cmd, want, usage)
 	}
 	a := fs.Args()
+	// The input is checked before any node is asked (the client would
+	// refuse it too, but only once it has a cluster to send it to).
+	limits := pb.DefaultLimits()
+	switch {
+	case !utf8.ValidString(a[0]):
+		return fail(stderr, "%s: the key %q is not valid UTF-8", cmd, a[0])
+	case len(a[0]) > limits.MaxKeyBytes:
+		return fail(stderr, "%s: the key is %d bytes, over the %d-byte key limit", cmd, len(a[0]), limits.MaxKeyBytes)
+	}
 	if cmd == "put" && a[1] == "-" {
 		// The value from stdin, up to the entry limit (one byte more
 		// tells that it is over).
-		limit := pb.DefaultMaxEntryBytes
+		limit := limits.MaxEntryBytes
 		b, err := io.ReadAll(io.LimitReader(stdin, int64(limit)+1))
 		if err != nil {
 			return fail(stderr, "put: reading the value from stdin: %v", err)
 		}
 		if len(b) > limit {
-			return fail(stderr, "put: the value on stdin is over the %d-byte entry limit (keys up to %d bytes, values a little under %d)", limit, pb.DefaultMaxKeyBytes, limit)
+			return fail(stderr, "put: the value on stdin is over the %d-byte entry limit (keys up to %d bytes, values a little under %d)", limit, limits.MaxKeyBytes, limit)
 		}
 		a[1] = string(b)
 	}
