@@ -161,3 +161,32 @@ func TestConfigChecksAddressesAndTimeouts(t *testing.T) {
 		t.Fatalf("a good configuration: %v", err)
 	}
 }
+
+// TestInconsistentLogIsCorrupt: a loaded log that breaks Raft's invariants
+// on stored state (what a damaged bbolt page that lost the hard state
+// looks like) is reported, not handed to the fsm.
+func TestInconsistentLogIsCorrupt(t *testing.T) {
+	ents := func(terms ...uint64) []*pb.Entry {
+		var out []*pb.Entry
+		for i, tm := range terms {
+			out = append(out, &pb.Entry{Index: uint64(i + 1), Term: tm})
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name string
+		st   logstore.State
+		bad  bool
+	}{
+		{"empty", logstore.State{}, false},
+		{"a good log", logstore.State{HardState: &pb.HardState{Term: 3}, Entries: ents(1, 1, 3)}, false},
+		{"the hard state lost", logstore.State{Entries: ents(1)}, true},
+		{"an entry above the term", logstore.State{HardState: &pb.HardState{Term: 2}, Entries: ents(1, 3)}, true},
+		{"terms going down", logstore.State{HardState: &pb.HardState{Term: 3}, Entries: ents(2, 1)}, true},
+		{"a base above the term", logstore.State{HardState: &pb.HardState{Term: 1}, Base: logstore.Base{Index: 5, Term: 2}}, true},
+	} {
+		if got := inconsistency(tc.st); (got != "") != tc.bad {
+			t.Errorf("%s: inconsistency = %q, want bad %v", tc.name, got, tc.bad)
+		}
+	}
+}

@@ -842,9 +842,20 @@ func openData(path string, cfg *Config, log *slog.Logger) (*logstore.BoltStore, 
 	if err != nil {
 		return nil, nil, storeError(err)
 	}
-	if _, err := st.Load(); err != nil {
+	loaded, err := st.Load()
+	if err != nil {
 		_ = st.Close()
 		return nil, nil, storeError(err)
+	}
+	if why := inconsistency(loaded); why != "" {
+		// Every record passed its checksum, but bbolt's pages have none: a
+		// damaged branch page can drop a key (the hard state) without any
+		// record failing. Such a log must not reach the fsm, which would
+		// crash on it until the node fail-stops (exit 3); it is corrupt
+		// (exit 4), and the operator told what to do.
+		_ = st.Close()
+		return nil, nil, fmt.Errorf("%w: data file %s: %s; this node must not rejoin with it: stop it, move its data dir aside and start it again with an empty one, and it catches up from its peers",
+			logstore.ErrCorrupt, path, why)
 	}
 	id, err := resolveIdentity(st, cfg, log)
 	if err != nil {
@@ -852,6 +863,27 @@ func openData(path string, cfg *Config, log *slog.Logger) (*logstore.BoltStore, 
 		return nil, nil, storeError(err)
 	}
 	return st, id, nil
+}
+
+// inconsistency says what in a loaded log breaks Raft's invariants on
+// stored state (Figure 2: no entry, and no base, of a term above the
+// current term; terms never decrease along the log), or "".
+func inconsistency(st logstore.State) string {
+	term := st.HardState.GetTerm()
+	if st.Base.Term > term {
+		return fmt.Sprintf("the log base is of term %d, above the stored current term %d", st.Base.Term, term)
+	}
+	prev := st.Base.Term
+	for _, e := range st.Entries {
+		switch {
+		case e.Term > term:
+			return fmt.Sprintf("entry %d is of term %d, above the stored current term %d", e.Index, e.Term, term)
+		case e.Term < prev:
+			return fmt.Sprintf("entry %d is of term %d, below the term %d of the entry before it", e.Index, e.Term, prev)
+		}
+		prev = e.Term
+	}
+	return ""
 }
 
 // storeError keeps a corrupt data file's error as it is (the CLI exits 4
