@@ -412,7 +412,7 @@ func (c *Client) send(ctx context.Context, build func(id, seq uint64) *pb.Client
 			c.succeeded(addr)
 			return r, nil
 		case pb.ClientStatus_CLIENT_STATUS_INVALID:
-			return nil, fmt.Errorf("%w: %s", ErrInvalid, r.Error)
+			return nil, fmt.Errorf("%w: %s: %s", ErrInvalid, addr, r.Error)
 		case pb.ClientStatus_CLIENT_STATUS_NOT_LEADER:
 			if r.LeaderAddress != "" && r.LeaderAddress != addr && !c.isDown(r.LeaderAddress) {
 				c.follow(r.LeaderAddress)
@@ -640,7 +640,8 @@ var ErrTransferFailed = errors.New("leadership transfer did not complete")
 
 // Transfer asks the leader to hand leadership to node to (0: the most
 // up-to-date voter, Raft thesis §3.10) and waits until another node leads.
-// It returns the old and the new leader's ids.
+// It returns the old and the new leader's ids; when node to already leads,
+// both are to and nothing is asked of the cluster.
 func (c *Client) Transfer(ctx context.Context, to uint64) (from, now uint64, err error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -650,6 +651,11 @@ func (c *Client) Transfer(ctx context.Context, to uint64) (from, now uint64, err
 	leader, addr, term, err := c.findLeader(ctx)
 	if err != nil {
 		return 0, 0, err
+	}
+	if to == leader {
+		// Already where it was asked to go: nothing to do, and no reason
+		// to fail a script that makes sure node X leads.
+		return leader, leader, nil
 	}
 	r, err := c.ask(ctx, addr, &pb.TransferRequest{ClusterId: c.cfg.ClusterID, To: to})
 	if err != nil {

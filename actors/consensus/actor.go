@@ -730,8 +730,12 @@ func (a *fsmActor) transfer(ctx actor.Context, m *protocol.Transfer) {
 		st := a.node.Status()
 		resp.Error = fmt.Sprintf("node %d is not the leader; ask the leader (node %d)", a.cfg.Raft.ID, st.Leader)
 		resp.LeaderId, resp.LeaderAddress = st.Leader, a.book[st.Leader]
-	case m.To == a.cfg.Raft.ID || m.To != 0 && !isVoter(a.conf, m.To):
+	case m.To == a.cfg.Raft.ID:
+		resp.Error = fmt.Sprintf("node %d already leads; there is nothing to transfer", m.To)
+	case m.To != 0 && !isVoter(a.conf, m.To):
 		resp.Error = fmt.Sprintf("node %d is not another voter of the cluster", m.To)
+	case m.To == 0 && !hasOtherVoter(a.conf, a.cfg.Raft.ID):
+		resp.Error = fmt.Sprintf("node %d is the only voter; there is no one to hand leadership to (add a voter with 'ketch member add')", a.cfg.Raft.ID)
 	default:
 		a.step(ctx, fsm.TransferLeadership{To: m.To})
 		resp.Ok = true
@@ -893,6 +897,22 @@ func (a *fsmActor) sendPeerTable(ctx actor.Context, book map[uint64]string) {
 }
 
 // isVoter reports whether id votes in the configuration c.
+// hasOtherVoter reports whether the configuration has a voter other than
+// self (in either half of a joint configuration).
+func hasOtherVoter(c fsm.ConfigState, self uint64) bool {
+	if c.Config == nil {
+		return false
+	}
+	for _, ms := range [][]*pb.Member{c.Config.Members, c.Config.Outgoing} {
+		for _, m := range ms {
+			if m.Id != self && isVoter(c, m.Id) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func isVoter(c fsm.ConfigState, id uint64) bool {
 	if c.Config == nil {
 		return false
