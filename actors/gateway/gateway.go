@@ -51,7 +51,8 @@ type Config struct {
 	// Chaos allows CrashRequest; without it every CrashRequest is refused.
 	Chaos bool
 	// Crash makes the named child (store, state, fsm, sender) panic.
-	Crash  func(child string) error
+	Crash func(child string) error
+	// Logger is the node's (it already carries node=ID).
 	Logger *slog.Logger
 }
 
@@ -65,7 +66,7 @@ func Props(cfg Config) *actor.Props {
 		cfg.Logger = slog.Default()
 	}
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &gatewayActor{cfg: cfg, log: cfg.Logger.With("actor", "gateway", "node", cfg.NodeID)}
+		return &gatewayActor{cfg: cfg, log: cfg.Logger.With("actor", "gateway")}
 	})
 }
 
