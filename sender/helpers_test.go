@@ -48,6 +48,8 @@ func TestMain(m *testing.M) {
 		recoverMain()
 	case "baseline":
 		baselineMain()
+	case "hostname":
+		hostnameMain()
 	default:
 		fmt.Println("unknown child", os.Getenv(childEnv))
 		os.Exit(2)

@@ -138,7 +138,15 @@ func StartRemote(system *actor.ActorSystem, host string, port int, opts ...Remot
 	}
 	_ = l.Close()
 
-	cfgOpts := append(remoteDefaults(), o.protoactor...)
+	cfgOpts := remoteDefaults()
+	if net.ParseIP(host) == nil && port != 0 {
+		// A host name: the node is known by it, as its peers were told.
+		// protoactor would otherwise advertise the address the name
+		// resolved to, and the wire guard refuses messages addressed to
+		// the name (a container's service name, localhost).
+		cfgOpts = append(cfgOpts, remote.WithAdvertisedHost(addr))
+	}
+	cfgOpts = append(cfgOpts, o.protoactor...)
 	cfg := remote.Configure(host, port, cfgOpts...)
 	if o.tls != nil {
 		dial, server, err := tlsOptions(o.tls)

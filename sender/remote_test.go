@@ -72,6 +72,38 @@ func TestStartRemoteRecoversListenPanic(t *testing.T) {
 	t.Log(firstLine(string(out), "RESULT"))
 }
 
+// A node listening on a host name (localhost here; a container's service
+// name in deploy/compose.yaml) is known by that name: the actor system's
+// address is the name as given, not the address it resolved to, so peers
+// that were told the name reach it past the wire guard's target check.
+func TestStartRemoteKeepsTheHostName(t *testing.T) {
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), childEnv+"=hostname")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "ADDRESS localhost:") {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	t.Log(firstLine(string(out), "ADDRESS"))
+}
+
+// hostnameMain is the child of TestStartRemoteKeepsTheHostName.
+func hostnameMain() {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Println("listen:", err)
+		os.Exit(1)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	system, _, _ := newSystem()
+	if _, err := StartRemote(system, "localhost", port); err != nil {
+		fmt.Println("start:", err)
+		os.Exit(1)
+	}
+	fmt.Println("ADDRESS", system.Address())
+	os.Exit(0)
+}
+
 func TestStartRemotePortZeroAndTwice(t *testing.T) {
 	system := homeNode(t)
 	host, port, err := system.GetHostPort()
