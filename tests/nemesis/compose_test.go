@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -26,10 +25,11 @@ var composeFiles = []string{"compose.yaml", "Dockerfile", ".dockerignore"}
 
 // TestComposeCluster runs deploy/compose.yaml as the README says, under a
 // project of its own (ketch-nemesis-<random>-compose, with its own image,
-// network /24 and host ports): it builds the static binary, brings the
+// network and host ports): it builds the static binary, brings the
 // three nodes up with `up -d --build`, waits until they agree on a leader
-// (their /status on the published --http ports), puts a key with the CLI
-// from the host and reads it back through the compose file's cli service,
+// (their /status on the published --http ports), puts a key and reads it
+// back through the compose file's cli service, waits until every node has
+// applied it,
 // and removes everything with `down -v --rmi all` at cleanup, whatever
 // happened.
 //
@@ -95,24 +95,11 @@ func TestComposeCluster(t *testing.T) {
 		}
 	})
 
-	// A random 10.X.Y.0/24 (as the nemesis' network), another one when it
-	// overlaps a network of this engine.
 	upStart := time.Now()
-	var net3 string
-	for try := 0; ; try++ {
-		net3 = fmt.Sprintf("10.%d.%d", 100+rand.IntN(150), rand.IntN(256))
-		c.env["KETCH_NET"] = net3
-		_, err := c.run(3*time.Minute, "up", "-d", "--build")
-		if err == nil {
-			break
-		}
-		if try < 5 && strings.Contains(err.Error(), "overlap") {
-			c.down()
-			continue
-		}
+	if _, err := c.run(3*time.Minute, "up", "-d", "--build"); err != nil {
 		t.Fatalf("up: %v", err)
 	}
-	t.Logf("compose: up in %v (network %s.0/24)", time.Since(upStart).Round(time.Millisecond), net3)
+	t.Logf("compose: up in %v", time.Since(upStart).Round(time.Millisecond))
 
 	leaderStart := time.Now()
 	leader, err := waitComposeLeader(httpPorts, time.Minute)
@@ -121,16 +108,12 @@ func TestComposeCluster(t *testing.T) {
 	}
 	t.Logf("compose: node %d leads, %v after up", leader, time.Since(leaderStart).Round(time.Millisecond))
 
-	// The CLI from the host, at the nodes' addresses on the network.
-	cluster := fmt.Sprintf("%[1]s.11:7000,%[1]s.12:7000,%[1]s.13:7000", net3)
-	key, value := "compose-"+project, "hello from the host"
-	if out, err := runCLI(bin, "put", "--cluster", cluster, key, value); err != nil {
-		t.Fatalf("host CLI put: %v\n%s", err, out)
+	// The CLI inside the network, as the README shows it: the compose
+	// file's cli service, which knows the nodes by their service names.
+	key, value := "compose-"+project, "hello from the cli service"
+	if out, err := c.run(cmdTimeout, "run", "--rm", "-T", "cli", "put", key, value); err != nil {
+		t.Fatalf("cli service put: %v\n%s", err, out)
 	}
-	if out, err := runCLI(bin, "get", "--cluster", cluster, key); err != nil || strings.TrimSpace(out) != value {
-		t.Fatalf("host CLI get %s = %q, %v; want %q", key, out, err, value)
-	}
-	// The CLI inside the network: the compose file's cli service.
 	out, err := c.run(cmdTimeout, "run", "--rm", "-T", "cli", "get", key)
 	if err != nil {
 		t.Fatalf("cli service get: %v", err)
@@ -138,8 +121,12 @@ func TestComposeCluster(t *testing.T) {
 	if got := strings.TrimSpace(out); got != value {
 		t.Fatalf("cli service get %s = %q; want %q", key, got, value)
 	}
+	// Every node applied it (their /status on the host's loopback).
+	if err := waitComposeApplied(httpPorts, time.Minute); err != nil {
+		t.Fatal(err)
+	}
 	passed = true
-	t.Logf("compose: put on the host, read back in the network; %v in all (cleanup not counted)", time.Since(start).Round(time.Millisecond))
+	t.Logf("compose: put and read back through the cli service; %v in all (cleanup not counted)", time.Since(start).Round(time.Millisecond))
 }
 
 // composeTool finds the compose command: `docker compose` (the v2 plugin)
@@ -263,20 +250,46 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// runCLI runs the ketch CLI on the host within cmdTimeout; the output is
-// stdout and stderr.
-func runCLI(bin string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
-	return string(out), err
-}
-
 // composeStatus is what the test reads of a node's /status.
 type composeStatus struct {
-	ID     uint64 `json:"id"`
-	Role   string `json:"role"`
-	Leader uint64 `json:"leader"`
+	ID      uint64 `json:"id"`
+	Role    string `json:"role"`
+	Leader  uint64 `json:"leader"`
+	Commit  uint64 `json:"commit"`
+	Applied uint64 `json:"applied"`
+}
+
+// waitComposeApplied waits until every node has applied what the leader
+// had committed when it was first asked.
+func waitComposeApplied(ports []int, timeout time.Duration) error {
+	hc := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(timeout)
+	var target uint64
+	for {
+		var views []string
+		done := 0
+		for _, p := range ports {
+			st, err := getStatus(hc, p)
+			if err != nil {
+				views = append(views, fmt.Sprintf(":%d %v", p, err))
+				continue
+			}
+			if st.Role == "leader" && target == 0 {
+				target = st.Commit
+			}
+			if target != 0 && st.Applied >= target {
+				done++
+			}
+			views = append(views, fmt.Sprintf("%d applied %d", st.ID, st.Applied))
+		}
+		if done == len(ports) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not every node applied index %d within %v: %s", target, timeout, strings.Join(views, "; "))
+		}
+		time.Sleep(200 * time.Millisecond) // poll interval
+	}
 }
 
 // waitComposeLeader polls the nodes' /status (on the host ports) until
