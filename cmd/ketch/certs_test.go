@@ -15,11 +15,11 @@ import (
 	"github.com/ketch-raft/ketch/actors/certs"
 )
 
-// runCerts calls cmdCerts with fresh buffers.
+// runCerts runs 'ketch certs ARGS' with fresh buffers.
 func runCerts(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	code = cmdCerts(args, &out, &errOut)
+	code = run(append([]string{"certs"}, args...), strings.NewReader(""), &out, &errOut)
 	return code, out.String(), errOut.String()
 }
 
@@ -120,8 +120,8 @@ func TestCertsErrors(t *testing.T) {
 		args     []string
 		mentions string
 	}{
-		{"unknown flag", []string{"init", "--dir", dir, "--bogus"}, "ketch: certs init: flag provided but not defined: -bogus"},
-		{"bad duration", []string{"client", "--dir", dir, "--name", "a", "--validity", "soon"}, "ketch: certs client: invalid value"},
+		{"unknown flag", []string{"init", "--dir", dir, "--bogus"}, "ketch: certs init: unknown flag: --bogus"},
+		{"bad duration", []string{"client", "--dir", dir, "--name", "a", "--validity", "soon"}, `ketch: certs client: invalid argument "soon" for "--validity" flag`},
 		{"negative validity", []string{"client", "--dir", dir, "--name", "a", "--validity", "-1h"}, "positive duration"},
 		{"no dir", []string{"init"}, "--dir DIR is required"},
 		{"extra argument", []string{"init", "--dir", dir, "extra"}, "unexpected arguments"},

@@ -9,11 +9,15 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/ketch-raft/ketch/actors/client"
 	"github.com/ketch-raft/ketch/actors/node"
@@ -46,24 +50,53 @@ type demo struct {
 	log   *slog.Logger
 }
 
-func cmdDemo(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	fs := newFlags("demo", stderr)
-	data := fs.String("data", "", "data directory for the three nodes (default: a new temporary one)")
-	logLevel := fs.String("log-level", "warn", "node log level: debug, info, warn or error")
-	httpAddr := fs.String("http", "127.0.0.1:0", "serve each node's metrics and live view: node 1 on HOST:PORT, node 2 on PORT+1, node 3 on PORT+2 (port 0: free ports; \"\": off)")
-	if err := fs.Parse(args); err != nil {
-		return exitFailure
+// maxDemoLine is the longest input line the demo reads; a longer one is
+// refused, and the demo goes on.
+const maxDemoLine = 1 << 20
+
+func newDemoCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "A local 3-node cluster at a prompt, for watching Raft work",
+		Long: `Start three nodes in this process on loopback, each with its live view and
+metrics, and read commands at a prompt (type help). Elections, crashes,
+restarts and configuration changes are announced above the prompt as they
+happen. The data lives in a new temporary directory, removed on quit,
+end of input or Ctrl-C, unless --data names one to keep.
+
+` + demoHelp,
+		Example: `  ketch demo
+  ketch demo --data ./demo-data --log-level info
+  ketch demo --http 127.0.0.1:8001   (node 1 on 8001, 2 on 8002, 3 on 8003)
+  ketch demo --http ""                (no HTTP endpoints)`,
+		Args: noArgs,
 	}
-	if *httpAddr != "" {
-		if err := web.ValidateListen(*httpAddr); err != nil {
+	data := cmd.Flags().String("data", "", "data directory for the three nodes (default: a new temporary one, removed at the end)")
+	logLevel := cmd.Flags().String("log-level", "warn", "the nodes' log level: debug, info, warn or error")
+	httpAddr := cmd.Flags().String("http", "127.0.0.1:0", "serve each node's metrics and live view: node 1 on HOST:PORT, node 2 on PORT+1, node 3 on PORT+2 (port 0: free ports; \"\": off)")
+	complete(cmd, "log-level", "debug", "info", "warn", "error")
+	cmd.RunE = body(func(*cobra.Command, []string) int {
+		return runDemo(*data, *logLevel, *httpAddr, stdin, stdout, stderr)
+	})
+	return cmd
+}
+
+func runDemo(data, logLevel, httpAddr string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if httpAddr != "" {
+		if err := web.ValidateListen(httpAddr); err != nil {
 			return fail(stderr, "demo: %v", err)
 		}
 	}
-	level, err := parseLevel(*logLevel)
+	level, err := parseLevel(logLevel)
 	if err != nil {
-		return fail(stderr, "demo: --log-level %q: use debug, info, warn or error", *logLevel)
+		return fail(stderr, "demo: --log-level %q: use debug, info, warn or error", logLevel)
 	}
-	dir := *data
+	// Ctrl-C (or SIGTERM) ends the demo like quit: the nodes stop and a
+	// temporary data dir is removed.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	dir := data
 	if dir == "" {
 		if dir, err = os.MkdirTemp("", "ketch-demo-"); err != nil {
 			return fail(stderr, "demo: %v", err)
@@ -84,13 +117,8 @@ func cmdDemo(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		_ = l.Close()
 		d.dirs[id] = filepath.Join(dir, fmt.Sprintf("node%d", id))
 	}
-	if *httpAddr != "" {
-		if d.https, err = demoHTTPAddrs(*httpAddr); err != nil {
-			return fail(stderr, "demo: %v", err)
-		}
-	}
-	for id := uint64(1); id <= 3; id++ {
-		if err := d.start(id); err != nil {
+	if httpAddr != "" {
+		if d.https, err = demoHTTPAddrs(httpAddr); err != nil {
 			return fail(stderr, "demo: %v", err)
 		}
 	}
@@ -99,6 +127,11 @@ func cmdDemo(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			d.stop(id)
 		}
 	}()
+	for id := uint64(1); id <= 3; id++ {
+		if err := d.start(id); err != nil {
+			return fail(stderr, "demo: %v", err)
+		}
+	}
 	var list []string
 	for id := uint64(1); id <= 3; id++ {
 		list = append(list, d.addrs[id])
@@ -131,15 +164,28 @@ func cmdDemo(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	defer stopWatch()
 	d.waitLeader()
 
-	in := bufio.NewScanner(stdin)
+	lines := readLines(stdin, maxDemoLine)
 	for {
 		out.prompt("ketch> ")
-		if !in.Scan() {
+		var l line
+		var ok bool
+		select {
+		case l, ok = <-lines:
+		case s := <-sigs:
+			out.println("")
+			fmt.Fprintf(stdout, "%v: stopping the nodes\n", s)
+			return exitOK
+		}
+		if !ok {
 			out.println("")
 			return exitOK
 		}
 		out.answered()
-		f := strings.Fields(in.Text())
+		if l.err != nil {
+			fmt.Fprintf(stdout, "error: %v\n", l.err)
+			continue
+		}
+		f := strings.Fields(l.text)
 		if len(f) == 0 {
 			continue
 		}
@@ -150,6 +196,50 @@ func cmdDemo(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "error: %v\n", err)
 		}
 	}
+}
+
+// line is one line of input, or why it was refused.
+type line struct {
+	text string
+	err  error
+}
+
+// readLines reads r line by line on a goroutine of its own (so a signal
+// can end the demo while it waits for input). A line over max bytes is
+// refused with an error, not read into memory, and reading goes on; the
+// channel closes at the end of input.
+func readLines(r io.Reader, max int) <-chan line {
+	ch := make(chan line)
+	go func() {
+		defer close(ch)
+		br := bufio.NewReader(r)
+		for {
+			var buf []byte
+			n, long := 0, false
+			for {
+				frag, err := br.ReadSlice('\n')
+				n += len(frag)
+				if !long && n <= max+1 {
+					buf = append(buf, frag...)
+				} else {
+					long, buf = true, nil
+				}
+				if err == bufio.ErrBufferFull {
+					continue
+				}
+				if err != nil && n == 0 {
+					return // end of input
+				}
+				break
+			}
+			if long {
+				ch <- line{err: fmt.Errorf("the line is %d bytes, over the %d-byte limit; nothing was done", n, max)}
+				continue
+			}
+			ch <- line{text: strings.TrimRight(string(buf), "\r\n")}
+		}
+	}()
+	return ch
 }
 
 func (d *demo) start(id uint64) error {
@@ -423,7 +513,7 @@ func (d *demo) do(f []string) error {
 		}
 		fmt.Fprintf(d.out, "node %d started\n", id)
 	default:
-		return fmt.Errorf("unknown command %q; try help", f[0])
+		return fmt.Errorf("unknown command %.40q; try help", f[0])
 	}
 	return nil
 }

@@ -66,54 +66,55 @@ func TestCLIBadInput(t *testing.T) {
 		// mention is a word the error line must contain, so it says what
 		// is wrong.
 		mention string
-		// usage: the flag package's error, followed by the usage text, is
-		// accepted (exit 2, the first line names the problem).
-		usage bool
 	}{
-		{"node/port taken", node(map[string]string{"--listen": taken.Addr().String()}), "in use", false},
-		{"node/data is a file", node(map[string]string{"--data": file}), "data", false},
-		{"node/data under a file", node(map[string]string{"--data": filepath.Join(file, "sub")}), "data", false},
-		{"node/data in /proc", node(map[string]string{"--data": "/proc/ketch-test-no-such-dir"}), "data", false},
-		{"node/peers x=y", node(map[string]string{"--peers": "x=y"}), "peers", false},
-		{"node/peers 2=", node(map[string]string{"--peers": "2="}), "peers", false},
-		{"node/peers duplicate id", node(map[string]string{"--peers": "2=127.0.0.1:1,2=127.0.0.1:2"}), "twice", false},
-		{"node/peers lists itself", node(map[string]string{"--peers": "1=127.0.0.1:1"}), "peer", false},
-		{"node/missing --id", node(nil, "--id"), "--id", false},
-		{"node/missing --data", node(nil, "--data"), "--data", false},
-		{"node/bad --listen", node(map[string]string{"--listen": "no-port"}), "--listen", false},
-		{"node/negative --snapshot-growth", node(map[string]string{"--snapshot-growth": "-1"}), "--snapshot-growth", false},
-		{"node/--snapshot-growth NaN", node(map[string]string{"--snapshot-growth": "NaN"}), "--snapshot-growth", false},
-		{"node/--snapshot-trailing 0", node(map[string]string{"--snapshot-trailing": "0"}), "--snapshot-trailing", false},
-		{"put without --cluster", []string{"put", "k", "v"}, "--cluster", false},
-		{"get without --cluster", []string{"get", "k"}, "--cluster", false},
-		{"status without --cluster", []string{"status"}, "--cluster", false},
-		{"put with one argument", []string{"put", "--cluster", "127.0.0.1:1", "k"}, "argument", false},
-		{"cas with two arguments", []string{"cas", "--cluster", "127.0.0.1:1", "k", "v"}, "argument", false},
-		{"crash without --node", []string{"crash", "--cluster", "127.0.0.1:1", "--actor", "fsm"}, "--node", false},
-		{"crash of an unknown actor", []string{"crash", "--cluster", "127.0.0.1:1", "--node", "1", "--actor", "disk"}, "--actor", false},
-		{"node/--id not a number", node(map[string]string{"--id": "one"}), "-id", true},
-		{"node/unknown flag", append(node(nil), "--no-such-flag"), "no-such-flag", true},
-		{"unknown command", []string{"frobnicate"}, "unknown command", true},
+		{"node/port taken", node(map[string]string{"--listen": taken.Addr().String()}), "in use"},
+		{"node/data is a file", node(map[string]string{"--data": file}), "data"},
+		{"node/data under a file", node(map[string]string{"--data": filepath.Join(file, "sub")}), "data"},
+		{"node/data in /proc", node(map[string]string{"--data": "/proc/ketch-test-no-such-dir"}), "data"},
+		{"node/peers x=y", node(map[string]string{"--peers": "x=y"}), "peers"},
+		{"node/peers 2=", node(map[string]string{"--peers": "2="}), "peers"},
+		{"node/peers duplicate id", node(map[string]string{"--peers": "2=127.0.0.1:1,2=127.0.0.1:2"}), "twice"},
+		{"node/peers lists itself", node(map[string]string{"--peers": "1=127.0.0.1:1"}), "peer"},
+		{"node/missing --id", node(nil, "--id"), "--id"},
+		{"node/missing --data", node(nil, "--data"), "--data"},
+		{"node/bad --listen", node(map[string]string{"--listen": "no-port"}), "--listen"},
+		{"node/negative --snapshot-growth", node(map[string]string{"--snapshot-growth": "-1"}), "--snapshot-growth"},
+		{"node/--snapshot-growth NaN", node(map[string]string{"--snapshot-growth": "NaN"}), "--snapshot-growth"},
+		{"node/--snapshot-trailing 0", node(map[string]string{"--snapshot-trailing": "0"}), "--snapshot-trailing"},
+		{"put without --cluster", []string{"put", "k", "v"}, "--cluster"},
+		{"get without --cluster", []string{"get", "k"}, "--cluster"},
+		{"status without --cluster", []string{"status"}, "--cluster"},
+		{"put with one argument", []string{"put", "--cluster", "127.0.0.1:1", "k"}, "argument"},
+		{"cas with two arguments", []string{"cas", "--cluster", "127.0.0.1:1", "k", "v"}, "argument"},
+		{"crash without --node", []string{"crash", "--cluster", "127.0.0.1:1", "--actor", "fsm"}, "--node"},
+		{"crash of an unknown actor", []string{"crash", "--cluster", "127.0.0.1:1", "--node", "1", "--actor", "disk"}, "--actor"},
+		// Issue 16: cobra's refusals are one line too, not the usage.
+		{"node/--id not a number", node(map[string]string{"--id": "one"}), "--id"},
+		{"node/unknown flag", append(node(nil), "--no-such-flag"), "no-such-flag"},
+		{"unknown command", []string{"frobnicate"}, "unknown command"},
+		{"get with -w yaml", []string{"get", "--cluster", "127.0.0.1:1", "-w", "yaml", "k"}, "json or table"},
+		{"node/heartbeat not under the election timeout", node(map[string]string{"--heartbeat": "200ms", "--election-timeout": "300ms"}), "heartbeat"},
+		{"node/port 99999", node(map[string]string{"--listen": "127.0.0.1:99999"}), "port"},
 		// Regression (issue 11): a key that is not UTF-8 hung 10 s, then
 		// said "timed out"; it is refused at once, saying why.
-		{"put with a key that is not UTF-8", []string{"put", "--cluster", "127.0.0.1:1", "\xff\xfe", "v"}, "UTF-8", false},
-		{"get with a key that is not UTF-8", []string{"get", "--cluster", "127.0.0.1:1", "k\xc3"}, "UTF-8", false},
-		{"put with a key over the limit", []string{"put", "--cluster", "127.0.0.1:1", strings.Repeat("k", 5000), "v"}, "limit", false},
+		{"put with a key that is not UTF-8", []string{"put", "--cluster", "127.0.0.1:1", "\xff\xfe", "v"}, "UTF-8"},
+		{"get with a key that is not UTF-8", []string{"get", "--cluster", "127.0.0.1:1", "k\xc3"}, "UTF-8"},
+		{"put with a key over the limit", []string{"put", "--cluster", "127.0.0.1:1", strings.Repeat("k", 5000), "v"}, "limit"},
 		// Membership (issue 13): every malformed member command is refused
 		// before it reaches a node.
-		{"node/--join with --peers", append(node(nil), "--join"), "--join", false},
-		{"member without a subcommand", []string{"member"}, "usage", true},
-		{"member unknown subcommand", []string{"member", "grow", "--cluster", "127.0.0.1:1"}, "grow", true},
-		{"member add without an address", []string{"member", "add", "--cluster", "127.0.0.1:1", "4"}, "ID=HOST:PORT", false},
-		{"member add with a bad address", []string{"member", "add", "--cluster", "127.0.0.1:1", "4=nohost"}, "HOST:PORT", false},
-		{"member add with id 0", []string{"member", "add", "--cluster", "127.0.0.1:1", "0=127.0.0.1:9"}, "positive", false},
-		{"member add with two servers", []string{"member", "add", "--cluster", "127.0.0.1:1", "4=127.0.0.1:9", "5=127.0.0.1:8"}, "one argument", false},
-		{"member promote of a non-number", []string{"member", "promote", "--cluster", "127.0.0.1:1", "four"}, "node id", false},
-		{"member remove without an id", []string{"member", "remove", "--cluster", "127.0.0.1:1"}, "argument", false},
-		{"member replace without NEW", []string{"member", "replace", "--cluster", "127.0.0.1:1", "3"}, "OLD=NEW=HOST:PORT", false},
-		{"member list with --learner", []string{"member", "list", "--cluster", "127.0.0.1:1", "--learner"}, "--learner", false},
-		{"member remove with --json", []string{"member", "remove", "--cluster", "127.0.0.1:1", "--json", "3"}, "--json", false},
-		{"member list without --cluster", []string{"member", "list"}, "--cluster", false},
+		{"node/--join with --peers", append(node(nil), "--join"), "--join"},
+		{"member without a subcommand", []string{"member"}, "usage"},
+		{"member unknown subcommand", []string{"member", "grow", "--cluster", "127.0.0.1:1"}, "grow"},
+		{"member add without an address", []string{"member", "add", "--cluster", "127.0.0.1:1", "4"}, "ID=HOST:PORT"},
+		{"member add with a bad address", []string{"member", "add", "--cluster", "127.0.0.1:1", "4=nohost"}, "HOST:PORT"},
+		{"member add with id 0", []string{"member", "add", "--cluster", "127.0.0.1:1", "0=127.0.0.1:9"}, "positive"},
+		{"member add with two servers", []string{"member", "add", "--cluster", "127.0.0.1:1", "4=127.0.0.1:9", "5=127.0.0.1:8"}, "one argument"},
+		{"member promote of a non-number", []string{"member", "promote", "--cluster", "127.0.0.1:1", "four"}, "node id"},
+		{"member remove without an id", []string{"member", "remove", "--cluster", "127.0.0.1:1"}, "argument"},
+		{"member replace without NEW", []string{"member", "replace", "--cluster", "127.0.0.1:1", "3"}, "OLD=NEW=HOST:PORT"},
+		{"member list with --learner", []string{"member", "list", "--cluster", "127.0.0.1:1", "--learner"}, "--learner"},
+		{"member remove with --learner", []string{"member", "remove", "--cluster", "127.0.0.1:1", "--learner", "3"}, "--learner"},
+		{"member list without --cluster", []string{"member", "list"}, "--cluster"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -121,14 +122,6 @@ func TestCLIBadInput(t *testing.T) {
 			r := runCLI(t, tc.args...)
 			if r.took > 15*time.Second || strings.Contains(tc.mention, "UTF-8") && r.took > 2*time.Second {
 				t.Errorf("took %v to refuse", r.took)
-			}
-			if tc.usage {
-				first, _, _ := strings.Cut(r.stderr, "\n")
-				if r.code != 2 || !strings.Contains(first, tc.mention) {
-					t.Errorf("want exit 2 and a first line naming %q, got %s", tc.mention, r)
-				}
-				checkNoPanic(t, r)
-				return
 			}
 			checkOneLineFailure(t, r)
 			if !strings.Contains(r.stderr, tc.mention) {

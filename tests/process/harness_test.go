@@ -79,11 +79,14 @@ func ketchBin(t testing.TB) string {
 }
 
 // cliEnv is the environment of every process the tests start: the test's
-// own, without KETCH_CLUSTER (the client verbs read it as a default).
-func cliEnv() []string {
-	return slices.DeleteFunc(os.Environ(), func(kv string) bool {
-		return strings.HasPrefix(kv, "KETCH_CLUSTER=")
-	})
+// own without $KETCH_CLUSTER, $KETCH_CLUSTER_ID and $KETCH_TIMEOUT (the
+// client commands read them as defaults; the TLS variables are the tests'
+// own, set with t.Setenv), plus extra.
+func cliEnv(extra ...string) []string {
+	return append(slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		name, _, _ := strings.Cut(kv, "=")
+		return name == "KETCH_CLUSTER" || name == "KETCH_CLUSTER_ID" || name == "KETCH_TIMEOUT"
+	}), extra...)
 }
 
 // ------------------------------------------------------------------ CLI
@@ -119,11 +122,16 @@ func runCLI(t testing.TB, args ...string) cliResult {
 // execCLI is runCLI for goroutines other than the test's: it returns an
 // error instead of failing the test.
 func execCLI(bin string, args ...string) (cliResult, error) {
+	return execCLIEnv(bin, nil, args...)
+}
+
+// execCLIEnv is execCLI with extra environment variables (KEY=VALUE).
+func execCLIEnv(bin string, env []string, args ...string) (cliResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), cliGuard)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = cliEnv()
+	cmd.Env = cliEnv(env...)
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	setProcAttr(cmd)
 	start := time.Now()
