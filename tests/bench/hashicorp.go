@@ -137,6 +137,9 @@ func (h *hashicorpCluster) Put(ctx context.Context, key string, value []byte) er
 func (h *hashicorpCluster) Close() {
 	for _, n := range h.nodes {
 		_ = n.raft.Shutdown().Error()
+		// Close the pooled outgoing connections too, or the peers'
+		// handlers stay blocked reading them after their Close.
+		n.trans.CloseStreams()
 		_ = n.trans.Close()
 		_ = n.store.Close()
 	}

@@ -169,11 +169,15 @@ func runLevel(name string, start starter, n int, warmup, duration time.Duration,
 		return Result{}, err
 	}
 	defer os.RemoveAll(dir)
+	g0 := runtime.NumGoroutine()
 	c, err := start(dir, log.With("system", name))
 	if err != nil {
 		return Result{}, fmt.Errorf("start: %w", err)
 	}
-	defer c.Close()
+	defer func() {
+		c.Close()
+		checkStopped(name, n, g0)
+	}()
 	runtime.GC()
 
 	value := make([]byte, valueBytes)
@@ -255,6 +259,19 @@ func runLevel(name string, start starter, n int, warmup, duration time.Duration,
 		return r, errors.New("no operation completed in the window")
 	}
 	return r, nil
+}
+
+// checkStopped warns when a closed cluster leaves goroutines running that
+// would share the CPU with the systems after it: it waits up to 3 s for
+// the count to fall back to g0, what it was before the cluster started.
+func checkStopped(name string, n, g0 int) {
+	deadline := time.Now().Add(3 * time.Second)
+	for runtime.NumGoroutine() > g0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if left := runtime.NumGoroutine() - g0; left > 0 {
+		fmt.Fprintf(os.Stderr, "bench: %s with %d clients left %d goroutines running after Close\n", name, n, left)
+	}
 }
 
 func writeHeapProfile(path string) {
