@@ -1,6 +1,6 @@
 // Command bench drives ketch and hashicorp/raft side by side on the same
 // workload, machine and process, and reports throughput, latency, CPU and
-// heap for each (see README.md).
+// memory for each (see README.md).
 //
 // It lives in its own module so that hashicorp/raft's dependencies stay out
 // of ketch's go.mod.
@@ -16,6 +16,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"runtime"
+	"runtime/debug"
+	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -78,6 +80,17 @@ type Result struct {
 	Errors    int64   `json:"errors"`
 	HeapInuse float64 `json:"heap_inuse_mb"` // runtime HeapInuse at the end of the window
 	HeapLive  float64 `json:"heap_live_mb"`  // HeapAlloc after a GC, cluster still up
+	// LivePeak is the largest live heap (runtime/metrics /gc/heap/live:bytes,
+	// what the latest GC marked) sampled during the window, under load.
+	LivePeak float64 `json:"live_peak_mb"`
+	// RSSPeak is the largest resident set of the process sampled during
+	// the window: with memory outside the Go heap (cgo allocations, as
+	// pebble's memtables). RSSBase is the resident set just before the
+	// cluster started, after the previous system's freed heap went back to
+	// the OS; what earlier systems left resident outside the Go heap is in
+	// both, so RSSPeak-RSSBase is what this system added.
+	RSSPeak float64 `json:"rss_peak_mb"`
+	RSSBase float64 `json:"rss_base_mb"`
 }
 
 func main() {
@@ -169,6 +182,10 @@ func runLevel(name string, start starter, n int, warmup, duration time.Duration,
 		return Result{}, err
 	}
 	defer os.RemoveAll(dir)
+	// Hand the previous system's freed heap back to the OS, and note the
+	// resident set left, so that what this system adds to it can be told.
+	debug.FreeOSMemory()
+	rss0 := rssMB()
 	g0 := runtime.NumGoroutine()
 	c, err := start(dir, log.With("system", name))
 	if err != nil {
@@ -225,7 +242,7 @@ func runLevel(name string, start starter, n int, warmup, duration time.Duration,
 	time.Sleep(time.Until(time.Unix(0, from.Load())))
 	cpu0 := cpuTime()
 	t0 := time.Now()
-	time.Sleep(duration)
+	peaks := sampleMemory(duration)
 	to.Store(time.Now().UnixNano())
 	elapsed := time.Since(t0)
 	cpu1 := cpuTime()
@@ -251,6 +268,7 @@ func runLevel(name string, start starter, n int, warmup, duration time.Duration,
 		OpsPerSec: float64(ops) / elapsed.Seconds(),
 		P50us:     quantile(all, 0.50), P99us: quantile(all, 0.99), P999us: quantile(all, 0.999),
 		HeapInuse: heapInuse, HeapLive: float64(ms.HeapAlloc) / (1 << 20),
+		LivePeak: peaks.live, RSSPeak: peaks.rss, RSSBase: rss0,
 	}
 	if ops > 0 {
 		r.CPUPer1k = (cpu1 - cpu0).Seconds() / float64(ops) * 1000
@@ -272,6 +290,58 @@ func checkStopped(name string, n, g0 int) {
 	if left := runtime.NumGoroutine() - g0; left > 0 {
 		fmt.Fprintf(os.Stderr, "bench: %s with %d clients left %d goroutines running after Close\n", name, n, left)
 	}
+}
+
+// memPeaks are the largest live heap and resident set seen, in MB.
+type memPeaks struct{ live, rss float64 }
+
+// memSampleEvery is how often sampleMemory looks; cheap reads, no GC.
+const memSampleEvery = 100 * time.Millisecond
+
+// sampleMemory samples the live heap (what the latest GC marked, from
+// runtime/metrics) and the process's resident set every memSampleEvery
+// for d, and returns the peaks. It forces no GC: the load's own GCs mark
+// the heap, so the live figure is the load's.
+func sampleMemory(d time.Duration) memPeaks {
+	samples := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	var p memPeaks
+	sample := func() {
+		metrics.Read(samples)
+		if samples[0].Value.Kind() == metrics.KindUint64 {
+			p.live = max(p.live, float64(samples[0].Value.Uint64())/(1<<20))
+		}
+		p.rss = max(p.rss, rssMB())
+	}
+	t := time.NewTicker(memSampleEvery)
+	defer t.Stop()
+	end := time.After(d)
+	for {
+		select {
+		case <-t.C:
+			sample()
+		case <-end:
+			sample()
+			return p
+		}
+	}
+}
+
+// rssMB is the process's resident set in MB (/proc/self/statm), 0 where
+// there is none.
+func rssMB() float64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	pages, err := strconv.ParseUint(f[1], 10, 64)
+	if err != nil {
+		return 0
+	}
+	return float64(pages) * float64(os.Getpagesize()) / (1 << 20)
 }
 
 func writeHeapProfile(path string) {
@@ -315,13 +385,13 @@ func cpuTime() time.Duration {
 }
 
 func printHeader() {
-	fmt.Printf("%-13s %7s %10s %9s %9s %9s %11s %9s %9s %6s\n",
-		"system", "clients", "ops/s", "p50 µs", "p99 µs", "p99.9 µs", "cpu s/1k", "heap MB", "live MB", "errors")
+	fmt.Printf("%-13s %7s %10s %9s %9s %9s %11s %9s %9s %9s %9s %6s\n",
+		"system", "clients", "ops/s", "p50 µs", "p99 µs", "p99.9 µs", "cpu s/1k", "heap MB", "live MB", "livepk MB", "rss+ MB", "errors")
 }
 
 func printRow(r Result) {
-	fmt.Printf("%-13s %7d %10.0f %9.0f %9.0f %9.0f %11.3f %9.1f %9.1f %6d\n",
-		r.System, r.Clients, r.OpsPerSec, r.P50us, r.P99us, r.P999us, r.CPUPer1k, r.HeapInuse, r.HeapLive, r.Errors)
+	fmt.Printf("%-13s %7d %10.0f %9.0f %9.0f %9.0f %11.3f %9.1f %9.1f %9.1f %9.1f %6d\n",
+		r.System, r.Clients, r.OpsPerSec, r.P50us, r.P99us, r.P999us, r.CPUPer1k, r.HeapInuse, r.HeapLive, r.LivePeak, r.RSSPeak-r.RSSBase, r.Errors)
 }
 
 func parseInts(s string) ([]int, error) {
