@@ -1,9 +1,9 @@
-// Command bench drives ketch and hashicorp/raft side by side on the same
-// workload, machine and process, and reports throughput, latency, CPU and
-// memory for each (see README.md).
+// Command bench drives ketch, hashicorp/raft, dragonboat and etcd-io/raft
+// side by side on the same workload, machine and process, and reports
+// throughput, latency, CPU and memory for each (see README.md).
 //
-// It lives in its own module so that hashicorp/raft's dependencies stay out
-// of ketch's go.mod.
+// It lives in its own module so that the peers' dependencies stay out of
+// ketch's go.mod.
 package main
 
 import (
@@ -26,6 +26,9 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	// Before etcd's raftpb registers its "raft.proto" beside ketch's.
+	_ "github.com/ketch-raft/ketch/tests/bench/protoconflict"
 )
 
 // Workload constants (issue 5): 16-byte keys, 128-byte values.
@@ -52,6 +55,8 @@ type starter func(dir string, log *slog.Logger) (cluster, error)
 var systems = map[string]starter{
 	"ketch":            startKetchLocal,
 	"hashicorp":        startHashicorp,
+	"dragonboat":       startDragonboat,
+	"etcdraft":         startEtcdRaft,
 	"ketch-remote":     startKetchRemote,
 	"ketch-nosnap":     startKetchNoSnap,
 	"ketch-metrics":    startKetchMetrics,
@@ -60,10 +65,10 @@ var systems = map[string]starter{
 	"ketch-remote-tls": startKetchRemoteTLS,
 }
 
-var systemOrder = []string{"ketch", "hashicorp", "ketch-remote", "ketch-nosnap", "ketch-metrics", "ketch-view", "ketch-tls", "ketch-remote-tls"}
+var systemOrder = []string{"ketch", "hashicorp", "dragonboat", "etcdraft", "ketch-remote", "ketch-nosnap", "ketch-metrics", "ketch-view", "ketch-tls", "ketch-remote-tls"}
 
 // defaultSystems are the systems a run without -systems compares.
-var defaultSystems = []string{"ketch", "hashicorp", "ketch-remote"}
+var defaultSystems = []string{"ketch", "hashicorp", "dragonboat", "etcdraft", "ketch-remote"}
 
 // Result is one (system, clients) measurement. The first seven keys are
 // the JSON contract of issue 5; the rest are extras.
@@ -87,8 +92,8 @@ type Result struct {
 	// the window: with memory outside the Go heap (cgo allocations, as
 	// pebble's memtables). RSSBase is the resident set just before the
 	// cluster started, after the previous system's freed heap went back to
-	// the OS; what earlier systems left resident outside the Go heap is in
-	// both, so RSSPeak-RSSBase is what this system added.
+	// the OS; what earlier systems left resident outside the Go heap (45 MB
+	// after dragonboat at 256 clients) is in both, so RSSPeak-RSSBase is what this system added.
 	RSSPeak float64 `json:"rss_peak_mb"`
 	RSSBase float64 `json:"rss_base_mb"`
 }

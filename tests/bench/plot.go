@@ -15,6 +15,8 @@ var palette = map[string]color.Color{
 	"ketch":        color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
 	"hashicorp":    color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff},
 	"ketch-remote": color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
+	"dragonboat":   color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff},
+	"etcdraft":     color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff},
 }
 
 // plotResults draws latency (p50 solid, p99 dashed, log scale) against
