@@ -55,3 +55,15 @@ func TestCheckData(t *testing.T) {
 		t.Error("a query over MaxEntryBytes accepted")
 	}
 }
+
+// TestProtoFilesHaveTheirPackagePath: the files register as ketch/v1/...,
+// never as a bare raft.proto, which etcd-io/raft's raftpb also registers
+// (the protobuf runtime panics at start-up on such a conflict; tests/bench
+// links both).
+func TestProtoFilesHaveTheirPackagePath(t *testing.T) {
+	for _, f := range []interface{ Path() string }{File_ketch_v1_raft_proto, File_ketch_v1_node_proto} {
+		if !strings.HasPrefix(f.Path(), "ketch/v1/") {
+			t.Errorf("%s is registered without its package's path", f.Path())
+		}
+	}
+}

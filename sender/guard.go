@@ -32,7 +32,7 @@ const (
 )
 
 // ketchPackage prefixes the full names of ketch's protobuf messages.
-var ketchPackage = string(pb.File_raft_proto.Package()) + "."
+var ketchPackage = string(pb.File_ketch_v1_raft_proto.Package()) + "."
 
 // Names of the protoactor messages that carry a PID the guard checks.
 var (

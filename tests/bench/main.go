@@ -26,9 +26,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	// Before etcd's raftpb registers its "raft.proto" beside ketch's.
-	_ "github.com/ketch-raft/ketch/tests/bench/protoconflict"
 )
 
 // Workload constants (issue 5): 16-byte keys, 128-byte values.
