@@ -105,9 +105,34 @@ func main() {
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (with -snapshot-pause: of the window with the snapshot) to this file")
 	memprofile := flag.String("memprofile", "", "write a heap profile at the end of each level's window to PREFIX-SYSTEM-N.pprof")
 	logLevel := flag.String("log-level", "error", "log level of the nodes: debug, info, warn, error")
+	medianFiles := flag.String("median", "", "instead of running: read the -json files of several runs (comma-separated) and print, write (-json) and plot (-plot) the median of each figure per system and level, with ketch's ratios to the best peer")
 	snapKeys := flag.Int("snapshot-pause", 0, "instead of the levels: load this many keys, then compare commit latency at -clients' first level while a snapshot of them is written with the latency without one")
 	flag.Parse()
 
+	if *medianFiles != "" {
+		rs, err := medianOf(strings.Split(*medianFiles, ","))
+		if err != nil {
+			fatal("median: %v", err)
+		}
+		fmt.Printf("bench: medians of %d runs (rss+ MB is the median of each run's peak minus its base)\n", len(strings.Split(*medianFiles, ",")))
+		printHeader()
+		for _, r := range rs {
+			printRow(r)
+		}
+		printTargets(rs)
+		if *jsonOut != "" {
+			b, _ := json.MarshalIndent(rs, "", "  ")
+			if err := os.WriteFile(*jsonOut, append(b, '\n'), 0o644); err != nil {
+				fatal("json: %v", err)
+			}
+		}
+		if *plotOut != "" {
+			if err := plotResults(rs, *plotOut); err != nil {
+				fatal("plot: %v", err)
+			}
+		}
+		return
+	}
 	levels, err := parseInts(*clientsFlag)
 	if err != nil {
 		fatal("bad -clients: %v", err)
