@@ -19,6 +19,7 @@ import (
 	"runtime/debug"
 	"runtime/metrics"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strconv"
 	"strings"
@@ -103,6 +104,7 @@ func main() {
 	jsonOut := flag.String("json", "", "write the results as a JSON array to this file")
 	plotOut := flag.String("plot", "", "write a latency/throughput plot (PNG) to this file")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (with -snapshot-pause: of the window with the snapshot) to this file")
+	traceOut := flag.String("trace", "", "write an execution trace (runtime/trace) of the whole run to this file: go tool trace -pprof=sync|sched|syscall FILE shows where goroutines wait")
 	memprofile := flag.String("memprofile", "", "write a heap profile at the end of each level's window to PREFIX-SYSTEM-N.pprof")
 	logLevel := flag.String("log-level", "error", "log level of the nodes: debug, info, warn, error")
 	medianFiles := flag.String("median", "", "instead of running: read the -json files of several runs (comma-separated) and print, write (-json) and plot (-plot) the median of each figure per system and level, with ketch's ratios to the best peer")
@@ -172,6 +174,19 @@ func main() {
 		}()
 	}
 
+	if *traceOut != "" {
+		f, err := os.Create(*traceOut)
+		if err != nil {
+			fatal("trace: %v", err)
+		}
+		if err := trace.Start(f); err != nil {
+			fatal("trace: %v", err)
+		}
+		defer func() {
+			trace.Stop()
+			_ = f.Close()
+		}()
+	}
 	fmt.Printf("bench: %d CPUs, GOMAXPROCS %d, %s, warm-up %v, %v per level, keys %d B, values %d B\n",
 		runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), *warmup, *duration, keyBytes, valueBytes)
 	printHeader()
