@@ -117,7 +117,6 @@ type BoltStore struct {
 	unflushed []journalRecord // the current journal file's records, not yet in bbolt
 	ckpt      chan checkpoint
 	done      chan struct{} // closed when the checkpointer has exited
-	spareDone chan struct{} // closed when no spare journal file is being written
 	boltLast  atomic.Uint64 // last index in bbolt, after the latest checkpoint
 	shrinks   atomic.Uint64 // files shrunk since OpenBolt
 	// shrinkAfter: no shrink before then (one failed); shrinkErr: why.
@@ -205,12 +204,7 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 		return nil, fmt.Errorf("logstore: cannot remove the leftover %s: %w", path+shrinkSuffix, err)
 	}
 	// The journal is read only now that bbolt's lock is held: another
-	// process using this data dir would have failed the Open above. A
-	// spare journal file left by the last run is only a cache; it goes
-	// too, and the next is prepared once the store runs.
-	removeSpares(path)
-	s.spareDone = make(chan struct{})
-	close(s.spareDone)
+	// process using this data dir would have failed the Open above.
 	if err := s.recover(); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -223,9 +217,6 @@ func OpenBolt(path string, opts BoltOptions) (*BoltStore, error) {
 	s.ckpt = make(chan checkpoint, maxQueuedCheckpoints)
 	s.done = make(chan struct{})
 	go s.checkpointer()
-	s.mu.Lock()
-	s.prepareSpare()
-	s.mu.Unlock()
 	return s, nil
 }
 
@@ -559,29 +550,9 @@ func (s *BoltStore) recover() error {
 	return nil
 }
 
-// prealloc is the size of a new journal file (see journal.go).
-func (s *BoltStore) prealloc() int64 { return s.opts.JournalFileBytes + journalSlack }
-
-// prepareSpare starts writing the next journal file in the background,
-// unless that is under way. Close waits for it. A failure only means the
-// next rotation makes its file itself. Caller holds mu.
-func (s *BoltStore) prepareSpare() {
-	select {
-	case <-s.spareDone:
-	default:
-		return // one is being written
-	}
-	done := make(chan struct{})
-	s.spareDone = done
-	go func() {
-		defer close(done)
-		_ = prepareSpare(s.path, s.prealloc(), s.opts.UnsafeNoSync)
-	}()
-}
-
 // startJournal creates the journal file whose first record is seq.
 func (s *BoltStore) startJournal(seq uint64) error {
-	j, err := createJournal(s.path, seq, s.opts.UnsafeNoSync, s.prealloc())
+	j, err := createJournal(s.path, seq, s.opts.UnsafeNoSync)
 	if err != nil {
 		return fmt.Errorf("logstore: cannot create journal file next to %s (check the disk and the directory's permissions): %w", s.path, err)
 	}
@@ -786,11 +757,10 @@ func (s *BoltStore) rotate() error {
 		return nil // empty: nothing to move
 	}
 	old := s.j
-	nj, err := createJournal(s.path, old.next, s.opts.UnsafeNoSync, s.prealloc())
+	nj, err := createJournal(s.path, old.next, s.opts.UnsafeNoSync)
 	if err != nil {
 		return fmt.Errorf("logstore: cannot start a new journal file next to %s: %w", s.path, err)
 	}
-	s.prepareSpare()
 	if err := old.close(); err != nil {
 		_ = nj.close()
 		return err
@@ -1231,8 +1201,6 @@ func (s *BoltStore) Close() error {
 	err := s.flushAll()
 	close(s.ckpt)
 	<-s.done
-	<-s.spareDone
-	removeSpares(s.path)
 	if cerr := s.j.close(); err == nil {
 		err = cerr
 	}

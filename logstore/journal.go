@@ -323,15 +323,9 @@ func readJournal(f journalFile, last, current bool) (recs []journalRecord, tornB
 	if err != nil {
 		return nil, 0, err
 	}
-	if current {
-		data = data[:writtenEnd(data)] // a preallocated file's zeros
-	}
 	off := 0
 	want := f.first
 	for off < len(data) {
-		if current && allZero(data[off:]) {
-			break // the rest of a preallocated file
-		}
 		rec, size, bad, torn := parseRecord(data, off, current)
 		if bad == "" && rec.seq != want {
 			bad, torn = fmt.Sprintf("record %d follows %d", rec.seq, want-1), false
@@ -418,139 +412,21 @@ func validRecordAfter(data []byte, off int, current bool) bool {
 	return false
 }
 
-// Preallocation. A journal file is written in place, from offset 0, into
-// a file that already has its full size and whose blocks are already
-// written (zeros) and synced. The reason is fdatasync's cost: appending to
-// a file that grows makes every fdatasync also write the inode (the new
-// size) and allocate blocks, a second journal commit in ext4. Measured on
-// this project's machine (ext4 on a virtio disk, 300-byte records, 2,000
-// fdatasyncs, 3 rounds): a growing file p50 343-376 µs, p99 5.4-6.4 ms; a
-// fallocated one 261-273 µs; a zero-filled one 191-235 µs, p99 1.0-4.6 ms.
-// etcd preallocates its WAL segments for the same reason.
-//
-// The file past the last record reads as zeros; readJournal ends a file of
-// the current format where its written part ends (writtenEnd). The next
-// file is prepared in the background (the spare, spareName) so that a
-// rotation only renames it; when no spare is ready, createJournal
-// zero-fills the new file itself.
-
-// journalSlack is room past JournalFileBytes in a preallocated file for the
-// record that crosses it (a larger record grows the file, correctly but
-// at the old cost).
-const journalSlack = 256 << 10
-
-// spareName is the next journal file, prepared ahead (not yet a journal:
-// journalFiles does not list it).
-func spareName(path string) string { return path + ".journal-spare" }
-
-// prepareSpare writes spareName(path): size zeros, synced unless noSync,
-// written under a temporary name and renamed, so a spare that exists is
-// whole.
-func prepareSpare(path string, size int64, noSync bool) error {
-	tmp := spareName(path) + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	err = zeroFill(f, size, noSync)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, spareName(path))
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-	}
-	return err
-}
-
-// removeSpares deletes a spare and a half-written one (at start-up: a
-// spare is only a cache).
-func removeSpares(path string) {
-	_ = os.Remove(spareName(path))
-	_ = os.Remove(spareName(path) + ".tmp")
-}
-
-// zeroFill writes size zero bytes to f from offset 0 and syncs it.
-func zeroFill(f *os.File, size int64, noSync bool) error {
-	zeros := make([]byte, 64<<10)
-	for off := int64(0); off < size; off += int64(len(zeros)) {
-		n := min(int64(len(zeros)), size-off)
-		if _, err := f.WriteAt(zeros[:n], off); err != nil {
-			return err
-		}
-	}
-	if noSync {
-		return nil
-	}
-	return f.Sync()
-}
-
-// writtenEnd is where the written part of a preallocated journal file
-// ends: after the last record's trailer, before the zeros. The trailer may
-// itself end in zero bytes (its checksum's, say), but its seq is never 0,
-// so its last non-zero byte is at most 15 bytes before its end; the end is
-// the first offset in that window where a valid trailer ends. Without one
-// (a torn last write, or a damaged trailer) it is the window's end, and
-// readJournal judges what is there as it would in a file that ends there:
-// a record cut short is torn; a whole record whose header checksum holds
-// is kept, and the zeros after it end the file.
-func writtenEnd(data []byte) int {
-	nz := len(data)
-	for nz > 0 && data[nz-1] == 0 {
-		nz--
-	}
-	if nz == 0 {
-		return 0 // nothing written
-	}
-	end := min(nz+journalTrailerBytes-1, len(data))
-	for e := nz; e <= end; e++ {
-		if _, _, ok := trailerAt(data, e-journalTrailerBytes); ok {
-			return e
-		}
-	}
-	return end
-}
-
-// allZero reports whether b holds only zero bytes.
-func allZero(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
-}
-
-// journalWriter writes records to the current journal file.
+// journalWriter appends records to the current journal file.
 type journalWriter struct {
 	f      *os.File
 	name   string
 	first  uint64 // seq of the file's first record
 	next   uint64 // seq of the next record
-	size   int64  // bytes of records written (the next record's offset)
+	size   int64
 	noSync bool
 }
 
 // createJournal starts the file whose first record will be seq, and makes
-// its directory entry durable. With prealloc > 0 the file is the spare,
-// renamed, or one of prealloc zero bytes made here.
-func createJournal(path string, seq uint64, noSync bool, prealloc int64) (*journalWriter, error) {
+// its directory entry durable.
+func createJournal(path string, seq uint64, noSync bool) (*journalWriter, error) {
 	name := journalName(path, seq)
-	var f *os.File
-	var err error
-	if prealloc > 0 && os.Rename(spareName(path), name) == nil {
-		f, err = os.OpenFile(name, os.O_WRONLY, 0o600)
-	} else {
-		f, err = os.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
-		if err == nil && prealloc > 0 {
-			if err = zeroFill(f, prealloc, noSync); err != nil {
-				_ = f.Close()
-				_ = os.Remove(name)
-			}
-		}
-	}
+	f, err := os.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -571,7 +447,7 @@ func (w *journalWriter) append(updates []Update) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := w.f.WriteAt(buf, w.size); err != nil {
+	if _, err := w.f.Write(buf); err != nil {
 		return nil, err
 	}
 	if !w.noSync {

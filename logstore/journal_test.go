@@ -106,12 +106,6 @@ func TestJournalRecoversAcknowledgedWrites(t *testing.T) {
 // is damaged, was acknowledged: that is corruption, never a quiet loss.
 // The data is zeros, as a value of zeros is, so no test relies on the data
 // looking unlike a tear; a damaged trailer alone loses nothing.
-//
-// Journal files are preallocated (zeros past the last record), so a file's
-// length tells nothing: a record whose trailer is cut short is whole (its
-// header checksum holds over all its data) and is kept, as one whose
-// trailer is damaged is. Keeping a write that was never acknowledged is
-// allowed; dropping one that was is not, and the two look alike here.
 func TestJournalDropsATornTail(t *testing.T) {
 	s := mustOpenBolt(t, filepath.Join(t.TempDir(), "ketch.db"))
 	wantHS, want := history(t, s)
@@ -122,8 +116,7 @@ func TestJournalDropsATornTail(t *testing.T) {
 	mustWrite(t, s, Update{Entries: big}) // the write that will be torn
 
 	const (
-		torn    = iota // dropped, and reported
-		dropped        // dropped (all zeros: it may never have been written)
+		torn = iota
 		corrupt
 		intact
 	)
@@ -132,13 +125,13 @@ func TestJournalDropsATornTail(t *testing.T) {
 		tear func(data []byte) []byte
 		want int
 	}{
-		{"its trailer cut short", func(d []byte) []byte { return d[:len(d)-7] }, intact},
+		{"cut short", func(d []byte) []byte { return d[:len(d)-7] }, torn},
 		{"cut before its trailer", func(d []byte) []byte { return d[:len(d)-journalTrailerBytes] }, torn},
 		{"header cut short", func(d []byte) []byte { return d[:len(d)-lastRecordLen(t, d)+5] }, torn},
 		{"all zeros from the record on", func(d []byte) []byte {
 			clear(d[len(d)-lastRecordLen(t, d):])
 			return d
-		}, dropped},
+		}, torn},
 		{"zero sectors at the end", func(d []byte) []byte {
 			from := (len(d) - lastRecordLen(t, d) + 600) &^ 511
 			clear(d[from:])
@@ -173,10 +166,7 @@ func TestJournalDropsATornTail(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			// The records, torn or damaged, then the zeros of the
-			// preallocated file as far as it reached.
-			broken := tc.tear(append([]byte(nil), data[:writtenEnd(data)]...))
-			if err := os.WriteFile(last, append(broken, make([]byte, max(0, len(data)-len(broken)))...), 0o600); err != nil {
+			if err := os.WriteFile(last, tc.tear(data), 0o600); err != nil {
 				t.Fatal(err)
 			}
 			switch tc.want {
@@ -189,9 +179,9 @@ func TestJournalDropsATornTail(t *testing.T) {
 				if !errors.Is(err, ErrCorrupt) {
 					t.Fatalf("OpenBolt = %v, want ErrCorrupt", err)
 				}
-			case torn, dropped:
+			case torn:
 				r := mustOpenBolt(t, img)
-				if tc.want == torn && r.Recovered().TornBytes == 0 {
+				if r.Recovered().TornBytes == 0 {
 					t.Error("Recovered().TornBytes = 0, want the torn record's size")
 				}
 				checkState(t, r, wantHS, want) // everything but the torn write
