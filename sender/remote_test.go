@@ -63,13 +63,21 @@ func TestStartRemoteErrors(t *testing.T) {
 // directly, past the probe, in a child process (remote.Start writes grpc's
 // global logger: see helpers_test.go).
 func TestStartRemoteRecoversListenPanic(t *testing.T) {
+	runChild(t, "recover", "(ErrAddrInUse: true)", "RESULT")
+}
+
+// runChild runs this test binary as the child of the given mode and wants
+// its output to contain want; it logs the output's line starting with
+// show.
+func runChild(t *testing.T, mode, want, show string) {
+	t.Helper()
 	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), childEnv+"=recover")
+	cmd.Env = append(os.Environ(), childEnv+"="+mode)
 	out, err := cmd.CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "(ErrAddrInUse: true)") {
-		t.Fatalf("child: %v\n%s", err, out)
+	if err != nil || !strings.Contains(string(out), want) {
+		t.Fatalf("child %s: %v\n%s", mode, err, out)
 	}
-	t.Log(firstLine(string(out), "RESULT"))
+	t.Log(firstLine(string(out), show))
 }
 
 // A node listening on a host name (localhost here; a container's service
@@ -77,13 +85,7 @@ func TestStartRemoteRecoversListenPanic(t *testing.T) {
 // address is the name as given, not the address it resolved to, so peers
 // that were told the name reach it past the wire guard's target check.
 func TestStartRemoteKeepsTheHostName(t *testing.T) {
-	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), childEnv+"=hostname")
-	out, err := cmd.CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "ADDRESS localhost:") {
-		t.Fatalf("child: %v\n%s", err, out)
-	}
-	t.Log(firstLine(string(out), "ADDRESS"))
+	runChild(t, "hostname", "ADDRESS localhost:", "ADDRESS")
 }
 
 // hostnameMain is the child of TestStartRemoteKeepsTheHostName.
